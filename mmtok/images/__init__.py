@@ -1,0 +1,13 @@
+"""Image probing and safe decoding: pure functions over a path or encoded bytes."""
+
+from mmtok.images.decode import AlphaPolicy, decode_rgb
+from mmtok.images.probe import DEFAULT_MAX_PIXELS, BadImage, ImageInfo, probe_image
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "AlphaPolicy",
+    "BadImage",
+    "ImageInfo",
+    "decode_rgb",
+    "probe_image",
+]

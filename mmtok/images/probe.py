@@ -1,0 +1,142 @@
+"""Header-only image probe: size, format, mode, frames and EXIF orientation without decoding pixels.
+
+An image is given as a filesystem path (`str`) or as encoded bytes. Every data problem raises
+`BadImage` with a reason code; anything else that escapes is a bug in mmtok and must surface.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image
+
+from mmtok.reasons import Reason
+
+# Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+EXIF_ORIENTATION_TAG = 0x0112
+# Orientations 5-8 rotate by 90 degrees, so the displayed image has width and height swapped.
+SWAPS_SIDES = frozenset({5, 6, 7, 8})
+
+# Raster formats Pillow may open. EPS is left out on purpose: loading it runs Ghostscript.
+_EXCLUDED_FORMATS = {"EPS"}
+
+
+def _open_formats() -> list[str]:
+    Image.init()
+    return sorted(f for f in Image.OPEN if f not in _EXCLUDED_FORMATS)
+
+
+class BadImage(Exception):
+    """A data problem with one image; becomes a reject with `reason` and `message`."""
+
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    mode: str
+    frames: int
+    exif_orientation: int | None
+    file_bytes: int
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as a viewer shows the image, after the EXIF rotation."""
+        if self.exif_orientation in SWAPS_SIDES:
+            return self.height, self.width
+        return self.width, self.height
+
+
+@contextmanager
+def open_source(src: str | bytes) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a path or bytes for reading; yields the stream and its size in bytes."""
+    if isinstance(src, bytes | bytearray | memoryview):
+        if len(src) == 0:
+            raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
+        yield io.BytesIO(src), len(src)
+        return
+    try:
+        fp = open(src, "rb")  # noqa: SIM115 - closed below, errors are mapped per kind
+    except FileNotFoundError:
+        raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
+    except IsADirectoryError:
+        raise BadImage(Reason.READ_ERROR, f"is a directory: {src}") from None
+    except OSError as e:
+        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {src}") from None
+    with fp:
+        size = os.fstat(fp.fileno()).st_size
+        if size == 0:
+            raise BadImage(Reason.EMPTY_FILE, f"file is empty: {src}")
+        yield fp, size
+
+
+@contextmanager
+def decoder_errors() -> Iterator[None]:
+    """Map whatever Pillow raises on bad data to a reason code.
+
+    Pillow's plugins raise many types on corrupt input (OSError, SyntaxError, ValueError,
+    struct.error, EOFError, ...). This wraps only calls into Pillow, so a bug in mmtok's own
+    code is not hidden by it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning, EXIF and ICC chatter
+        try:
+            yield
+        except BadImage:
+            raise
+        except Image.DecompressionBombError as e:
+            raise BadImage(Reason.BOMB, str(e)) from None
+        except Image.UnidentifiedImageError:
+            raise BadImage(Reason.NOT_IMAGE, "cannot identify image format") from None
+        except (EOFError, OSError) as e:
+            message = str(e) or type(e).__name__
+            if isinstance(e, EOFError) or "truncated" in message:
+                raise BadImage(Reason.TRUNCATED, message) from None
+            raise BadImage(Reason.DECODE_ERROR, f"{type(e).__name__}: {message}") from None
+        except Exception as e:  # noqa: BLE001 - Pillow's decoders raise arbitrary types on bad data
+            raise BadImage(Reason.DECODE_ERROR, f"{type(e).__name__}: {e}") from None
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise BadImage(
+            Reason.BOMB,
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}",
+        )
+
+
+def open_image(fp: BinaryIO, max_pixels: int) -> Image.Image:
+    """Open lazily (header only) and refuse sizes above `max_pixels` before any pixel exists."""
+    im = Image.open(fp, formats=_open_formats())
+    check_pixels(im.width, im.height, max_pixels)
+    return im
+
+
+def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read the header of one image; raises `BadImage` for bad data."""
+    with open_source(src) as (fp, size), decoder_errors():
+        im = open_image(fp, max_pixels)
+        orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
+        return ImageInfo(
+            width=im.width,
+            height=im.height,
+            format=(im.format or "unknown").lower(),
+            mode=im.mode,
+            frames=int(getattr(im, "n_frames", 1)),
+            exif_orientation=int(orientation) if isinstance(orientation, int) else None,
+            file_bytes=size,
+        )
