@@ -33,3 +33,12 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
 }
+
+
+class RowRejected(Exception):
+    """Raised inside a row-wise stage for one bad row; the stage turns it into a reject."""
+
+    def __init__(self, reason: Reason | str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = str(reason)
+        self.message = message

@@ -1,7 +1,7 @@
 """Image probing and safe decoding: pure functions over a path or encoded bytes."""
 
 from mmtok.images.decode import AlphaPolicy, decode_rgb
-from mmtok.images.probe import DEFAULT_MAX_PIXELS, BadImage, ImageInfo, probe_image
+from mmtok.images.probe import DEFAULT_MAX_PIXELS, BadImage, ImageInfo, image_input, probe_image
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -9,5 +9,6 @@ __all__ = [
     "BadImage",
     "ImageInfo",
     "decode_rgb",
+    "image_input",
     "probe_image",
 ]

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from mmtok.reasons import Reason
+from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -34,13 +34,8 @@ def _open_formats() -> list[str]:
     return sorted(f for f in Image.OPEN if f not in _EXCLUDED_FORMATS)
 
 
-class BadImage(Exception):
+class BadImage(RowRejected):
     """A data problem with one image; becomes a reject with `reason` and `message`."""
-
-    def __init__(self, reason: Reason, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +135,19 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
             exif_orientation=int(orientation) if isinstance(orientation, int) else None,
             file_bytes=size,
         )
+
+
+_URI_SCHEME = ("http://", "https://", "s3://", "gs://", "ftp://", "hf://")
+
+
+def image_input(image: dict | None) -> str | bytes:
+    """The path or bytes to read from a row's `image` struct; raises `BadImage` if there is none."""
+    if image is not None:
+        if image.get("bytes") is not None:
+            return image["bytes"]
+        path = image.get("path")
+        if path:
+            if path.startswith(_URI_SCHEME) or "://" in path:
+                raise BadImage(Reason.UNSUPPORTED_URI, f"not a local file: {path}")
+            return path
+    raise BadImage(Reason.NO_IMAGE, "the row has no image path or bytes")

@@ -1,0 +1,119 @@
+"""`mmtok probe`: read each image's header (size, format, mode, frames, EXIF) into a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmtok.cli import options as o
+from mmtok.cli.output import Reporter, handle_errors
+from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.images import DEFAULT_MAX_PIXELS
+from mmtok.reasons import DESCRIPTIONS, Reason
+from mmtok.stages.probe import ProbeStage, ProbeSummary
+
+
+@handle_errors
+def probe(
+    inputs: o.InputsArg,
+    output: o.OutputOpt = None,
+    decode_check: Annotated[bool, typer.Option("--decode-check", help="Fully decode every image: catches truncated and corrupt files that the header alone does not.")] = False,
+    allow_truncated: Annotated[bool, typer.Option("--allow-truncated", help="With --decode-check: accept truncated images (Pillow fills the rest grey).")] = False,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb` without allocating them.")] = DEFAULT_MAX_PIXELS,
+    image_col: o.ImageColOpt = "image",
+    text_col: o.TextColOpt = "caption",
+    id_col: o.IdColOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
+    shard_rows: o.ShardRowsOpt = 50_000,
+    shard_bytes: o.ShardBytesOpt = "512MB",
+    image_bytes: o.ImageBytesOpt = False,
+    rejects: o.RejectsOpt = None,
+    workers: o.WorkersOpt = None,
+    quiet: o.QuietOpt = False,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Probe image headers: width, height, format, mode, frames, EXIF orientation, file size.
+
+    Reads no pixels unless --decode-check is given. Writes the input rows plus the probe
+    columns to -o (a dataset folder, or - for JSON Lines); unreadable images go to
+    rejects.parquet with a reason code. Without -o, prints the summary only.
+
+    [bold]Examples[/]
+
+      mmtok probe captions.jsonl -o probed/
+      mmtok probe 'shards/*.tar' -o probed/ --decode-check
+      mmtok probe photos/ --json
+      mmtok probe a.jsonl -o - | mmtok probe - -o out/
+    """
+    out = o.build_output(output, overwrite=overwrite, resume=resume, shard_rows=shard_rows,
+                         shard_bytes=shard_bytes, image_bytes=image_bytes, rejects=rejects)
+    reporter = Reporter(quiet=quiet, as_json=as_json, stdout_is_data=out is not None and out.to_stdout)
+    source = o.build_inputs(inputs, image_col, text_col, id_col)
+    stage = ProbeStage(max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated)
+    summary = ProbeSummary()
+    with reporter.progress("probing") as (on_start, on_progress):
+        manifest = run_pipeline(source, [stage], out, workers=workers, command=command_line(),
+                                on_start=on_start, on_progress=on_progress,
+                                observers=[Observer(ProbeSummary.columns, summary.add)])
+    document = {"output": out.path if out else None, "counts": manifest["counts"],
+                "timing": manifest.get("timing"), **summary.to_dict()}
+    reporter.result(document, lambda console: render_summary(console, document))
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "B":
+        for scale, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if value >= scale:
+                return f"{value / scale:.1f} {suffix}"
+        return f"{value:.0f} B"
+    return f"{value:,.2f}" if unit == "MP" else f"{value:,.0f}"
+
+
+def render_summary(console: Console, doc: dict[str, Any]) -> None:
+    counts = doc["counts"]
+    head = Table(title="mmtok probe", show_header=False, title_justify="left")
+    head.add_row("rows in", f"{counts['in']:,}")
+    head.add_row("probed", f"{counts['out']:,}")
+    head.add_row("rejected", f"{counts['rejected']:,}")
+    if doc["output"]:
+        head.add_row("output", str(doc["output"]))
+    timing = doc.get("timing") or {}
+    if timing.get("rows_per_second"):
+        head.add_row("speed", f"{timing['rows_per_second']:,.0f} rows/s on {timing['workers']} workers")
+    console.print(head)
+
+    if doc["formats"]:
+        formats = Table(title="formats", title_justify="left")
+        formats.add_column("format")
+        formats.add_column("images", justify="right")
+        formats.add_column("share", justify="right")
+        total = sum(doc["formats"].values())
+        for name, n in doc["formats"].items():
+            formats.add_row(str(name), f"{n:,}", f"{100 * n / total:.1f}%")
+        console.print(formats)
+
+        sizes = Table(title="sizes" + ("" if doc["percentiles_exact"] else " (sampled)"), title_justify="left")
+        sizes.add_column("")
+        for q in ("p5", "p50", "p95"):
+            sizes.add_column(q, justify="right")
+        for key, label, unit in (("width", "width px", ""), ("height", "height px", ""),
+                                 ("megapixels", "megapixels", "MP"), ("file_bytes", "file size", "B")):
+            p = doc["percentiles"][key]
+            sizes.add_row(label, *(_fmt(p[q], unit) for q in ("p5", "p50", "p95")))
+        console.print(sizes)
+
+    if counts["rejected_by_reason"]:
+        rejects = Table(title="rejects", title_justify="left")
+        rejects.add_column("reason")
+        rejects.add_column("rows", justify="right")
+        rejects.add_column("meaning")
+        for reason, n in counts["rejected_by_reason"].items():
+            meaning = DESCRIPTIONS.get(Reason(reason), "") if reason in Reason._value2member_map_ else ""
+            rejects.add_row(reason, f"{n:,}", meaning)
+        console.print(rejects)

@@ -1,0 +1,104 @@
+"""ProbeStage: header-only image facts per row; optionally a full decode to catch truncation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from mmtok.engine.stage import RowStage
+from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_rgb, image_input, probe_image
+from mmtok.stats import PercentileSample
+
+PROBE_FIELDS = [
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("display_width", pa.int32()),  # after the EXIF rotation
+    pa.field("display_height", pa.int32()),
+    pa.field("format", pa.string()),
+    pa.field("mode", pa.string()),
+    pa.field("frames", pa.int32()),
+    pa.field("exif_orientation", pa.int8()),
+    pa.field("file_bytes", pa.int64()),
+]
+
+
+class ProbeStage(RowStage):
+    name: ClassVar[str] = "probe"
+    input_columns: ClassVar[tuple[str, ...]] = ("image",)
+
+    def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = False,
+                 allow_truncated: bool = False):
+        self.max_pixels = max_pixels
+        self.decode_check = decode_check
+        self.allow_truncated = allow_truncated
+
+    def output_fields(self) -> list[pa.Field]:
+        return PROBE_FIELDS
+
+    def config(self) -> dict[str, Any]:
+        return {"max_pixels": self.max_pixels, "decode_check": self.decode_check,
+                "allow_truncated": self.allow_truncated}
+
+    def setup(self) -> None:
+        if self.max_pixels > DEFAULT_MAX_PIXELS:
+            Image.MAX_IMAGE_PIXELS = None  # our own limit applies; Pillow's would refuse first
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        src = image_input(row["image"])
+        info = probe_image(src, self.max_pixels)
+        if self.decode_check:
+            decode_rgb(src, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated,
+                       alpha=AlphaPolicy.DROP, exif_transpose=False)
+        display_width, display_height = info.display_size
+        orientation = info.exif_orientation
+        return {
+            "width": info.width,
+            "height": info.height,
+            "display_width": display_width,
+            "display_height": display_height,
+            "format": info.format,
+            "mode": info.mode,
+            "frames": info.frames,
+            "exif_orientation": orientation if orientation is not None and -128 <= orientation < 128 else None,
+            "file_bytes": info.file_bytes,
+        }
+
+
+class ProbeSummary:
+    """Counts by format and mode, and size percentiles, over the probed rows of a run."""
+
+    columns: ClassVar[list[str]] = ["format", "mode", "width", "height", "file_bytes", "frames"]
+
+    def __init__(self):
+        self.formats: Counter = Counter()
+        self.modes: Counter = Counter()
+        self.animated = 0
+        self.samples = {k: PercentileSample(seed=i) for i, k in
+                        enumerate(["width", "height", "megapixels", "file_bytes"])}
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        for counter, column in ((self.formats, "format"), (self.modes, "mode")):
+            for item in pc.value_counts(table.column(column)).to_pylist():
+                counter[item["values"]] += item["counts"]
+        self.animated += pc.sum(pc.greater(table.column("frames"), 1)).as_py() or 0
+        width = table.column("width").to_numpy(zero_copy_only=False).astype("float64")
+        height = table.column("height").to_numpy(zero_copy_only=False).astype("float64")
+        self.samples["width"].add(width)
+        self.samples["height"].add(height)
+        self.samples["megapixels"].add(width * height / 1e6)
+        self.samples["file_bytes"].add(table.column("file_bytes").to_numpy(zero_copy_only=False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "formats": dict(self.formats.most_common()),
+            "modes": dict(self.modes.most_common()),
+            "multi_frame": self.animated,
+            "percentiles": {k: s.percentiles() for k, s in self.samples.items()},
+            "percentiles_exact": all(s.exact for s in self.samples.values()),
+        }
