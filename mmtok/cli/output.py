@@ -37,10 +37,14 @@ class _RateColumn(ProgressColumn):
 class Reporter:
     """One output object per command: human, --json or --quiet."""
 
-    def __init__(self, *, quiet: bool = False, as_json: bool = False, stdout_is_data: bool = False):
+    def __init__(self, *, quiet: bool = False, as_json: bool = False, stdout_is_data: bool = False,
+                 stderr_is_data: bool = False):
         self.quiet, self.as_json = quiet, as_json
-        # With -o - the rows own stdout, so summaries go to stderr.
+        # With -o - the rows own stdout, so the summary goes to stderr; and if rejected rows
+        # go to stderr as JSON Lines too, the summary is shown only to a person at a terminal.
         self.out = Console(file=sys.stderr if stdout_is_data else sys.stdout, soft_wrap=True)
+        if stdout_is_data and stderr_is_data and not sys.stderr.isatty():
+            self.quiet = True
         self.err = Console(file=sys.stderr, soft_wrap=True)
         interactive = sys.stdout.isatty() and sys.stderr.isatty()
         self.show_progress = interactive and not quiet and not as_json

@@ -51,7 +51,9 @@ def probe(
     """
     out = o.build_output(output, overwrite=overwrite, resume=resume, shard_rows=shard_rows,
                          shard_bytes=shard_bytes, image_bytes=image_bytes, rejects=rejects)
-    reporter = Reporter(quiet=quiet, as_json=as_json, stdout_is_data=out is not None and out.to_stdout)
+    to_stdout = out is not None and out.to_stdout
+    reporter = Reporter(quiet=quiet, as_json=as_json, stdout_is_data=to_stdout,
+                        stderr_is_data=to_stdout and rejects is None)
     source = o.build_inputs(inputs, image_col, text_col, id_col)
     stage = ProbeStage(max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated)
     summary = ProbeSummary()

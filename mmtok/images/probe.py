@@ -99,7 +99,7 @@ def decoder_errors() -> Iterator[None]:
             raise BadImage(Reason.NOT_IMAGE, "cannot identify image format") from None
         except (EOFError, OSError) as e:
             message = str(e) or type(e).__name__
-            if isinstance(e, EOFError) or "truncated" in message:
+            if isinstance(e, EOFError) or "truncated" in message.lower():
                 raise BadImage(Reason.TRUNCATED, message) from None
             raise BadImage(Reason.DECODE_ERROR, f"{type(e).__name__}: {message}") from None
         except Exception as e:  # noqa: BLE001 - Pillow's decoders raise arbitrary types on bad data
