@@ -286,6 +286,8 @@ class JsonLinesSource(Source):
                 names.update(record)
                 for key, value in record.items():
                     kinds.setdefault(key, set()).add(_json_kind(value))
+        if names:  # a column no row has is a typo in a flag, not a property of every row
+            self._require_image_col(sorted(names))
         self._id_col = self._find_id_col(sorted(names)) if names else self.options.id_col
         self._kinds = {k: frozenset(v - {"null"}) for k, v in kinds.items()}
         self._fields = []

@@ -1,0 +1,3 @@
+from mmtok.cli.app import main
+
+main()
