@@ -87,7 +87,8 @@ def render_summary(console: Console, doc: dict[str, Any]) -> None:
         head.add_row("output", str(doc["output"]))
     timing = doc.get("timing") or {}
     if timing.get("rows_per_second"):
-        head.add_row("speed", f"{timing['rows_per_second']:,.0f} rows/s on {timing['workers']} workers")
+        workers = timing["workers"]
+        head.add_row("speed", f"{timing['rows_per_second']:,.0f} rows/s on {workers} worker{'s' * (workers > 1)}")
     console.print(head)
 
     if doc["formats"]:

@@ -102,8 +102,11 @@ def run_pipeline(
         for part in sink.committed_parts():
             for observer in observers:
                 observer.add(pq.read_table(part, columns=observer.columns))
+    total = inputs.count_rows()
+    if total is not None:  # more workers than batches would only add start-up time
+        workers = max(1, min(workers, -(-(total - done) // inputs.options.batch_rows)))
     if on_start:
-        on_start(inputs.count_rows(), done)
+        on_start(total, done)
 
     started, t0, done_before = datetime.now(UTC), time.monotonic(), done
     chain = StageChain(stages, row_schema, rejects)
