@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,9 @@ def bare_pillow_rate(paths: list[Path], decode: bool) -> float:
 def write_rows(path: Path, images: list[Path], rows: int) -> Path:
     with open(path, "w") as f:
         for i in range(rows):
-            f.write(json.dumps({"image": str(images[i % len(images)]), "caption": f"row {i}"}) + "\n")
+            f.write(
+                json.dumps({"image": str(images[i % len(images)]), "caption": f"row {i}"}) + "\n"
+            )
     return path
 
 
@@ -75,13 +76,27 @@ print(json.dumps({"rows": m["counts"]["in"], "seconds": seconds,
 
 def run_mmtok(rows_file: Path, out: Path, workers: int, decode: bool = False) -> dict:
     """One run in a fresh process (includes pool start-up), so peak RSS is this run's own."""
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(rows_file), str(out), str(workers),
-                             "1" if decode else "0"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RUNNER,
+            str(rows_file),
+            str(out),
+            str(workers),
+            "1" if decode else "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     n_images = 1_000 if args.quick else 5_000
@@ -95,12 +110,18 @@ def main() -> None:
         (tmp / "jpegs").mkdir()
         jpegs = make_jpegs(tmp / "jpegs", n_images)
         total_mb = sum(p.stat().st_size for p in jpegs) / 1e6
-        print(f"generated {n_images:,} JPEGs ({total_mb:,.0f} MB) in {time.perf_counter() - t0:.0f} s\n")
+        print(
+            f"generated {n_images:,} JPEGs ({total_mb:,.0f} MB) in {time.perf_counter() - t0:.0f} s\n"
+        )
 
         print("probe rate (images/s); ratio = mmtok per worker / bare Pillow loop")
-        print(f"{'data':<28}{'mode':<14}{'workers':>8}{'mmtok/s':>10}{'per worker':>12}{'pillow/s':>10}{'ratio':>8}")
-        sets = [("examples (37 rows)", examples, write_rows(tmp / "ex.jsonl", examples, len(examples))),
-                (f"{n_images:,} mixed JPEGs", jpegs, write_rows(tmp / "gen.jsonl", jpegs, n_images))]
+        print(
+            f"{'data':<28}{'mode':<14}{'workers':>8}{'mmtok/s':>10}{'per worker':>12}{'pillow/s':>10}{'ratio':>8}"
+        )
+        sets = [
+            ("examples (37 rows)", examples, write_rows(tmp / "ex.jsonl", examples, len(examples))),
+            (f"{n_images:,} mixed JPEGs", jpegs, write_rows(tmp / "gen.jsonl", jpegs, n_images)),
+        ]
         for label, paths, rows_file in sets:
             good = [p for p in paths if p.name not in ("coffee_truncated.jpg",)]
             for decode in (False, True):
@@ -109,8 +130,10 @@ def main() -> None:
                     r = run_mmtok(rows_file, tmp / "out", workers, decode)
                     rate = r["rows"] / r["seconds"]
                     mode = "decode-check" if decode else "header"
-                    print(f"{label:<28}{mode:<14}{workers:>8}{rate:>10,.0f}{rate / workers:>12,.0f}"
-                          f"{reference:>10,.0f}{rate / workers / reference:>8.2f}")
+                    print(
+                        f"{label:<28}{mode:<14}{workers:>8}{rate:>10,.0f}{rate / workers:>12,.0f}"
+                        f"{reference:>10,.0f}{rate / workers / reference:>8.2f}"
+                    )
 
         print("\npeak memory, header probe, all cores (must not grow with rows)")
         small, large = (1_000, 10_000) if args.quick else (5_000, 50_000)
@@ -118,8 +141,10 @@ def main() -> None:
         for rows in (small, large):
             r = run_mmtok(write_rows(tmp / f"rows{rows}.jsonl", jpegs, rows), tmp / "out", cores)
             results[rows] = r
-            print(f"{rows:>8,} rows: main {r['main_rss_mb']:6.0f} MB, largest worker {r['worker_rss_mb']:6.0f} MB,"
-                  f" {r['rows'] / r['seconds']:,.0f} rows/s")
+            print(
+                f"{rows:>8,} rows: main {r['main_rss_mb']:6.0f} MB, largest worker {r['worker_rss_mb']:6.0f} MB,"
+                f" {r['rows'] / r['seconds']:,.0f} rows/s"
+            )
         ratio = results[large]["main_rss_mb"] / results[small]["main_rss_mb"]
         print(f"main RSS ratio {large:,} / {small:,} rows: {ratio:.2f} (1.00 = flat)")
 

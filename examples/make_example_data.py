@@ -44,11 +44,29 @@ CAPTIONS = {
 }
 # name -> (format, extra save options)
 FORMATS = {
-    "astronaut": "JPEG", "chelsea": "JPEG", "coffee": "JPEG", "hubble_deep_field": "JPEG",
-    "rocket": "JPEG", "retina": "JPEG", "ihc": "JPEG", "motorcycle_left": "JPEG",
-    "motorcycle_right": "WEBP", "camera": "PNG", "coins": "PNG", "horse": "PNG", "logo": "PNG",
-    "brick": "JPEG", "grass": "WEBP", "gravel": "WEBP", "moon": "PNG", "cell": "PNG",
-    "clock_motion": "PNG", "microaneurysms": "PNG", "text": "PNG", "page": "PNG", "color": "PNG",
+    "astronaut": "JPEG",
+    "chelsea": "JPEG",
+    "coffee": "JPEG",
+    "hubble_deep_field": "JPEG",
+    "rocket": "JPEG",
+    "retina": "JPEG",
+    "ihc": "JPEG",
+    "motorcycle_left": "JPEG",
+    "motorcycle_right": "WEBP",
+    "camera": "PNG",
+    "coins": "PNG",
+    "horse": "PNG",
+    "logo": "PNG",
+    "brick": "JPEG",
+    "grass": "WEBP",
+    "gravel": "WEBP",
+    "moon": "PNG",
+    "cell": "PNG",
+    "clock_motion": "PNG",
+    "microaneurysms": "PNG",
+    "text": "PNG",
+    "page": "PNG",
+    "color": "PNG",
 }
 EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
@@ -60,7 +78,9 @@ def save(im, name, fmt, caption, **kw):
     if fmt == "JPEG" and im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
     im.save(path, fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}) | kw)
-    rows.append({"image": f"images/{path.name}", "caption": caption, "license": "CC0/public domain"})
+    rows.append(
+        {"image": f"images/{path.name}", "caption": caption, "license": "CC0/public domain"}
+    )
 
 
 for name, caption in CAPTIONS.items():
@@ -71,28 +91,77 @@ for name, caption in CAPTIONS.items():
 
 # Derived variants: real pixels, shapes that real crawls contain.
 hubble = Image.open(src / "hubble_deep_field.jpg")
-save(hubble.crop((0, 300, 1000, 500)), "hubble_strip_1000x200", "JPEG", "A thin strip of the Hubble deep field.")
-save(hubble.resize((2000, 1744), Image.Resampling.LANCZOS), "hubble_upscaled_2000x1744", "JPEG", "The Hubble deep field, upscaled.")
+save(
+    hubble.crop((0, 300, 1000, 500)),
+    "hubble_strip_1000x200",
+    "JPEG",
+    "A thin strip of the Hubble deep field.",
+)
+save(
+    hubble.resize((2000, 1744), Image.Resampling.LANCZOS),
+    "hubble_upscaled_2000x1744",
+    "JPEG",
+    "The Hubble deep field, upscaled.",
+)
 rocket = Image.open(src / "rocket.jpg")
-save(rocket.crop((200, 0, 380, 427)), "rocket_portrait", "JPEG", "A tall crop of the rocket on its pad.")
+save(
+    rocket.crop((200, 0, 380, 427)),
+    "rocket_portrait",
+    "JPEG",
+    "A tall crop of the rocket on its pad.",
+)
 coffee = Image.open(src / "coffee.png")
 save(coffee.resize((150, 100)), "coffee_thumbnail", "JPEG", "A small thumbnail of a cup of coffee.")
-save(coffee, "coffee_progressive", "JPEG", "A cup of coffee, saved as a progressive JPEG.", progressive=True)
-save(coffee.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "coffee_palette", "PNG", "A cup of coffee in 64 colours.")
+save(
+    coffee,
+    "coffee_progressive",
+    "JPEG",
+    "A cup of coffee, saved as a progressive JPEG.",
+    progressive=True,
+)
+save(
+    coffee.convert("P", palette=Image.Palette.ADAPTIVE, colors=64),
+    "coffee_palette",
+    "PNG",
+    "A cup of coffee in 64 colours.",
+)
 chelsea = Image.open(src / "chelsea.png")
 # Stored rotated 90 degrees with EXIF orientation 6, as phone cameras do.
 exif = Image.Exif()
 exif[0x0112] = 6
-save(chelsea.transpose(Image.Transpose.ROTATE_90), "chelsea_exif6", "JPEG", "The cat again, stored sideways with an EXIF rotation.", exif=exif.tobytes())
+save(
+    chelsea.transpose(Image.Transpose.ROTATE_90),
+    "chelsea_exif6",
+    "JPEG",
+    "The cat again, stored sideways with an EXIF rotation.",
+    exif=exif.tobytes(),
+)
 astro = Image.open(src / "astronaut.png")
-for i, (w, h) in enumerate([(640, 480), (1024, 768), (336, 336), (560, 560), (800, 1200)]):
-    save(astro.resize((w, h), Image.Resampling.BICUBIC), f"astronaut_{w}x{h}", "JPEG", f"The astronaut portrait resized to {w} by {h}.")
+for w, h in [(640, 480), (1024, 768), (336, 336), (560, 560), (800, 1200)]:
+    save(
+        astro.resize((w, h), Image.Resampling.BICUBIC),
+        f"astronaut_{w}x{h}",
+        "JPEG",
+        f"The astronaut portrait resized to {w} by {h}.",
+    )
 
 # Bad rows that real datasets contain: a truncated download and a path that does not exist.
 good = (out / "coffee.jpg").read_bytes()
 (out / "coffee_truncated.jpg").write_bytes(good[: len(good) // 2])
-rows.append({"image": "images/coffee_truncated.jpg", "caption": "A download that stopped halfway.", "license": "CC0/public domain"})
-rows.append({"image": "images/does_not_exist.jpg", "caption": "A row whose file was never downloaded.", "license": "n/a"})
+rows.append(
+    {
+        "image": "images/coffee_truncated.jpg",
+        "caption": "A download that stopped halfway.",
+        "license": "CC0/public domain",
+    }
+)
+rows.append(
+    {
+        "image": "images/does_not_exist.jpg",
+        "caption": "A row whose file was never downloaded.",
+        "license": "n/a",
+    }
+)
 
 with open(Path(__file__).parent / "captions.jsonl", "w") as f:
     for r in rows:

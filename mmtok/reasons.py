@@ -21,7 +21,7 @@ class Reason(StrEnum):
 
 
 DESCRIPTIONS: dict[Reason, str] = {
-    Reason.BAD_RECORD: "the input line or record could not be parsed (message has the parser error)",
+    Reason.BAD_RECORD: "the input line or record could not be parsed (the message has the error)",
     Reason.NO_IMAGE: "the row has no image value (null, empty, or no image member in a tar sample)",
     Reason.UNSUPPORTED_URI: "the image is a URL; mmtok reads local files and bytes only",
     Reason.MISSING_FILE: "the image path does not exist",
@@ -29,7 +29,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.EMPTY_FILE: "the image file or value has 0 bytes",
     Reason.NOT_IMAGE: "not a raster image format mmtok reads (HTML, SVG, random bytes, ...)",
     Reason.TRUNCATED: "the image data ends early (an interrupted download)",
-    Reason.BOMB: "width x height exceeds the pixel limit (decompression bomb); pixels not allocated",
+    Reason.BOMB: "width x height exceeds the pixel limit (decompression bomb); no pixels allocated",
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
 }

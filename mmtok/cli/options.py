@@ -24,33 +24,80 @@ InputsArg = Annotated[
 ]
 OutputOpt = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Output dataset folder, or - for JSON Lines on stdout.",
-                 rich_help_panel=IO_PANEL),
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output dataset folder, or - for JSON Lines on stdout.",
+        rich_help_panel=IO_PANEL,
+    ),
 ]
-ImageColOpt = Annotated[str, typer.Option(help="Column with the image path or bytes.", rich_help_panel=IO_PANEL)]
+ImageColOpt = Annotated[
+    str, typer.Option(help="Column with the image path or bytes.", rich_help_panel=IO_PANEL)
+]
 TextColOpt = Annotated[str, typer.Option(help="Column with the caption.", rich_help_panel=IO_PANEL)]
 IdColOpt = Annotated[
     str | None,
-    typer.Option(help="Column with row ids. Default: the input's `id` column if it has one, "
-                 "else a stable hash of the source file and row number.", rich_help_panel=IO_PANEL),
+    typer.Option(
+        help="Column with row ids. Default: the input's `id` column if it has one, "
+        "else a stable hash of the source file and row number.",
+        rich_help_panel=IO_PANEL,
+    ),
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.", rich_help_panel=IO_PANEL)]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output.", rich_help_panel=IO_PANEL)
+]
 ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue a killed or interrupted run of the same command.", rich_help_panel=IO_PANEL)
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue a killed or interrupted run of the same command.",
+        rich_help_panel=IO_PANEL,
+    ),
 ]
-ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Target rows per output shard.", rich_help_panel=IO_PANEL)]
-ShardBytesOpt = Annotated[str, typer.Option(help="Target in-memory size per output shard (e.g. 512MB, 2GB).", rich_help_panel=IO_PANEL)]
+ShardRowsOpt = Annotated[
+    int, typer.Option(min=1, help="Target rows per output shard.", rich_help_panel=IO_PANEL)
+]
+ShardBytesOpt = Annotated[
+    str,
+    typer.Option(
+        help="Target in-memory size per output shard (e.g. 512MB, 2GB).", rich_help_panel=IO_PANEL
+    ),
+]
 ImageBytesOpt = Annotated[
-    bool, typer.Option("--image-bytes", help="With -o -: inline image bytes as data URIs even when a path exists.", rich_help_panel=IO_PANEL)
+    bool,
+    typer.Option(
+        "--image-bytes",
+        help="With -o -: inline image bytes as data URIs even when a path exists.",
+        rich_help_panel=IO_PANEL,
+    ),
 ]
 RejectsOpt = Annotated[
-    str | None, typer.Option("--rejects", help="With -o -: write rejected rows as JSON Lines here (default: stderr).", rich_help_panel=IO_PANEL)
+    str | None,
+    typer.Option(
+        "--rejects",
+        help="With -o -: write rejected rows as JSON Lines here (default: stderr).",
+        rich_help_panel=IO_PANEL,
+    ),
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", "-w", min=1, help="Worker processes. Default: the number of cores.", rich_help_panel=RUN_PANEL)
+    int | None,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Worker processes. Default: the number of cores.",
+        rich_help_panel=RUN_PANEL,
+    ),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel=RUN_PANEL)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON document.", rich_help_panel=RUN_PANEL)]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel=RUN_PANEL)
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the summary as one JSON document.", rich_help_panel=RUN_PANEL
+    ),
+]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
@@ -67,8 +114,16 @@ def build_inputs(paths: list[str], image_col: str, text_col: str, id_col: str | 
     return Inputs(paths, ReadOptions(image_col=image_col, text_col=text_col, id_col=id_col))
 
 
-def build_output(path: str | None, *, overwrite: bool, resume: bool, shard_rows: int,
-                 shard_bytes: str, image_bytes: bool, rejects: str | None) -> OutputOptions | None:
+def build_output(
+    path: str | None,
+    *,
+    overwrite: bool,
+    resume: bool,
+    shard_rows: int,
+    shard_bytes: str,
+    image_bytes: bool,
+    rejects: str | None,
+) -> OutputOptions | None:
     if path is None:
         if resume or overwrite:
             raise MmtokError("--resume and --overwrite need an output folder (-o)")
@@ -76,8 +131,16 @@ def build_output(path: str | None, *, overwrite: bool, resume: bool, shard_rows:
     if path == "-" and resume:
         raise MmtokError("--resume needs an output folder; stdout cannot be resumed")
     if path != "-" and (image_bytes or rejects):
-        raise MmtokError("--image-bytes and --rejects apply to -o - only",
-                         hint="a dataset folder keeps images as given and rejects in rejects.parquet")
-    return OutputOptions(path, overwrite=overwrite, resume=resume, shard_rows=shard_rows,
-                         shard_bytes=parse_size(shard_bytes), include_bytes=image_bytes,
-                         rejects_path=rejects)
+        raise MmtokError(
+            "--image-bytes and --rejects apply to -o - only",
+            hint="a dataset folder keeps images as given and rejects in rejects.parquet",
+        )
+    return OutputOptions(
+        path,
+        overwrite=overwrite,
+        resume=resume,
+        shard_rows=shard_rows,
+        shard_bytes=parse_size(shard_bytes),
+        include_bytes=image_bytes,
+        rejects_path=rejects,
+    )

@@ -37,8 +37,14 @@ class _RateColumn(ProgressColumn):
 class Reporter:
     """One output object per command: human, --json or --quiet."""
 
-    def __init__(self, *, quiet: bool = False, as_json: bool = False, stdout_is_data: bool = False,
-                 stderr_is_data: bool = False):
+    def __init__(
+        self,
+        *,
+        quiet: bool = False,
+        as_json: bool = False,
+        stdout_is_data: bool = False,
+        stderr_is_data: bool = False,
+    ):
         self.quiet, self.as_json = quiet, as_json
         # With -o - the rows own stdout, so the summary goes to stderr; and if rejected rows
         # go to stderr as JSON Lines too, the summary is shown only to a person at a terminal.
@@ -55,9 +61,17 @@ class Reporter:
         if not self.show_progress:
             yield (lambda total, done: None), (lambda done, rejected: None)
             return
-        columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), _RateColumn(), TextColumn("{task.fields[rejects]} rejected"),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+        columns = [
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TextColumn("{task.fields[rejects]} rejected"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=self.err, transient=False) as bar:
             task = bar.add_task(description, total=None, rejects=0)
 

@@ -20,9 +20,27 @@ from mmtok.stages.probe import ProbeStage, ProbeSummary
 def probe(
     inputs: o.InputsArg,
     output: o.OutputOpt = None,
-    decode_check: Annotated[bool, typer.Option("--decode-check", help="Fully decode every image: catches truncated and corrupt files that the header alone does not.")] = False,
-    allow_truncated: Annotated[bool, typer.Option("--allow-truncated", help="With --decode-check: accept truncated images (Pillow fills the rest grey).")] = False,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb` without allocating them.")] = DEFAULT_MAX_PIXELS,
+    decode_check: Annotated[
+        bool,
+        typer.Option(
+            "--decode-check",
+            help="Fully decode every image: catches truncated and corrupt files whose header "
+            "is intact.",
+        ),
+    ] = False,
+    allow_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-truncated",
+            help="With --decode-check: accept truncated images (Pillow fills the rest grey).",
+        ),
+    ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Pixel limit: larger images are rejected as `bomb` without allocating them."
+        ),
+    ] = DEFAULT_MAX_PIXELS,
     image_col: o.ImageColOpt = "image",
     text_col: o.TextColOpt = "caption",
     id_col: o.IdColOpt = None,
@@ -49,20 +67,44 @@ def probe(
       mmtok probe photos/ --json
       mmtok probe a.jsonl -o - | mmtok probe - -o out/
     """
-    out = o.build_output(output, overwrite=overwrite, resume=resume, shard_rows=shard_rows,
-                         shard_bytes=shard_bytes, image_bytes=image_bytes, rejects=rejects)
+    out = o.build_output(
+        output,
+        overwrite=overwrite,
+        resume=resume,
+        shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
+        image_bytes=image_bytes,
+        rejects=rejects,
+    )
     to_stdout = out is not None and out.to_stdout
-    reporter = Reporter(quiet=quiet, as_json=as_json, stdout_is_data=to_stdout,
-                        stderr_is_data=to_stdout and rejects is None)
+    reporter = Reporter(
+        quiet=quiet,
+        as_json=as_json,
+        stdout_is_data=to_stdout,
+        stderr_is_data=to_stdout and rejects is None,
+    )
     source = o.build_inputs(inputs, image_col, text_col, id_col)
-    stage = ProbeStage(max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated)
+    stage = ProbeStage(
+        max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated
+    )
     summary = ProbeSummary()
     with reporter.progress("probing") as (on_start, on_progress):
-        manifest = run_pipeline(source, [stage], out, workers=workers, command=command_line(),
-                                on_start=on_start, on_progress=on_progress,
-                                observers=[Observer(ProbeSummary.columns, summary.add)])
-    document = {"output": out.path if out else None, "counts": manifest["counts"],
-                "timing": manifest.get("timing"), **summary.to_dict()}
+        manifest = run_pipeline(
+            source,
+            [stage],
+            out,
+            workers=workers,
+            command=command_line(),
+            on_start=on_start,
+            on_progress=on_progress,
+            observers=[Observer(ProbeSummary.columns, summary.add)],
+        )
+    document = {
+        "output": out.path if out else None,
+        "counts": manifest["counts"],
+        "timing": manifest.get("timing"),
+        **summary.to_dict(),
+    }
     reporter.result(document, lambda console: render_summary(console, document))
 
 
@@ -88,7 +130,10 @@ def render_summary(console: Console, doc: dict[str, Any]) -> None:
     timing = doc.get("timing") or {}
     if timing.get("rows_per_second"):
         workers = timing["workers"]
-        head.add_row("speed", f"{timing['rows_per_second']:,.0f} rows/s on {workers} worker{'s' * (workers > 1)}")
+        head.add_row(
+            "speed",
+            f"{timing['rows_per_second']:,.0f} rows/s on {workers} worker{'s' * (workers > 1)}",
+        )
     console.print(head)
 
     if doc["formats"]:
@@ -101,12 +146,18 @@ def render_summary(console: Console, doc: dict[str, Any]) -> None:
             formats.add_row(str(name), f"{n:,}", f"{100 * n / total:.1f}%")
         console.print(formats)
 
-        sizes = Table(title="sizes" + ("" if doc["percentiles_exact"] else " (sampled)"), title_justify="left")
+        sizes = Table(
+            title="sizes" + ("" if doc["percentiles_exact"] else " (sampled)"), title_justify="left"
+        )
         sizes.add_column("")
         for q in ("p5", "p50", "p95"):
             sizes.add_column(q, justify="right")
-        for key, label, unit in (("width", "width px", ""), ("height", "height px", ""),
-                                 ("megapixels", "megapixels", "MP"), ("file_bytes", "file size", "B")):
+        for key, label, unit in (
+            ("width", "width px", ""),
+            ("height", "height px", ""),
+            ("megapixels", "megapixels", "MP"),
+            ("file_bytes", "file size", "B"),
+        ):
             p = doc["percentiles"][key]
             sizes.add_row(label, *(_fmt(p[q], unit) for q in ("p5", "p50", "p95")))
         console.print(sizes)
@@ -117,6 +168,8 @@ def render_summary(console: Console, doc: dict[str, Any]) -> None:
         rejects.add_column("rows", justify="right")
         rejects.add_column("meaning")
         for reason, n in counts["rejected_by_reason"].items():
-            meaning = DESCRIPTIONS.get(Reason(reason), "") if reason in Reason._value2member_map_ else ""
+            meaning = (
+                DESCRIPTIONS.get(Reason(reason), "") if reason in Reason._value2member_map_ else ""
+            )
             rejects.add_row(reason, f"{n:,}", meaning)
         console.print(rejects)

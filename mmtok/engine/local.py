@@ -93,7 +93,9 @@ def run_local(
 
     max_in_flight = max_in_flight or 2 * workers
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(chain,))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(chain,)
+    )
     pending: deque[tuple[Future, pa.Table | None, int]] = deque()
     try:
         for rows, read_rejects, n in batches:

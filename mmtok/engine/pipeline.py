@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -86,14 +87,29 @@ def run_pipeline(
     elif output.to_stdout:
         sink = StdoutSink(include_bytes=output.include_bytes, rejects_path=output.rejects_path)
     else:
-        run_key = {"input_fingerprint": fingerprint, "stages": stage_configs,
-                   "read_options": read_options, "shard_rows": output.shard_rows,
-                   "shard_bytes": output.shard_bytes}
-        metadata = {"mmtok_version": mmtok.__version__, "mmtok_command": command,
-                    "mmtok_stages": json.dumps(stage_configs)}
-        sink = DatasetSink(output.path, row_schema, rejects, run_key=run_key, metadata=metadata,
-                           overwrite=output.overwrite, resume=output.resume,
-                           shard_rows=output.shard_rows, shard_bytes=output.shard_bytes)
+        run_key = {
+            "input_fingerprint": fingerprint,
+            "stages": stage_configs,
+            "read_options": read_options,
+            "shard_rows": output.shard_rows,
+            "shard_bytes": output.shard_bytes,
+        }
+        metadata = {
+            "mmtok_version": mmtok.__version__,
+            "mmtok_command": command,
+            "mmtok_stages": json.dumps(stage_configs),
+        }
+        sink = DatasetSink(
+            output.path,
+            row_schema,
+            rejects,
+            run_key=run_key,
+            metadata=metadata,
+            overwrite=output.overwrite,
+            resume=output.resume,
+            shard_rows=output.shard_rows,
+            shard_bytes=output.shard_bytes,
+        )
     skip = sink.open()
     observers = list(observers)
     done = rejected = 0
@@ -120,6 +136,12 @@ def run_pipeline(
             rejected += sum(t.num_rows for t in result.rejected)
             if on_progress:
                 on_progress(done, rejected)
+    except BrokenProcessPool:
+        sink.abandon()
+        raise MmtokError(
+            f"a worker process died after {done:,} rows (out of memory, or a decoder crashed)",
+            hint="run the same command with --resume; try fewer --workers if memory is short",
+        ) from None
     except KeyboardInterrupt:
         sink.abandon()
         resumable = isinstance(sink, DatasetSink)

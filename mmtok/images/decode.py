@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile

@@ -59,7 +59,9 @@ def make_rejects(rows: pa.Table, stage: str, reasons: list[str], messages: list[
     }
     for name, values in extra.items():
         index = rows.schema.get_field_index(name)
-        rows = rows.set_column(index, name, values) if index >= 0 else rows.append_column(name, values)
+        rows = (
+            rows.set_column(index, name, values) if index >= 0 else rows.append_column(name, values)
+        )
     return rows
 
 

@@ -108,8 +108,14 @@ class DatasetSink:
             shutil.rmtree(self.staging)
         self.staging.mkdir()
         (self.staging / "rejects").mkdir()
-        self.state = {"run_key": self.run_key, "batches_done": 0, "records_done": 0,
-                      "parts": [], "reject_chunks": [], "resumed": 0}
+        self.state = {
+            "run_key": self.run_key,
+            "batches_done": 0,
+            "records_done": 0,
+            "parts": [],
+            "reject_chunks": [],
+            "resumed": 0,
+        }
         _write_json_atomic(self.staging / STATE_FILE, self.state)
         return 0
 
@@ -118,8 +124,10 @@ class DatasetSink:
             with open(self.staging / STATE_FILE) as f:
                 state = json.load(f)
         except (OSError, ValueError) as e:
-            raise MmtokError(f"cannot resume: {self.staging / STATE_FILE} is unreadable ({e})",
-                             hint="pass --overwrite to start again") from None
+            raise MmtokError(
+                f"cannot resume: {self.staging / STATE_FILE} is unreadable ({e})",
+                hint="pass --overwrite to start again",
+            ) from None
         if state["run_key"] != json.loads(json.dumps(self.run_key, default=str)):
             raise MmtokError(
                 "cannot resume: the inputs or settings differ from the run that was killed",
@@ -158,8 +166,11 @@ class DatasetSink:
             self._pending_reject_rows += table.num_rows
         self._batches_since_commit += 1
         self._records_since_commit += num_records
-        if (self._open_rows >= self.shard_rows or self._open_bytes >= self.shard_bytes
-                or self._pending_reject_rows >= self.reject_commit_rows):
+        if (
+            self._open_rows >= self.shard_rows
+            or self._open_bytes >= self.shard_bytes
+            or self._pending_reject_rows >= self.reject_commit_rows
+        ):
             self.commit()
 
     def _part_name(self) -> str:
@@ -171,7 +182,9 @@ class DatasetSink:
         if self._writer is None:
             path = self.staging / (self._part_name() + ".tmp")
             self._writer = pq.ParquetWriter(path, self.row_schema, compression="zstd")
-        self._writer.write_table(pa.concat_tables(self._row_buffer), row_group_size=self.row_group_rows)
+        self._writer.write_table(
+            pa.concat_tables(self._row_buffer), row_group_size=self.row_group_rows
+        )
         self._row_buffer, self._buffered_rows = [], 0
 
     def commit(self) -> None:
@@ -207,7 +220,9 @@ class DatasetSink:
         """Merge rejects, write the manifest and publish the directory; returns the manifest."""
         self.commit()
         reject_counts: Counter = Counter()
-        with pq.ParquetWriter(self.staging / REJECTS_FILE, self.reject_schema, compression="zstd") as w:
+        with pq.ParquetWriter(
+            self.staging / REJECTS_FILE, self.reject_schema, compression="zstd"
+        ) as w:
             for name in self.state["reject_chunks"]:
                 table = pq.read_table(self.staging / "rejects" / name).cast(self.reject_schema)
                 reject_counts += reason_counts(table)
@@ -215,10 +230,23 @@ class DatasetSink:
         shutil.rmtree(self.staging / "rejects")
         rows_out = sum(p["rows"] for p in self.state["parts"])
         rejected = sum(reject_counts.values())
-        files = [{"name": p["name"], "kind": "rows", "rows": p["rows"],
-                  "sha256": sha256_file(self.staging / p["name"])} for p in self.state["parts"]]
-        files.append({"name": REJECTS_FILE, "kind": "rejects", "rows": rejected,
-                      "sha256": sha256_file(self.staging / REJECTS_FILE)})
+        files = [
+            {
+                "name": p["name"],
+                "kind": "rows",
+                "rows": p["rows"],
+                "sha256": sha256_file(self.staging / p["name"]),
+            }
+            for p in self.state["parts"]
+        ]
+        files.append(
+            {
+                "name": REJECTS_FILE,
+                "kind": "rejects",
+                "rows": rejected,
+                "sha256": sha256_file(self.staging / REJECTS_FILE),
+            }
+        )
         manifest = {
             **manifest,
             "files": files,
@@ -264,7 +292,9 @@ def row_to_json(row: dict[str, Any], include_bytes: bool) -> str:
         if image.get("path") and not include_bytes:
             row["image"] = image["path"]
         elif image.get("bytes") is not None:
-            row["image"] = "data:application/octet-stream;base64," + base64.b64encode(image["bytes"]).decode()
+            row["image"] = (
+                "data:application/octet-stream;base64," + base64.b64encode(image["bytes"]).decode()
+            )
         else:
             row["image"] = image.get("path")
     return json.dumps(_json_value(row), ensure_ascii=False, default=str)
@@ -273,8 +303,14 @@ def row_to_json(row: dict[str, Any], include_bytes: bool) -> str:
 class StdoutSink:
     """JSON Lines of kept rows on stdout; rejects as JSON Lines to a file, or to stderr."""
 
-    def __init__(self, *, include_bytes: bool = False, rejects_path: str | None = None,
-                 stdout: IO[str] | None = None, stderr: IO[str] | None = None):
+    def __init__(
+        self,
+        *,
+        include_bytes: bool = False,
+        rejects_path: str | None = None,
+        stdout: IO[str] | None = None,
+        stderr: IO[str] | None = None,
+    ):
         self.include_bytes = include_bytes
         self.stdout = stdout or sys.stdout
         self._rejects_file = open(rejects_path, "w") if rejects_path else None  # noqa: SIM115

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import glob
 import gzip
@@ -35,7 +36,29 @@ from mmtok.reasons import Reason
 
 READ_STAGE = "read"
 IMAGE_EXTENSIONS = frozenset(
-    "jpg jpeg jpe jfif png webp gif bmp tif tiff avif heic heif jp2 j2k ico svg ppm pgm pbm tga".split()
+    [
+        "jpg",
+        "jpeg",
+        "jpe",
+        "jfif",
+        "png",
+        "webp",
+        "gif",
+        "bmp",
+        "tif",
+        "tiff",
+        "avif",
+        "heic",
+        "heif",
+        "jp2",
+        "j2k",
+        "ico",
+        "svg",
+        "ppm",
+        "pgm",
+        "pbm",
+        "tga",
+    ]
 )
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -120,11 +143,19 @@ class _BatchBuilder:
 
     def __init__(self, source: Source, schema: pa.Schema, options: ReadOptions):
         self.source, self.schema, self.options = source, schema, options
+        # Passthrough columns that inputs disagree on are text: other values become JSON text.
+        self.text_columns = [
+            f.name for f in schema if f.type == pa.string() and f.name not in BASE_NAMES
+        ]
         self.rows: list[dict] = []
         self.bad: list[tuple[dict, str]] = []
         self.image_bytes = 0
 
     def add(self, row: dict) -> SourceBatch | None:
+        for name in self.text_columns:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                row[name] = caption_value(value)
         self.rows.append(row)
         image = row.get("image")
         if image and image.get("bytes"):
@@ -149,7 +180,10 @@ class _BatchBuilder:
         if self.bad:
             bad_rows = pa.Table.from_pylist([r for r, _ in self.bad], schema=self.schema)
             rejected = make_rejects(
-                bad_rows, READ_STAGE, [Reason.BAD_RECORD.value] * len(self.bad), [m for _, m in self.bad]
+                bad_rows,
+                READ_STAGE,
+                [Reason.BAD_RECORD.value] * len(self.bad),
+                [m for _, m in self.bad],
             )
         self.rows, self.bad, self.image_bytes = [], [], 0
         return SourceBatch(rows, rejected)
@@ -183,7 +217,12 @@ class Source:
 
     def fingerprint(self) -> dict:
         st = os.stat(self.path)
-        return {"path": self.display, "kind": self.kind, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {
+            "path": self.display,
+            "kind": self.kind,
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        }
 
     # Shared by the record-oriented sources (JSON Lines, CSV, Parquet).
     _id_col: str | None = None
@@ -193,7 +232,9 @@ class Source:
         if self.options.id_col is None:
             return "id" if "id" in names else None
         if self.options.id_col not in names:
-            raise MmtokError(f"{self.display}: no id column {self.options.id_col!r}; columns: {names}")
+            raise MmtokError(
+                f"{self.display}: no id column {self.options.id_col!r}; columns: {names}"
+            )
         return self.options.id_col
 
     def _require_image_col(self, names: list[str]) -> None:
@@ -307,10 +348,12 @@ class JsonLinesSource(Source):
 
     def _coerce(self, record: dict) -> dict:
         # Columns with mixed JSON types become strings holding the JSON text: nothing is lost.
+        roles = (self.options.image_col, self.options.text_col, self._id_col)
         for key, value in record.items():
-            if value is not None and self._kinds.get(key) not in _KIND_TYPES:
-                if key not in (self.options.image_col, self.options.text_col, self._id_col):
-                    record[key] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if value is None or isinstance(value, str) or key in roles:
+                continue
+            if self._kinds.get(key) not in _KIND_TYPES:
+                record[key] = json.dumps(value, ensure_ascii=False)
         return record
 
     def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
@@ -342,8 +385,9 @@ class StdinSource(JsonLinesSource):
     kind = "stdin"
 
     def __init__(self, options: ReadOptions):
-        spool = tempfile.NamedTemporaryFile(prefix="mmtok-stdin-", suffix=".jsonl", delete=False)
-        with spool:
+        with tempfile.NamedTemporaryFile(
+            prefix="mmtok-stdin-", suffix=".jsonl", delete=False
+        ) as spool:
             shutil.copyfileobj(sys.stdin.buffer, spool)
         super().__init__(spool.name, options, display="<stdin>")
         self.base_dir = os.getcwd()  # relative paths on stdin are relative to where mmtok runs
@@ -354,10 +398,8 @@ class StdinSource(JsonLinesSource):
         return {"path": self.display, "kind": self.kind, "sha256": digest}
 
     def __del__(self):
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass
 
 
 # --- CSV / TSV ----------------------------------------------------------------------------
@@ -393,8 +435,12 @@ class CsvSource(Source):
             for rowno, values in enumerate(reader):
                 try:
                     if len(values) != len(self.header):
-                        raise _RecordError(f"{len(values)} fields, the header has {len(self.header)}")
-                    batch = builder.add(self._row(dict(zip(self.header, values, strict=True)), rowno))
+                        raise _RecordError(
+                            f"{len(values)} fields, the header has {len(self.header)}"
+                        )
+                    batch = builder.add(
+                        self._row(dict(zip(self.header, values, strict=True)), rowno)
+                    )
                 except _RecordError as e:
                     bad = {"id": row_id(self.id_key, rowno), "source": self.display}
                     text = self.delimiter.join(values)[:500]
@@ -447,7 +493,9 @@ class ParquetSource(Source):
                     if batch:
                         yield batch
         except (OSError, pa.ArrowException) as e:
-            raise MmtokError(f"cannot read Parquet file {self.path} after row {rowno}: {e}") from None
+            raise MmtokError(
+                f"cannot read Parquet file {self.path} after row {rowno}: {e}"
+            ) from None
         if batch := builder.flush():
             yield batch
 
@@ -512,7 +560,10 @@ class WebDatasetSource(Source):
                 break
             except (tarfile.TarError, EOFError, OSError) as e:
                 # A truncated shard (an interrupted download): keep what came before, say where.
-                bad = {"id": row_id(self.id_key, f"#truncated-after-{index}"), "source": self.display}
+                bad = {
+                    "id": row_id(self.id_key, f"#truncated-after-{index}"),
+                    "source": self.display,
+                }
                 batch = builder.reject(bad, f"tar shard unreadable after sample {index}: {e}")
                 if batch:
                     yield batch
@@ -567,7 +618,12 @@ class FolderSource(Source):
     def fingerprint(self) -> dict:
         files = self.files()
         digest = hashlib.sha256("\n".join(files).encode()).hexdigest()
-        return {"path": self.display, "kind": self.kind, "files": len(files), "listing_sha256": digest}
+        return {
+            "path": self.display,
+            "kind": self.kind,
+            "files": len(files),
+            "listing_sha256": digest,
+        }
 
     def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
         builder = _BatchBuilder(self, schema, self.options)
@@ -597,7 +653,9 @@ def _source_for(path: str, options: ReadOptions) -> list[Source]:
         manifest = p / "manifest.json"
         if manifest.exists():
             with open(manifest) as f:
-                names = [e["name"] for e in json.load(f).get("files", []) if e.get("kind") == "rows"]
+                names = [
+                    e["name"] for e in json.load(f).get("files", []) if e.get("kind") == "rows"
+                ]
             return [ParquetSource(str(p / n), options) for n in names]
         return [FolderSource(path, options)]
     if not p.exists():
@@ -654,8 +712,10 @@ class Inputs:
             unified = unify_passthrough(seen)
             nested = [f for f in seen if pa.types.is_nested(f.type) and f.type != unified.type]
             if nested:
-                raise MmtokError(f"column {name!r} has incompatible types across inputs: "
-                                 + ", ".join(sorted({str(f.type) for f in seen})))
+                raise MmtokError(
+                    f"column {name!r} has incompatible types across inputs: "
+                    + ", ".join(sorted({str(f.type) for f in seen}))
+                )
             fields.append(unified)
         return pa.schema(fields)
 

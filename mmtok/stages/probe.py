@@ -30,8 +30,13 @@ class ProbeStage(RowStage):
     name: ClassVar[str] = "probe"
     input_columns: ClassVar[tuple[str, ...]] = ("image",)
 
-    def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, decode_check: bool = False,
-                 allow_truncated: bool = False):
+    def __init__(
+        self,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode_check: bool = False,
+        allow_truncated: bool = False,
+    ):
         self.max_pixels = max_pixels
         self.decode_check = decode_check
         self.allow_truncated = allow_truncated
@@ -40,8 +45,11 @@ class ProbeStage(RowStage):
         return PROBE_FIELDS
 
     def config(self) -> dict[str, Any]:
-        return {"max_pixels": self.max_pixels, "decode_check": self.decode_check,
-                "allow_truncated": self.allow_truncated}
+        return {
+            "max_pixels": self.max_pixels,
+            "decode_check": self.decode_check,
+            "allow_truncated": self.allow_truncated,
+        }
 
     def setup(self) -> None:
         if self.max_pixels > DEFAULT_MAX_PIXELS:
@@ -51,8 +59,13 @@ class ProbeStage(RowStage):
         src = image_input(row["image"])
         info = probe_image(src, self.max_pixels)
         if self.decode_check:
-            decode_rgb(src, max_pixels=self.max_pixels, allow_truncated=self.allow_truncated,
-                       alpha=AlphaPolicy.DROP, exif_transpose=False)
+            decode_rgb(
+                src,
+                max_pixels=self.max_pixels,
+                allow_truncated=self.allow_truncated,
+                alpha=AlphaPolicy.DROP,
+                exif_transpose=False,
+            )
         display_width, display_height = info.display_size
         orientation = info.exif_orientation
         return {
@@ -63,7 +76,9 @@ class ProbeStage(RowStage):
             "format": info.format,
             "mode": info.mode,
             "frames": info.frames,
-            "exif_orientation": orientation if orientation is not None and -128 <= orientation < 128 else None,
+            "exif_orientation": orientation
+            if orientation is not None and -128 <= orientation < 128
+            else None,
             "file_bytes": info.file_bytes,
         }
 
@@ -77,8 +92,10 @@ class ProbeSummary:
         self.formats: Counter = Counter()
         self.modes: Counter = Counter()
         self.animated = 0
-        self.samples = {k: PercentileSample(seed=i) for i, k in
-                        enumerate(["width", "height", "megapixels", "file_bytes"])}
+        self.samples = {
+            k: PercentileSample(seed=i)
+            for i, k in enumerate(["width", "height", "megapixels", "file_bytes"])
+        }
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:

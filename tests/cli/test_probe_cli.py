@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import encode, photo, write_jsonl
 from typer.testing import CliRunner
 
-from conftest import encode, photo, write_jsonl
 from mmtok.cli.app import app
 
 runner = CliRunner()
@@ -32,14 +32,30 @@ def test_version_and_help():
 
 
 def test_probe_json_summary_accounts_for_every_row(small_jsonl, tmp_path):
-    result = runner.invoke(app, ["probe", str(small_jsonl), "-o", str(tmp_path / "out"),
-                                 "--decode-check", "--json", "-w", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            str(small_jsonl),
+            "-o",
+            str(tmp_path / "out"),
+            "--decode-check",
+            "--json",
+            "-w",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     counts = doc["counts"]
     assert counts["in"] == 20 == counts["out"] + counts["rejected"]
-    assert counts["rejected_by_reason"] == {"bomb": 1, "empty_file": 1, "missing_file": 1,
-                                           "not_image": 3, "truncated": 1}
+    assert counts["rejected_by_reason"] == {
+        "bomb": 1,
+        "empty_file": 1,
+        "missing_file": 1,
+        "not_image": 3,
+        "truncated": 1,
+    }
     assert doc["formats"] == {"jpeg": 5, "png": 5, "webp": 1, "gif": 1, "tiff": 1}
     assert doc["percentiles_exact"] is True
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -55,10 +71,12 @@ def test_probe_without_output_prints_summary_only(small_jsonl, tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["probe", "nothing-here.jsonl"], "input not found"),
-     (["probe", "{small}", "-o", "{out}", "--shard-bytes", "lots"], "not a size"),
-     (["probe", "{small}", "--resume"], "need an output folder"),
-     (["probe", "{small}", "--image-col", "picture"], "no image column 'picture'")],
+    [
+        (["probe", "nothing-here.jsonl"], "input not found"),
+        (["probe", "{small}", "-o", "{out}", "--shard-bytes", "lots"], "not a size"),
+        (["probe", "{small}", "--resume"], "need an output folder"),
+        (["probe", "{small}", "--image-col", "picture"], "no image column 'picture'"),
+    ],
 )
 def test_bad_usage_is_a_message_not_a_traceback(small_jsonl, tmp_path, args, message):
     args = [a.format(small=small_jsonl, out=tmp_path / "o") for a in args]
@@ -73,12 +91,27 @@ def test_bad_flag_value_is_rejected_by_the_parser(small_jsonl):
 
 
 def test_pipe_through_stdout(small_jsonl, tmp_path):
-    first = subprocess.run([*MMTOK, "probe", str(small_jsonl), "-o", "-", "--rejects",
-                            str(tmp_path / "rejects.jsonl")], capture_output=True, check=True)
+    first = subprocess.run(
+        [
+            *MMTOK,
+            "probe",
+            str(small_jsonl),
+            "-o",
+            "-",
+            "--rejects",
+            str(tmp_path / "rejects.jsonl"),
+        ],
+        capture_output=True,
+        check=True,
+    )
     lines = first.stdout.decode().splitlines()
     assert len(lines) == 14 and all(json.loads(line)["width"] for line in lines)
-    second = subprocess.run([*MMTOK, "probe", "-", "-o", str(tmp_path / "out"), "--json"],
-                            input=first.stdout, capture_output=True, check=True)
+    second = subprocess.run(
+        [*MMTOK, "probe", "-", "-o", str(tmp_path / "out"), "--json"],
+        input=first.stdout,
+        capture_output=True,
+        check=True,
+    )
     doc = json.loads(second.stdout)
     assert doc["counts"]["in"] == doc["counts"]["out"] == 14
     ids = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("id").to_pylist()
@@ -92,19 +125,24 @@ def test_stdout_rows_carry_bytes_as_data_uris(tmp_path, image_files):
 
     data = image_files["tiny_1x1.png"].read_bytes()
     pq.write_table(pa.table({"image": pa.array([data], pa.binary())}), tmp_path / "b.parquet")
-    out = subprocess.run([*MMTOK, "probe", str(tmp_path / "b.parquet"), "-o", "-"],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [*MMTOK, "probe", str(tmp_path / "b.parquet"), "-o", "-"], capture_output=True, check=True
+    ).stdout
     row = json.loads(out)
     assert row["image"].startswith("data:") and row["width"] == 1
-    back = subprocess.run([*MMTOK, "probe", "-", "-o", "-"], input=out, capture_output=True, check=True)
+    back = subprocess.run(
+        [*MMTOK, "probe", "-", "-o", "-"], input=out, capture_output=True, check=True
+    )
     assert json.loads(back.stdout)["file_bytes"] == len(data)
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from typer.testing import CliRunner; from mmtok.cli.app import app; "
-            "r = CliRunner(); r.invoke(app, ['--help']); r.invoke(app, ['probe', '--help']); "
-            "heavy = [m for m in ('torch', 'open_clip', 'decord', 'ray') if m in sys.modules]; "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from mmtok.cli.app import app; "
+        "r = CliRunner(); r.invoke(app, ['--help']); r.invoke(app, ['probe', '--help']); "
+        "heavy = [m for m in ('torch', 'open_clip', 'decord', 'ray') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -124,13 +162,28 @@ def many_rows(tmp_path):
 
 def _dataset_rows(out: Path):
     manifest = json.loads((out / "manifest.json").read_text())
-    rows = [r for f in manifest["files"] if f["kind"] == "rows" for r in pq.read_table(out / f["name"]).to_pylist()]
+    rows = [
+        r
+        for f in manifest["files"]
+        if f["kind"] == "rows"
+        for r in pq.read_table(out / f["name"]).to_pylist()
+    ]
     return rows, pq.read_table(out / "rejects.parquet").to_pylist(), manifest
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_run_resumes_to_the_same_rows(many_rows, tmp_path, sig):
-    args = [*MMTOK, "probe", str(many_rows), "--decode-check", "--shard-rows", "200", "-w", "1", "-q"]
+    args = [
+        *MMTOK,
+        "probe",
+        str(many_rows),
+        "--decode-check",
+        "--shard-rows",
+        "200",
+        "-w",
+        "1",
+        "-q",
+    ]
     subprocess.run([*args, "-o", str(tmp_path / "ref")], check=True)
 
     out = tmp_path / "out"
@@ -152,6 +205,8 @@ def test_killed_run_resumes_to_the_same_rows(many_rows, tmp_path, sig):
     rows, rejects, manifest = _dataset_rows(out)
     ref_rows, ref_rejects, ref_manifest = _dataset_rows(tmp_path / "ref")
     assert manifest["resumed"] == 1 and manifest["counts"] == ref_manifest["counts"]
-    assert manifest["command"].startswith("mmtok probe ") and manifest["command"].endswith("--resume")
+    assert manifest["command"].startswith("mmtok probe ") and manifest["command"].endswith(
+        "--resume"
+    )
     assert rows == ref_rows and rejects == ref_rejects
     assert len({r["id"] for r in rows}) == 2999

@@ -4,8 +4,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_jsonl
+
 from mmtok.engine.local import StageChain, run_local
 from mmtok.engine.pipeline import OutputOptions, run_pipeline
 from mmtok.errors import MmtokError
@@ -45,11 +45,20 @@ def test_every_row_accounted_for_with_reasons(mixed_jsonl, tmp_path):
     counts = manifest["counts"]
     assert counts["in"] == 30 * 19 + 1 == counts["out"] + counts["rejected"]
     assert counts["rejected_by_reason"] == {
-        "bomb": 30, "empty_file": 30, "no_image": 1, "not_image": 90, "truncated": 30}
+        "bomb": 30,
+        "empty_file": 30,
+        "no_image": 1,
+        "not_image": 90,
+        "truncated": 30,
+    }
     assert len(rows) == counts["out"] and len(rejects) == counts["rejected"]
     # Rejects keep the row's own columns, so they can be fixed and run again.
     no_image = next(r for r in rejects if r["reason"] == "no_image")
-    assert no_image["caption"] == "no image" and no_image["stage"] == "probe" and "width" not in no_image
+    assert (
+        no_image["caption"] == "no image"
+        and no_image["stage"] == "probe"
+        and "width" not in no_image
+    )
     # Shards close at the first batch boundary past the target (commit points are batch-aligned).
     sizes = [f["rows"] for f in manifest["files"] if f["kind"] == "rows"]
     assert sum(sizes) == counts["out"] and len(sizes) == 3
@@ -66,7 +75,13 @@ def test_manifest_files_checksums_and_metadata(mixed_jsonl, tmp_path):
         assert pq.ParquetFile(path).metadata.num_rows == entry["rows"]
     meta = pq.ParquetFile(tmp_path / "out" / "part-00000.parquet").schema_arrow.metadata
     assert b"mmtok_version" in meta and json.loads(meta[b"mmtok_stages"])[0]["stage"] == "probe"
-    assert pq.ParquetFile(tmp_path / "out" / "part-00000.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    assert (
+        pq.ParquetFile(tmp_path / "out" / "part-00000.parquet")
+        .metadata.row_group(0)
+        .column(0)
+        .compression
+        == "ZSTD"
+    )
     assert not list(tmp_path.glob(".out.mmtok-staging"))
 
 
@@ -90,7 +105,9 @@ class _Boom(Exception):
     pass
 
 
-def test_failed_run_leaves_no_finished_looking_output_and_resumes(mixed_jsonl, tmp_path, monkeypatch):
+def test_failed_run_leaves_no_finished_looking_output_and_resumes(
+    mixed_jsonl, tmp_path, monkeypatch
+):
     """A run that dies mid-way leaves only staging; --resume finishes with the same rows."""
     run(mixed_jsonl, tmp_path / "ref")
     calls = {"n": 0}
@@ -126,8 +143,16 @@ def test_resume_refuses_changed_settings(mixed_jsonl, tmp_path, monkeypatch):
 
 def test_executor_keeps_bounded_batches_in_flight(tmp_path, image_files):
     """Backpressure: the source is not read ahead of the results by more than max_in_flight."""
-    inputs = Inputs([str(write_jsonl(tmp_path / "r.jsonl", [{"image": str(image_files["tiny_1x1.png"])}] * 200))],
-                    ReadOptions(batch_rows=10))
+    inputs = Inputs(
+        [
+            str(
+                write_jsonl(
+                    tmp_path / "r.jsonl", [{"image": str(image_files["tiny_1x1.png"])}] * 200
+                )
+            )
+        ],
+        ReadOptions(batch_rows=10),
+    )
     pulled = {"n": 0}
 
     def batches():
@@ -143,3 +168,28 @@ def test_executor_keeps_bounded_batches_in_flight(tmp_path, image_files):
         assert pulled["n"] <= seen + 3
         assert result.kept.num_rows == 10
     assert seen == 20
+
+
+class _DieInWorker(ProbeStage):
+    """Kills its worker process on the third batch, as a decoder segfault would."""
+
+    def process(self, rows):
+        import os
+
+        if any("#die" in (c or "") for c in rows.column("caption").to_pylist()):
+            os._exit(1)
+        return super().process(rows)
+
+
+def test_dead_worker_is_a_clean_error_and_resumable(tmp_path, image_files):
+    rows = [{"image": str(image_files["tiny_1x1.png"]), "caption": f"{i}"} for i in range(100)]
+    rows[70]["caption"] = "#die"
+    source = write_jsonl(tmp_path / "r.jsonl", rows)
+    inputs = Inputs([str(source)], ReadOptions(batch_rows=10))
+    with pytest.raises(MmtokError, match="worker process died"):
+        run_pipeline(
+            inputs, [_DieInWorker()], OutputOptions(str(tmp_path / "out"), shard_rows=10), workers=2
+        )
+    assert (tmp_path / ".out.mmtok-staging" / "state.json").exists() and not (
+        tmp_path / "out"
+    ).exists()

@@ -88,8 +88,16 @@ def test_float_mode_is_unsupported():
     assert err.value.reason == Reason.UNSUPPORTED_MODE
 
 
-@pytest.mark.parametrize("name", ["tiny_1x1.png", "strip_4000x3.png", "photo_100x50.webp",
-                                  "progressive_320x240.jpg", "café photo ü.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tiny_1x1.png",
+        "strip_4000x3.png",
+        "photo_100x50.webp",
+        "progressive_320x240.jpg",
+        "café photo ü.jpg",
+    ],
+)
 def test_awkward_but_valid_images_decode(image_files, name):
     arr = decode_rgb(str(image_files[name]))
     with Image.open(image_files[name]) as im:

@@ -77,8 +77,11 @@ def test_header_cut_inside_jpeg_markers_is_truncated(image_files):
 
 @pytest.mark.parametrize(
     ("image", "reason"),
-    [(None, Reason.NO_IMAGE), ({"path": None, "bytes": None}, Reason.NO_IMAGE),
-     ({"path": "https://example.com/a.jpg", "bytes": None}, Reason.UNSUPPORTED_URI)],
+    [
+        (None, Reason.NO_IMAGE),
+        ({"path": None, "bytes": None}, Reason.NO_IMAGE),
+        ({"path": "https://example.com/a.jpg", "bytes": None}, Reason.UNSUPPORTED_URI),
+    ],
 )
 def test_image_input_reasons(image, reason):
     with pytest.raises(BadImage) as err:

@@ -6,8 +6,8 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_jsonl
+
 from mmtok.errors import MmtokError
 from mmtok.io.sources import Inputs, ReadOptions, row_id
 
@@ -49,7 +49,10 @@ def test_record_formats_round_trip_the_same_rows(tmp_path, fmt):
     assert rejects == []
     assert inputs.schema.names == ["id", "source", "image", "caption", "url"]
     assert [r["image"]["path"] for r in rows] == [
-        str(tmp_path / "a.jpg"), str(tmp_path / "sub" / "b.png"), str(tmp_path / "c.webp")]
+        str(tmp_path / "a.jpg"),
+        str(tmp_path / "sub" / "b.png"),
+        str(tmp_path / "c.webp"),
+    ]
     assert [r["caption"] for r in rows] == ["first", "second, with a comma", ""]
     assert [r["url"] for r in rows] == ["http://x/1", "http://x/2", "http://x/3"]
     # Ids hash the absolute source path and row number: stable across runs and formats' rows.
@@ -78,7 +81,9 @@ def test_missing_image_column_is_a_clear_error(tmp_path):
 
 def test_bad_json_lines_become_rejects_not_crashes(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text('{"image": "a.jpg"}\n{not json\n\n[1, 2]\n{"image": "b.jpg", "caption": null}\n')
+    path.write_text(
+        '{"image": "a.jpg"}\n{not json\n\n[1, 2]\n{"image": "b.jpg", "caption": null}\n'
+    )
     _, rows, rejects = read_all([path])
     assert [r["image"]["path"] for r in rows] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
     assert rows[1]["caption"] is None
@@ -96,11 +101,14 @@ def test_csv_row_with_wrong_field_count_is_rejected(tmp_path):
 
 
 def test_jsonl_mixed_types_keep_every_value(tmp_path):
-    path = write_jsonl(tmp_path / "r.jsonl", [
-        {"image": "a.jpg", "n": 1, "score": 1, "tags": ["x"], "mixed": 5},
-        {"image": "b.jpg", "n": 2, "score": 2.5, "tags": [], "mixed": "five"},
-        {"image": "c.jpg"},
-    ])
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"image": "a.jpg", "n": 1, "score": 1, "tags": ["x"], "mixed": 5},
+            {"image": "b.jpg", "n": 2, "score": 2.5, "tags": [], "mixed": "five"},
+            {"image": "c.jpg"},
+        ],
+    )
     inputs, rows, _ = read_all([path])
     types = {f.name: f.type for f in inputs.schema}
     assert types["n"] == pa.int64() and types["score"] == pa.float64()
@@ -111,9 +119,13 @@ def test_jsonl_mixed_types_keep_every_value(tmp_path):
 
 def test_parquet_image_bytes_and_hf_struct(tmp_path):
     data = b"\xff\xd8not-really-a-jpeg"
-    pq.write_table(pa.table({"image": pa.array([data], pa.binary()), "caption": ["c"]}), tmp_path / "b.parquet")
-    struct = pa.array([{"bytes": data, "path": "x.jpg"}],
-                      pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    pq.write_table(
+        pa.table({"image": pa.array([data], pa.binary()), "caption": ["c"]}), tmp_path / "b.parquet"
+    )
+    struct = pa.array(
+        [{"bytes": data, "path": "x.jpg"}],
+        pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    )
     pq.write_table(pa.table({"image": struct}), tmp_path / "hf.parquet")
     _, rows, _ = read_all([tmp_path / "b.parquet", tmp_path / "hf.parquet"])
     assert rows[0]["image"] == {"path": None, "bytes": data}
@@ -141,7 +153,7 @@ def test_webdataset_shard(tmp_path, image_files):
     path = tmp_path / "shard-000.tar"
     with tarfile.open(path, "w") as tar:
         _tar_member(tar, "s/000.jpg", jpeg)
-        _tar_member(tar, "s/000.txt", "a caption".encode())
+        _tar_member(tar, "s/000.txt", b"a caption")
         _tar_member(tar, "s/001.png", b"png-bytes")
         _tar_member(tar, "s/001.json", json.dumps({"caption": "from json", "w": 3}).encode())
         _tar_member(tar, "s/002.txt", b"caption without image")
@@ -173,7 +185,10 @@ def test_folder_with_sidecar_captions_and_odd_names(tmp_path, image_files):
     (folder / "nested" / "a.PNG").write_bytes(b"x")
     (folder / "notes.md").write_text("not an image")
     inputs, rows, _ = read_all([folder])
-    assert [r["image"]["path"] for r in rows] == [str(folder / "b photo ü.jpg"), str(folder / "nested" / "a.PNG")]
+    assert [r["image"]["path"] for r in rows] == [
+        str(folder / "b photo ü.jpg"),
+        str(folder / "nested" / "a.PNG"),
+    ]
     assert [r["caption"] for r in rows] == ["sidecar caption", None]
     assert inputs.notes() == {"ignored_non_image_files": 1}
     assert inputs.count_rows() == 2
@@ -183,7 +198,12 @@ def test_globs_and_several_inputs_keep_order(tmp_path):
     for i in range(3):
         write_jsonl(tmp_path / f"part-{i}.jsonl", [{"image": f"{i}.jpg"}])
     inputs, rows, _ = read_all([tmp_path / "part-*.jsonl", tmp_path / "part-0.jsonl"])
-    assert [r["image"]["path"].rsplit("/", 1)[1] for r in rows] == ["0.jpg", "1.jpg", "2.jpg", "0.jpg"]
+    assert [r["image"]["path"].rsplit("/", 1)[1] for r in rows] == [
+        "0.jpg",
+        "1.jpg",
+        "2.jpg",
+        "0.jpg",
+    ]
     assert inputs.count_rows() == 4
 
 
@@ -195,6 +215,17 @@ def test_bad_inputs_are_clear_errors(tmp_path, bad):
 
 
 def test_batches_respect_row_and_byte_limits(tmp_path):
-    pq.write_table(pa.table({"image": pa.array([b"x" * 1000] * 10, pa.binary())}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"image": pa.array([b"x" * 1000] * 10, pa.binary())}), tmp_path / "b.parquet"
+    )
     inputs = Inputs([str(tmp_path / "b.parquet")], ReadOptions(batch_rows=4, batch_bytes=2500))
     assert [b.rows.num_rows for b in inputs.batches()] == [3, 3, 3, 1]
+
+
+def test_inputs_that_disagree_on_a_column_type_share_one_schema(tmp_path):
+    pq.write_table(pa.table({"image": ["a.jpg"], "x": [1], "y": [1]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"image": ["b.jpg"], "x": ["one"], "y": [2.5]}), tmp_path / "b.parquet")
+    inputs, rows, _ = read_all([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+    types = {f.name: f.type for f in inputs.schema}
+    assert types["x"] == pa.string() and types["y"] == pa.float64()
+    assert [(r["x"], r["y"]) for r in rows] == [("1", 1.0), ("one", 2.5)]
