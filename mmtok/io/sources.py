@@ -138,11 +138,19 @@ def caption_value(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else str(value)
 
 
+@dataclass
+class BadRecord:
+    """A record that cannot become a row: it becomes a `bad_record` reject of stage "read"."""
+
+    row: dict  # what is known of it: at least id and source
+    message: str
+
+
 class _BatchBuilder:
     """Accumulates rows and read rejects as Python values; emits conformed Arrow batches."""
 
-    def __init__(self, source: Source, schema: pa.Schema, options: ReadOptions):
-        self.source, self.schema, self.options = source, schema, options
+    def __init__(self, schema: pa.Schema, options: ReadOptions):
+        self.schema, self.options = schema, options
         # Passthrough columns that inputs disagree on are text: other values become JSON text.
         self.text_columns = [
             f.name for f in schema if f.type == pa.string() and f.name not in BASE_NAMES
@@ -212,8 +220,21 @@ class Source:
     def count_rows(self) -> int | None:
         return None
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
+    def records(self) -> Iterator[dict | BadRecord]:
+        """Rows in the output schema as dicts, or `BadRecord`s, in input order."""
         raise NotImplementedError
+
+    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
+        builder = _BatchBuilder(schema, self.options)
+        for record in self.records():
+            if isinstance(record, BadRecord):
+                batch = builder.reject(record.row, record.message)
+            else:
+                batch = builder.add(record)
+            if batch:
+                yield batch
+        if batch := builder.flush():
+            yield batch
 
     def fingerprint(self) -> dict:
         st = os.stat(self.path)
@@ -243,6 +264,9 @@ class Source:
                 f"{self.display}: no image column {self.options.image_col!r}; columns: {names}",
                 hint="choose it with --image-col",
             )
+
+    def _bad(self, key: str | int, message: str, **known) -> BadRecord:
+        return BadRecord({"id": row_id(self.id_key, key), "source": self.display, **known}, message)
 
     def _passthrough_name(self, name: str) -> str | None:
         """Output name of an input column, or None when it is one of the role columns."""
@@ -356,9 +380,8 @@ class JsonLinesSource(Source):
                 record[key] = json.dumps(value, ensure_ascii=False)
         return record
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
+    def records(self) -> Iterator[dict | BadRecord]:
         self._scan()
-        builder = _BatchBuilder(self, schema, self.options)
         rowno = 0
         with _open_text(self.path) as f:
             for lineno, line in enumerate(f, start=1):
@@ -368,15 +391,10 @@ class JsonLinesSource(Source):
                     record = json.loads(line)
                     if not isinstance(record, dict):
                         raise _RecordError(f"a JSON {type(record).__name__}, not an object")
-                    batch = builder.add(self._row(self._coerce(record), rowno))
+                    yield self._row(self._coerce(record), rowno)
                 except (ValueError, _RecordError) as e:
-                    bad = {"id": row_id(self.id_key, rowno), "source": self.display}
-                    batch = builder.reject(bad, f"line {lineno}: {e}; text: {line.strip()[:500]}")
+                    yield self._bad(rowno, f"line {lineno}: {e}; text: {line.strip()[:500]}")
                 rowno += 1
-                if batch:
-                    yield batch
-        if batch := builder.flush():
-            yield batch
 
 
 class StdinSource(JsonLinesSource):
@@ -427,8 +445,7 @@ class CsvSource(Source):
         with _open_text(self.path) as f:
             return sum(1 for _ in csv.reader(f, delimiter=self.delimiter)) - 1
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
-        builder = _BatchBuilder(self, schema, self.options)
+    def records(self) -> Iterator[dict | BadRecord]:
         with _open_text(self.path) as f:
             reader = csv.reader(f, delimiter=self.delimiter)
             next(reader)
@@ -438,17 +455,10 @@ class CsvSource(Source):
                         raise _RecordError(
                             f"{len(values)} fields, the header has {len(self.header)}"
                         )
-                    batch = builder.add(
-                        self._row(dict(zip(self.header, values, strict=True)), rowno)
-                    )
+                    yield self._row(dict(zip(self.header, values, strict=True)), rowno)
                 except _RecordError as e:
-                    bad = {"id": row_id(self.id_key, rowno), "source": self.display}
                     text = self.delimiter.join(values)[:500]
-                    batch = builder.reject(bad, f"line {reader.line_num}: {e}; text: {text}")
-                if batch:
-                    yield batch
-        if batch := builder.flush():
-            yield batch
+                    yield self._bad(rowno, f"line {reader.line_num}: {e}; text: {text}")
 
 
 # --- Parquet ------------------------------------------------------------------------------
@@ -478,26 +488,19 @@ class ParquetSource(Source):
     def count_rows(self) -> int | None:
         return self.file.metadata.num_rows
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
-        builder = _BatchBuilder(self, schema, self.options)
+    def records(self) -> Iterator[dict | BadRecord]:
         rowno = 0
         try:
             for record_batch in self.file.iter_batches(batch_size=self.options.batch_rows):
                 for record in record_batch.to_pylist():
                     try:
-                        batch = builder.add(self._row(record, rowno))
+                        yield self._row(record, rowno)
                     except _RecordError as e:
-                        bad = {"id": row_id(self.id_key, rowno), "source": self.display}
-                        batch = builder.reject(bad, f"row {rowno}: {e}")
+                        yield self._bad(rowno, f"row {rowno}: {e}")
                     rowno += 1
-                    if batch:
-                        yield batch
         except (OSError, pa.ArrowException) as e:
-            raise MmtokError(
-                f"cannot read Parquet file {self.path} after row {rowno}: {e}"
-            ) from None
-        if batch := builder.flush():
-            yield batch
+            message = f"cannot read Parquet file {self.path} after row {rowno}: {e}"
+            raise MmtokError(message) from None
 
 
 # --- WebDataset ---------------------------------------------------------------------------
@@ -549,35 +552,25 @@ class WebDatasetSource(Source):
         if key is not None:
             yield key, members
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
-        builder = _BatchBuilder(self, schema, self.options)
+    def records(self) -> Iterator[dict | BadRecord]:
         samples = self._samples()
         index = 0
         while True:
             try:
                 key, members = next(samples)
             except StopIteration:
-                break
+                return
             except (tarfile.TarError, EOFError, OSError) as e:
                 # A truncated shard (an interrupted download): keep what came before, say where.
-                bad = {
-                    "id": row_id(self.id_key, f"#truncated-after-{index}"),
-                    "source": self.display,
-                }
-                batch = builder.reject(bad, f"tar shard unreadable after sample {index}: {e}")
-                if batch:
-                    yield batch
-                break
+                yield self._bad(
+                    f"#truncated-after-{index}", f"tar shard unreadable after sample {index}: {e}"
+                )
+                return
             try:
-                batch = builder.add(self._row(key, members))
+                yield self._row(key, members)
             except _RecordError as e:
-                bad = {"id": row_id(self.id_key, key), "source": self.display, "key": key}
-                batch = builder.reject(bad, str(e))
+                yield self._bad(key, str(e), key=key)
             index += 1
-            if batch:
-                yield batch
-        if batch := builder.flush():
-            yield batch
 
 
 # --- Folder of images ---------------------------------------------------------------------
@@ -625,8 +618,7 @@ class FolderSource(Source):
             "listing_sha256": digest,
         }
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
-        builder = _BatchBuilder(self, schema, self.options)
+    def records(self) -> Iterator[dict | BadRecord]:
         for rel in self.files():
             full = os.path.join(self.base_dir, rel)
             sidecar = os.path.splitext(full)[0] + ".txt"
@@ -634,12 +626,12 @@ class FolderSource(Source):
             if os.path.isfile(sidecar):
                 with open(sidecar, encoding="utf-8", errors="replace") as f:
                     caption = f.read().strip()
-            row = {"id": row_id(self.id_key, rel), "source": self.display, "caption": caption}
-            row["image"] = {"path": full, "bytes": None}
-            if batch := builder.add(row):
-                yield batch
-        if batch := builder.flush():
-            yield batch
+            yield {
+                "id": row_id(self.id_key, rel),
+                "source": self.display,
+                "image": {"path": full, "bytes": None},
+                "caption": caption,
+            }
 
 
 # --- Putting inputs together --------------------------------------------------------------
