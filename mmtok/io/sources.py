@@ -620,18 +620,32 @@ class FolderSource(Source):
 
     def records(self) -> Iterator[dict | BadRecord]:
         for rel in self.files():
-            full = os.path.join(self.base_dir, rel)
-            sidecar = os.path.splitext(full)[0] + ".txt"
-            caption = None
-            if os.path.isfile(sidecar):
-                with open(sidecar, encoding="utf-8", errors="replace") as f:
-                    caption = f.read().strip()
-            yield {
-                "id": row_id(self.id_key, rel),
-                "source": self.display,
-                "image": {"path": full, "bytes": None},
-                "caption": caption,
-            }
+            yield image_file_row(
+                os.path.join(self.base_dir, rel), row_id(self.id_key, rel), self.display
+            )
+
+
+def image_file_row(path: str, id_: str, source: str) -> dict:
+    """A row for one image file; the caption comes from `<stem>.txt` beside it, if any."""
+    sidecar = os.path.splitext(path)[0] + ".txt"
+    caption = None
+    if os.path.isfile(sidecar):
+        with open(sidecar, encoding="utf-8", errors="replace") as f:
+            caption = f.read().strip()
+    return {"id": id_, "source": source, "image": {"path": path, "bytes": None}, "caption": caption}
+
+
+class ImageFileSource(Source):
+    """One image file given on the command line (or matched by a glob): one row."""
+
+    kind = "image"
+
+    def count_rows(self) -> int | None:
+        return 1
+
+    def records(self) -> Iterator[dict | BadRecord]:
+        path = os.path.abspath(self.path)
+        yield image_file_row(path, row_id(path, 0), self.display)
 
 
 # --- Putting inputs together --------------------------------------------------------------
@@ -661,10 +675,12 @@ def _source_for(path: str, options: ReadOptions) -> list[Source]:
         return [ParquetSource(path, options)]
     if name.endswith((".tar", ".tgz", ".tar.gz")) or p.name.lower().endswith(".tar.gz"):
         return [WebDatasetSource(path, options)]
+    if name.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
+        return [ImageFileSource(path, options)]
     raise MmtokError(
         f"cannot tell the format of {path}",
         hint="inputs are .jsonl/.ndjson/.json(.gz), .csv/.tsv, .parquet, .tar WebDataset shards, "
-        "a folder of images, an mmtok output folder, or - for JSON Lines on stdin",
+        "image files, a folder of images, an mmtok output folder, or - for JSON Lines on stdin",
     )
 
 

@@ -229,3 +229,17 @@ def test_inputs_that_disagree_on_a_column_type_share_one_schema(tmp_path):
     types = {f.name: f.type for f in inputs.schema}
     assert types["x"] == pa.string() and types["y"] == pa.float64()
     assert [(r["x"], r["y"]) for r in rows] == [("1", 1.0), ("one", 2.5)]
+
+
+def test_image_files_given_directly_or_by_glob(tmp_path, image_files):
+    folder = tmp_path / "direct"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(image_files["tiny_1x1.png"].read_bytes())
+    (folder / "a.txt").write_text("caption of a")
+    _, rows, _ = read_all([folder / "*.*g", folder / "a.jpg"])
+    assert [r["image"]["path"] for r in rows] == [
+        str(folder / n) for n in ("a.jpg", "b.png", "a.jpg")
+    ]
+    assert [r["caption"] for r in rows] == ["caption of a", None, "caption of a"]
+    assert rows[0]["id"] == rows[2]["id"] != rows[1]["id"]
