@@ -1,0 +1,93 @@
+"""Fit-to-canvas tiling: Llama 3.2 Vision (Mllama), the Llama 3 paper's 336-px variant, Llama 4.
+
+Sources: transformers v5.23 `mllama/image_processing_pil_mllama.py` (`get_all_supported_aspect_ratios`,
+`get_optimal_tiled_canvas`, `get_image_size_fit_to_canvas`), Meta's
+`llama-models:models/llama3/multimodal/image_transform.py` (same rule), and
+`llama4/image_processing_llama4.py` / `processing_llama4.py` (global tile, 144 tokens per chunk).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from mmtok.presets.layout import Layout, pixel_bytes
+
+
+@functools.cache
+def arrangements(max_tiles: int) -> tuple[tuple[int, int], ...]:
+    """All (rows, cols) with rows * cols <= max_tiles, in the reference's order."""
+    return tuple(
+        (a, b)
+        for a in range(1, max_tiles + 1)
+        for b in range(1, max_tiles + 1)
+        if a * b <= max_tiles
+    )
+
+
+def optimal_canvas(width: int, height: int, tile: int, max_tiles: int) -> tuple[int, int]:
+    """(rows, cols): least up-scaling if any arrangement fits without shrinking, else least
+    down-scaling; ties go to the smallest area, then to the first in list order."""
+    best_up = best_down = None  # (scale, area, rows, cols)
+    for rows, cols in arrangements(max_tiles):
+        scale = min(rows * tile / height, cols * tile / width)
+        key = (scale, rows * cols)
+        if scale >= 1:
+            if best_up is None or key < best_up[:2]:
+                best_up = (scale, rows * cols, rows, cols)
+        elif (
+            best_down is None
+            or scale > best_down[0]
+            or (scale == best_down[0] and rows * cols < best_down[1])
+        ):
+            best_down = (scale, rows * cols, rows, cols)
+    chosen = best_up or best_down
+    return chosen[2], chosen[3]
+
+
+def fit_size(width: int, height: int, canvas_w: int, canvas_h: int, tile: int) -> tuple[int, int]:
+    """Aspect-preserving size inside the canvas; a side grows at most until it reaches one tile."""
+    target_w = min(max(width, tile), canvas_w)
+    target_h = min(max(height, tile), canvas_h)
+    scale_w, scale_h = target_w / width, target_h / height
+    if scale_w < scale_h:
+        return target_w, min(math.floor(height * scale_w) or 1, target_h)
+    return min(math.floor(width * scale_h) or 1, target_w), target_h
+
+
+def fit_to_canvas(
+    width: int,
+    height: int,
+    *,
+    tile_size: int,
+    max_tiles: int,
+    tokens_per_tile: int,
+    global_tile: bool,
+    cross_attention: bool,
+    pad_to_max_tiles: bool,
+) -> Layout:
+    rows, cols = optimal_canvas(width, height, tile_size, max_tiles)
+    canvas = (cols * tile_size, rows * tile_size)
+    resized = fit_size(width, height, canvas[0], canvas[1], tile_size)
+    tiles = rows * cols
+    if global_tile and tiles > 1:
+        tiles += 1
+    image_tokens = tiles * tokens_per_tile
+    if cross_attention:
+        prompt = 1  # one <|image|> token; the image enters through cross-attention
+    elif tiles == 1:
+        prompt = 3 + tokens_per_tile  # <|image_start|> <|image|> patches <|image_end|>
+    else:  # separators: x between columns, y after each row; see processing_llama4._prompt_split_image
+        prompt = 3 + image_tokens + rows * (cols - 1) + rows
+    shipped = max_tiles if pad_to_max_tiles else tiles
+    return Layout(
+        width,
+        height,
+        resized,
+        canvas,
+        (rows, cols),
+        tiles,
+        image_tokens,
+        prompt,
+        *pixel_bytes(shipped * 3 * tile_size * tile_size),
+    )

@@ -1,0 +1,401 @@
+"""Presets as data: a family (one pure rule) plus the published parameters of one model.
+
+`get_preset("qwen2-vl:max_pixels=1003520")` returns a preset with overrides applied; users add
+their own from a TOML file (`load_preset_file`), each table naming the preset it builds on:
+
+    [my-448]
+    base = "mllama"
+    tile_size = 448
+    tokens_per_tile = 1025
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmtok.errors import MmtokError
+from mmtok.presets import (
+    anyres,
+    fit_to_canvas,
+    fixed,
+    formulas,
+    idefics3,
+    internvl,
+    pixtral,
+    smart_resize,
+)
+from mmtok.presets.layout import Layout, Refused
+
+Rule = Callable[..., Layout | Refused]
+
+FAMILIES: dict[str, Rule] = {
+    "fit_to_canvas": fit_to_canvas.fit_to_canvas,
+    "smart_resize": smart_resize.dynamic_resolution,
+    "anyres": anyres.anyres,
+    "idefics3": idefics3.split_image,
+    "internvl": internvl.dynamic_tiles,
+    "pixtral": pixtral.patch_grid,
+    "fixed": fixed.fixed_square,
+    "letterbox": fixed.letterbox,
+    "gemma3": fixed.gemma3,
+    "openai_tiles": formulas.openai_tiles,
+    "moonvit": formulas.moonvit,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    params: dict[str, Any]
+    source: str
+    rotate_exif: bool = True  # does the model's loader apply the EXIF orientation? (see tile)
+    aliases: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "_rule", FAMILIES[self.family])
+
+    def layout(self, width: int, height: int) -> Layout | Refused:
+        """The layout of a `width` x `height` image, or `Refused` if the model refuses it."""
+        if width < 1 or height < 1:
+            return Refused(width, height, "width and height must be at least 1")
+        return self._rule(width, height, **self.params)
+
+    def spec(self) -> str:
+        """The name with every parameter, as `--preset` accepts it."""
+        return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in self.params.items())
+
+    def with_overrides(self, overrides: dict[str, str], name: str | None = None) -> Preset:
+        params = dict(self.params)
+        for key, text in overrides.items():
+            if key not in params:
+                raise MmtokError(
+                    f"preset {self.name!r} has no parameter {key!r}",
+                    hint="parameters: " + ", ".join(params),
+                )
+            params[key] = _parse_like(params[key], text, key)
+        return Preset(name or self.name, self.family, params, self.source, self.rotate_exif)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ";".join("x".join(str(v) for v in pair) for pair in value)
+    return str(value)
+
+
+def _parse_like(default: Any, text: Any, key: str) -> Any:
+    """Parse an override to the type of the parameter's published value."""
+    if not isinstance(text, str):
+        if isinstance(default, tuple) and isinstance(text, list):
+            return tuple(tuple(int(v) for v in pair) for pair in text)
+        if isinstance(default, bool) != isinstance(text, bool):
+            raise MmtokError(f"{key}: expected {type(default).__name__}, got {text!r}")
+        return type(default)(text)
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(float(text)) if "e" in text.lower() else int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):  # pinpoints: "336x672;672x336"
+            return tuple(tuple(int(v) for v in pair.split("x")) for pair in text.split(";"))
+    except ValueError:
+        raise MmtokError(f"{key}={text!r}: expected {type(default).__name__}") from None
+    return text
+
+
+def _preset(name, family, source, aliases=(), rotate_exif=True, **params) -> Preset:
+    return Preset(name, family, params, source, rotate_exif, tuple(aliases))
+
+
+LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
+ONEVISION_PINPOINTS = tuple((384 * a, 384 * b) for a in range(1, 7) for b in range(1, 7))
+TF = "transformers v5.23"
+
+BUILTIN: tuple[Preset, ...] = (
+    _preset(
+        "llama3-336",
+        "fit_to_canvas",
+        "Llama 3 paper (arXiv 2407.21783): <= 4 tiles of 336 px; 577 = 24^2 + CLS per tile (derived)",
+        tile_size=336,
+        max_tiles=4,
+        tokens_per_tile=577,
+        global_tile=False,
+        cross_attention=True,
+        pad_to_max_tiles=True,
+    ),
+    _preset(
+        "mllama",
+        "fit_to_canvas",
+        f"{TF} mllama/image_processing_pil_mllama.py; Llama-3.2-11B-Vision-Instruct config",
+        tile_size=560,
+        max_tiles=4,
+        tokens_per_tile=1601,
+        global_tile=False,
+        cross_attention=True,
+        pad_to_max_tiles=True,
+    ),
+    _preset(
+        "llama4",
+        "fit_to_canvas",
+        f"{TF} llama4/image_processing_llama4.py, processing_llama4.py",
+        tile_size=336,
+        max_tiles=16,
+        tokens_per_tile=144,
+        global_tile=True,
+        cross_attention=False,
+        pad_to_max_tiles=False,
+    ),
+    _preset(
+        "qwen2-vl",
+        "smart_resize",
+        f"{TF} qwen2_vl/image_processing_pil_qwen2_vl.py; Qwen2-VL/Qwen2.5-VL hub config",
+        aliases=("qwen2.5-vl",),
+        patch_size=14,
+        merge_size=2,
+        min_pixels=3136,
+        max_pixels=12845056,
+        temporal_patch_size=2,
+        prompt_extra=2,
+        row_end_tokens=False,
+    ),
+    _preset(
+        "qwen3-vl",
+        "smart_resize",
+        f"{TF} qwen2_vl smart_resize with Qwen3-VL config (patch 16)",
+        patch_size=16,
+        merge_size=2,
+        min_pixels=65536,
+        max_pixels=16777216,
+        temporal_patch_size=2,
+        prompt_extra=2,
+        row_end_tokens=False,
+    ),
+    _preset(
+        "llava-1.5",
+        "fixed",
+        f"{TF} llava/image_processing_pil_llava.py; 336 shortest edge + centre crop",
+        size=336,
+        tokens=576,
+        prompt_extra=0,
+    ),
+    _preset(
+        "llava-next",
+        "anyres",
+        f"{TF} llava_next/processing_llava_next.py; llava-v1.6-mistral-7b-hf config",
+        tile_size=336,
+        patch_size=14,
+        pinpoints=LLAVA_NEXT_PINPOINTS,
+        base_tokens=576,
+        max_tiles_shrink=0,
+    ),
+    _preset(
+        "llava-onevision",
+        "anyres",
+        f"{TF} llava_onevision/processing_llava_onevision.py (anyres_max_9)",
+        tile_size=384,
+        patch_size=14,
+        pinpoints=ONEVISION_PINPOINTS,
+        base_tokens=729,
+        max_tiles_shrink=9,
+    ),
+    _preset(
+        "idefics3",
+        "idefics3",
+        f"{TF} idefics3/image_processing_pil_idefics3.py; Idefics3-8B-Llama3 config",
+        longest_edge=1456,
+        max_image_size=364,
+        image_seq_len=169,
+        do_image_splitting=True,
+    ),
+    _preset(
+        "smolvlm",
+        "idefics3",
+        f"{TF} smolvlm/image_processing_pil_smolvlm.py; SmolVLM-Instruct config",
+        longest_edge=1536,
+        max_image_size=384,
+        image_seq_len=81,
+        do_image_splitting=True,
+    ),
+    _preset(
+        "smolvlm2",
+        "idefics3",
+        f"{TF} smolvlm/; SmolVLM2-256M/500M config",
+        longest_edge=2048,
+        max_image_size=512,
+        image_seq_len=64,
+        do_image_splitting=True,
+    ),
+    _preset(
+        "internvl",
+        "internvl",
+        f"{TF} got_ocr2/image_processing_pil_got_ocr2.py, internvl/processing_internvl.py",
+        tile_size=448,
+        min_tiles=1,
+        max_tiles=12,
+        tokens_per_tile=256,
+        use_thumbnail=True,
+    ),
+    _preset(
+        "pixtral",
+        "pixtral",
+        "mistral-common 1.13.1 tokens/tokenizers/image.py; Pixtral-12B",
+        patch_size=16,
+        merge_size=1,
+        longest_edge=1024,
+    ),
+    _preset(
+        "mistral3",
+        "pixtral",
+        "mistral-common 1.13.1 tokens/tokenizers/image.py; Mistral-Small-3.1",
+        patch_size=14,
+        merge_size=2,
+        longest_edge=1540,
+    ),
+    _preset(
+        "gemma3",
+        "gemma3",
+        f"{TF} gemma3/image_processing_pil_gemma3.py, processing_gemma3.py",
+        size=896,
+        tokens_per_image=256,
+        pan_and_scan=False,
+        min_crop_size=256,
+        max_num_crops=4,
+        min_ratio_to_activate=1.2,
+    ),
+    _preset(
+        "chameleon",
+        "fixed",
+        f"{TF} chameleon/ (shortest edge 512, centre crop, 1024 VQ ids + 2 markers)",
+        size=512,
+        tokens=1024,
+        prompt_extra=2,
+    ),
+    _preset(
+        "emu3",
+        "smart_resize",
+        f"{TF} emu3/image_processing_emu3.py (smart_resize, factor 8)",
+        patch_size=8,
+        merge_size=1,
+        min_pixels=262144,
+        max_pixels=1048576,
+        temporal_patch_size=1,
+        prompt_extra=5,
+        row_end_tokens=True,
+    ),
+    _preset(
+        "janus",
+        "letterbox",
+        f"{TF} janus/image_processing_pil_janus.py, processing_janus.py",
+        size=384,
+        min_size=14,
+        tokens=576,
+        prompt_extra=2,
+    ),
+    _preset(
+        "gpt-4o",
+        "openai_tiles",
+        "OpenAI vision guide, 'Calculating costs' (detail: high)",
+        fit_size=2048,
+        short_side=768,
+        tile_size=512,
+        base_tokens=85,
+        tile_tokens=170,
+    ),
+    _preset(
+        "kimi-vl",
+        "moonvit",
+        "moonshotai/Kimi-VL-A3B-Instruct image_processing_kimi_vl.py (via vLLM kimi_vl.py)",
+        patch_size=14,
+        merge_size=2,
+        in_token_limit=4096,
+        max_patches_per_side=512,
+    ),
+)
+
+_registry: dict[str, Preset] = {}
+
+
+def register(preset: Preset, *, replace: bool = False) -> None:
+    for name in (preset.name, *preset.aliases):
+        if name in _registry and not replace:
+            raise MmtokError(f"preset {name!r} is already defined")
+        _registry[name] = preset
+
+
+for _p in BUILTIN:
+    register(_p)
+
+
+def list_presets() -> list[Preset]:
+    """Every preset once (aliases point at the same one), in registration order."""
+    seen, out = set(), []
+    for preset in _registry.values():
+        if preset.name not in seen:
+            seen.add(preset.name)
+            out.append(preset)
+    return out
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """`name:key=value,key=value` (`:` also separates overrides) -> (name, overrides)."""
+    name, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.replace(":", ",").split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise MmtokError(
+                f"bad preset override {item!r} in {spec!r}", hint="write name:key=value,key=value"
+            )
+        overrides[key.strip()] = value.strip()
+    return name.strip(), overrides
+
+
+@functools.lru_cache(maxsize=256)
+def get_preset(spec: str) -> Preset:
+    """A preset by name, with optional overrides: `get_preset("gemma3:pan_and_scan=true")`."""
+    name, overrides = parse_spec(spec)
+    if name not in _registry:
+        raise MmtokError(
+            f"unknown preset {name!r}", hint="presets: " + ", ".join(sorted(_registry))
+        )
+    preset = _registry[name]
+    return preset.with_overrides(overrides) if overrides else preset
+
+
+def load_preset_file(path: str) -> list[Preset]:
+    """Register the presets of a TOML file; each table names its `base` preset."""
+    try:
+        with open(path, "rb") as f:
+            tables = tomllib.load(f)
+    except OSError as e:
+        raise MmtokError(f"cannot read preset file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MmtokError(f"preset file {path} is not valid TOML: {e}") from None
+    added = []
+    for name, table in tables.items():
+        if not isinstance(table, dict) or "base" not in table:
+            raise MmtokError(f'{path}: [{name}] needs base = "<preset>"')
+        base = get_preset(str(table["base"]))
+        params = {k: v for k, v in table.items() if k not in ("base", "source")}
+        preset = base.with_overrides(params, name=name)
+        preset = Preset(
+            name,
+            preset.family,
+            preset.params,
+            table.get("source", f"{path}: based on {base.name}"),
+            base.rotate_exif,
+        )
+        register(preset, replace=True)
+        added.append(preset)
+    get_preset.cache_clear()
+    return added
