@@ -33,7 +33,7 @@ def letterbox(
     width: int, height: int, *, size: int, min_size: int, tokens: int, prompt_extra: int
 ) -> Layout:
     scale = size / max(width, height)
-    content = (max(int(width * scale), min_size), max(int(height * scale), min_size))
+    content = (max(round(width * scale), min_size), max(round(height * scale), min_size))
     return Layout(
         width,
         height,
