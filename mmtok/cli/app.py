@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import mmtok
+from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("probe")(probe)
+app.command("presets")(presets)
+app.command("layout")(layout)
 
 
 def _version(value: bool) -> None:

@@ -1,6 +1,7 @@
 """Fit-to-canvas tiling: Llama 3.2 Vision (Mllama), the Llama 3 paper's 336-px variant, Llama 4.
 
-Sources: transformers v5.23 `mllama/image_processing_pil_mllama.py` (`get_all_supported_aspect_ratios`,
+Sources: transformers v5.23 `mllama/image_processing_pil_mllama.py`
+(`get_all_supported_aspect_ratios`,
 `get_optimal_tiled_canvas`, `get_image_size_fit_to_canvas`), Meta's
 `llama-models:models/llama3/multimodal/image_transform.py` (same rule), and
 `llama4/image_processing_llama4.py` / `processing_llama4.py` (global tile, 144 tokens per chunk).
@@ -77,7 +78,7 @@ def fit_to_canvas(
         prompt = 1  # one <|image|> token; the image enters through cross-attention
     elif tiles == 1:
         prompt = 3 + tokens_per_tile  # <|image_start|> <|image|> patches <|image_end|>
-    else:  # separators: x between columns, y after each row; see processing_llama4._prompt_split_image
+    else:  # x separators between columns, y after rows (processing_llama4._prompt_split_image)
         prompt = 3 + image_tokens + rows * (cols - 1) + rows
     shipped = max_tiles if pad_to_max_tiles else tiles
     return Layout(

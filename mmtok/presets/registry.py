@@ -125,7 +125,7 @@ BUILTIN: tuple[Preset, ...] = (
     _preset(
         "llama3-336",
         "fit_to_canvas",
-        "Llama 3 paper (arXiv 2407.21783): <= 4 tiles of 336 px; 577 = 24^2 + CLS per tile (derived)",
+        "Llama 3 paper (arXiv 2407.21783): <= 4 tiles of 336 px; 577 = 24^2 + CLS (derived)",
         tile_size=336,
         max_tiles=4,
         tokens_per_tile=577,
