@@ -17,9 +17,13 @@ from mmtok.presets.layout import Layout, pixel_bytes
 def select_best_resolution(width: int, height: int, pinpoints: tuple) -> tuple[int, int]:
     """(height, width) of the pinpoint that keeps the most pixels, then wastes the least."""
     best, best_effective, best_wasted = None, -1, math.inf
+    area = width * height
     for pin_h, pin_w in pinpoints:
-        scale = min(pin_w / width, pin_h / height)
-        effective = min(int(width * scale) * int(height * scale), width * height)
+        scale_w, scale_h = pin_w / width, pin_h / height
+        scale = scale_w if scale_w < scale_h else scale_h
+        effective = int(width * scale) * int(height * scale)
+        if effective > area:
+            effective = area
         wasted = pin_h * pin_w - effective
         if effective > best_effective or (effective == best_effective and wasted < best_wasted):
             best, best_effective, best_wasted = (pin_h, pin_w), effective, wasted

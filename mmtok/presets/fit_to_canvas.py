@@ -26,24 +26,26 @@ def arrangements(max_tiles: int) -> tuple[tuple[int, int], ...]:
     )
 
 
+@functools.cache
+def _candidates(tile: int, max_tiles: int) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(canvas height, canvas width, area, rows, cols) for each arrangement."""
+    return tuple((r * tile, c * tile, r * c, r, c) for r, c in arrangements(max_tiles))
+
+
 def optimal_canvas(width: int, height: int, tile: int, max_tiles: int) -> tuple[int, int]:
     """(rows, cols): least up-scaling if any arrangement fits without shrinking, else least
     down-scaling; ties go to the smallest area, then to the first in list order."""
-    best_up = best_down = None  # (scale, area, rows, cols)
-    for rows, cols in arrangements(max_tiles):
-        scale = min(rows * tile / height, cols * tile / width)
-        key = (scale, rows * cols)
+    up_scale, up_area, up = math.inf, 0, None
+    down_scale, down_area, down = -1.0, 0, None
+    for canvas_h, canvas_w, area, rows, cols in _candidates(tile, max_tiles):
+        scale_h, scale_w = canvas_h / height, canvas_w / width  # the reference's exact divisions
+        scale = scale_h if scale_w > scale_h else scale_w
         if scale >= 1:
-            if best_up is None or key < best_up[:2]:
-                best_up = (scale, rows * cols, rows, cols)
-        elif (
-            best_down is None
-            or scale > best_down[0]
-            or (scale == best_down[0] and rows * cols < best_down[1])
-        ):
-            best_down = (scale, rows * cols, rows, cols)
-    chosen = best_up or best_down
-    return chosen[2], chosen[3]
+            if scale < up_scale or (scale == up_scale and area < up_area):
+                up_scale, up_area, up = scale, area, (rows, cols)
+        elif scale > down_scale or (scale == down_scale and area < down_area):
+            down_scale, down_area, down = scale, area, (rows, cols)
+    return up or down
 
 
 def fit_size(width: int, height: int, canvas_w: int, canvas_h: int, tile: int) -> tuple[int, int]:
