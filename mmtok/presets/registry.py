@@ -53,7 +53,6 @@ class Preset:
     family: str
     params: dict[str, Any]
     source: str
-    rotate_exif: bool = True  # does the model's loader apply the EXIF orientation? (see tile)
     aliases: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
@@ -78,7 +77,7 @@ class Preset:
                     hint="parameters: " + ", ".join(params),
                 )
             params[key] = _parse_like(params[key], text, key)
-        return Preset(name or self.name, self.family, params, self.source, self.rotate_exif)
+        return Preset(name or self.name, self.family, params, self.source)
 
 
 def _format(value: Any) -> str:
@@ -113,13 +112,13 @@ def _parse_like(default: Any, text: Any, key: str) -> Any:
     return text
 
 
-def _preset(name, family, source, aliases=(), rotate_exif=True, **params) -> Preset:
-    return Preset(name, family, params, source, rotate_exif, tuple(aliases))
+def _preset(name, family, source, aliases=(), **params) -> Preset:
+    return Preset(name, family, params, source, tuple(aliases))
 
 
 def _sibling(base: Preset, name: str, source: str, aliases=(), **changes) -> Preset:
     """A preset that differs from `base` only in the parameters given."""
-    return Preset(name, base.family, {**base.params, **changes}, source, base.rotate_exif, tuple(aliases))
+    return Preset(name, base.family, {**base.params, **changes}, source, tuple(aliases))
 
 
 TF = "transformers v5.23"
@@ -247,13 +246,7 @@ def load_preset_file(path: str) -> list[Preset]:
         base = get_preset(str(table["base"]))
         params = {k: v for k, v in table.items() if k not in ("base", "source")}
         preset = base.with_overrides(params, name=name)
-        preset = Preset(
-            name,
-            preset.family,
-            preset.params,
-            table.get("source", f"{path}: based on {base.name}"),
-            base.rotate_exif,
-        )
+        preset = Preset(name, preset.family, preset.params, table.get("source", f"{path}: based on {base.name}"))
         register(preset, replace=True)
         added.append(preset)
     get_preset.cache_clear()
