@@ -18,6 +18,8 @@ class Reason(StrEnum):
     BOMB = "bomb"
     UNSUPPORTED_MODE = "unsupported_mode"
     DECODE_ERROR = "decode_error"
+    # Model rules
+    MODEL_REFUSES = "model_refuses"
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -32,6 +34,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.BOMB: "width x height exceeds the pixel limit (decompression bomb); no pixels allocated",
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
+    Reason.MODEL_REFUSES: "the model's processor refuses this size (Qwen: aspect ratio over 200)",
 }
 
 

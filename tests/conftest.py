@@ -21,6 +21,17 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
 
 
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Presets a test registers from a TOML file vanish after it."""
+    from mmtok.presets import get_preset, registry
+
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    get_preset.cache_clear()
+    yield
+    get_preset.cache_clear()
+
+
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     """A smooth gradient with noise: compresses like a photo, not like a flat colour."""
     rng = np.random.default_rng(seed)

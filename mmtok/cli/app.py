@@ -9,6 +9,7 @@ import typer
 import mmtok
 from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
+from mmtok.cli.tile import tile
 
 app = typer.Typer(
     name="mmtok",
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.command("probe")(probe)
 app.command("presets")(presets)
 app.command("layout")(layout)
+app.command("tile")(tile)
 
 
 def _version(value: bool) -> None:

@@ -246,7 +246,9 @@ def load_preset_file(path: str) -> list[Preset]:
         base = get_preset(str(table["base"]))
         params = {k: v for k, v in table.items() if k not in ("base", "source")}
         preset = base.with_overrides(params, name=name)
-        preset = Preset(name, preset.family, preset.params, table.get("source", f"{path}: based on {base.name}"))
+        preset = Preset(
+            name, preset.family, preset.params, table.get("source", f"{path}: based on {base.name}")
+        )
         register(preset, replace=True)
         added.append(preset)
     get_preset.cache_clear()

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from mmtok.cli.app import app
 from mmtok.errors import MmtokError
-from mmtok.presets import Layout, Refused, get_preset, list_presets, load_preset_file, registry
+from mmtok.presets import Layout, Refused, get_preset, list_presets, load_preset_file
 
 PRESETS = [p.name for p in list_presets()]
 rng = random.Random(0)
@@ -96,15 +96,6 @@ def test_overrides_change_parameters_and_parse_types():
 def test_bad_specs_are_clear_errors(spec, message):
     with pytest.raises(MmtokError, match=message):
         get_preset(spec)
-
-
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """User presets registered by a test vanish after it."""
-    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
-    get_preset.cache_clear()
-    yield
-    get_preset.cache_clear()
 
 
 def test_user_preset_file_needs_no_code(tmp_path, scratch_registry):

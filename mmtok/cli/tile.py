@@ -1,0 +1,160 @@
+"""`mmtok tile`: each image's layout under a model preset, as columns over a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmtok.cli import options as o
+from mmtok.cli.output import Reporter, handle_errors
+from mmtok.cli.presets import PresetFileOpt
+from mmtok.cli.probe import render_summary
+from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.images import DEFAULT_MAX_PIXELS
+from mmtok.presets import get_preset, load_preset_file
+from mmtok.stages.layout import LayoutStage
+from mmtok.stages.probe import ProbeStage
+from mmtok.stats import PercentileSample
+
+
+class TokenSummary:
+    """Totals and percentiles of vision tokens and tiles over the laid-out rows."""
+
+    columns = ["image_tokens", "prompt_tokens", "num_tiles", "pixel_bytes_uint8"]
+
+    def __init__(self):
+        self.images = self.image_tokens = self.prompt_tokens = self.tiles = self.pixel_bytes = 0
+        self.sample = PercentileSample()
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.images += table.num_rows
+        self.image_tokens += pc.sum(table.column("image_tokens")).as_py()
+        self.prompt_tokens += pc.sum(table.column("prompt_tokens")).as_py()
+        self.tiles += pc.sum(table.column("num_tiles")).as_py()
+        self.pixel_bytes += pc.sum(table.column("pixel_bytes_uint8")).as_py() or 0
+        self.sample.add(table.column("image_tokens").to_numpy(zero_copy_only=False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.images,
+            "total_image_tokens": self.image_tokens,
+            "total_prompt_tokens": self.prompt_tokens,
+            "total_tiles": self.tiles,
+            "total_pixel_bytes_uint8": self.pixel_bytes,
+            "mean_image_tokens": self.image_tokens / self.images if self.images else None,
+            "image_tokens_percentiles": self.sample.percentiles((5, 50, 95, 99)),
+        }
+
+
+@handle_errors
+def tile(
+    inputs: o.InputsArg,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset", "-p", help="Model preset, with optional overrides: name:key=value."
+        ),
+    ],
+    output: o.OutputOpt = None,
+    preset_file: PresetFileOpt = None,
+    exif: Annotated[
+        bool,
+        typer.Option(
+            "--exif/--no-exif",
+            help="Lay out the EXIF-rotated size, as transformers' load_image does.",
+        ),
+    ] = True,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
+    ] = DEFAULT_MAX_PIXELS,
+    image_col: o.ImageColOpt = "image",
+    text_col: o.TextColOpt = "caption",
+    id_col: o.IdColOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
+    shard_rows: o.ShardRowsOpt = 50_000,
+    shard_bytes: o.ShardBytesOpt = "512MB",
+    image_bytes: o.ImageBytesOpt = False,
+    rejects: o.RejectsOpt = None,
+    workers: o.WorkersOpt = None,
+    quiet: o.QuietOpt = False,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Add each image's layout under a model preset: resized size, canvas, tile grid, tiles,
+    vision tokens, prompt tokens and pixel bytes, from the image header alone.
+
+    Sizes the model refuses go to rejects as `model_refuses`; unreadable images get their
+    probe reason.
+
+    [bold]Examples[/]
+
+      mmtok tile captions.jsonl --preset mllama -o tiled/
+      mmtok tile 'shards/*.tar' --preset qwen2-vl:max_pixels=1003520 --json
+    """
+    if preset_file:
+        load_preset_file(preset_file)
+    chosen = get_preset(preset)
+    out = o.build_output(
+        output,
+        overwrite=overwrite,
+        resume=resume,
+        shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
+        image_bytes=image_bytes,
+        rejects=rejects,
+    )
+    to_stdout = out is not None and out.to_stdout
+    reporter = Reporter(
+        quiet=quiet,
+        as_json=as_json,
+        stdout_is_data=to_stdout,
+        stderr_is_data=to_stdout and rejects is None,
+    )
+    source = o.build_inputs(inputs, image_col, text_col, id_col)
+    stages = [ProbeStage(max_pixels=max_pixels), LayoutStage(chosen, apply_exif=exif)]
+    tokens = TokenSummary()
+    with reporter.progress(f"tiling for {chosen.name}") as (on_start, on_progress):
+        manifest = run_pipeline(
+            source,
+            stages,
+            out,
+            workers=workers,
+            command=command_line(),
+            on_start=on_start,
+            on_progress=on_progress,
+            observers=[Observer(TokenSummary.columns, tokens.add)],
+        )
+    document = {
+        "output": out.path if out else None,
+        "preset": chosen.spec(),
+        "counts": manifest["counts"],
+        "timing": manifest.get("timing"),
+        **tokens.to_dict(),
+    }
+    reporter.result(document, lambda console: render(console, document))
+
+
+def render(console: Console, doc: dict[str, Any]) -> None:
+    render_summary(console, {**doc, "formats": {}})
+    table = Table(
+        title=f"layout: {doc['preset'].split(':')[0]}", show_header=False, title_justify="left"
+    )
+    table.add_row("images laid out", f"{doc['images']:,}")
+    table.add_row("vision tokens", f"{doc['total_image_tokens']:,}")
+    table.add_row("prompt tokens", f"{doc['total_prompt_tokens']:,}")
+    table.add_row("tiles", f"{doc['total_tiles']:,}")
+    if doc["images"]:
+        p = doc["image_tokens_percentiles"]
+        table.add_row(
+            "tokens per image",
+            f"mean {doc['mean_image_tokens']:,.1f}; p5 {p['p5']:,.0f}, "
+            f"p50 {p['p50']:,.0f}, p95 {p['p95']:,.0f}, p99 {p['p99']:,.0f}",
+        )
+    console.print(table)
