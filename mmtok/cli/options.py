@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
 
-from mmtok.engine.pipeline import OutputOptions
+from mmtok.cli.output import Reporter
+from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
+from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.sources import Inputs, ReadOptions
 
@@ -144,3 +147,63 @@ def build_output(
         include_bytes=image_bytes,
         rejects_path=rejects,
     )
+
+
+@dataclass
+class DatasetOptions:
+    """The options every dataset command shares, as the command received them."""
+
+    inputs: list[str]
+    output: str | None
+    image_col: str
+    text_col: str
+    id_col: str | None
+    overwrite: bool
+    resume: bool
+    shard_rows: int
+    shard_bytes: str
+    image_bytes: bool
+    rejects: str | None
+    workers: int | None
+    quiet: bool
+    as_json: bool
+
+    @classmethod
+    def pick(cls, arguments: dict[str, Any]) -> DatasetOptions:
+        """The shared options out of a command's arguments (pass `locals()` first thing)."""
+        return cls(**{name: arguments[name] for name in cls.__dataclass_fields__})
+
+
+def run_dataset(
+    opts: DatasetOptions, stages: list[Stage], description: str, observers: list[Observer]
+) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
+    """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter)."""
+    out = build_output(
+        opts.output,
+        overwrite=opts.overwrite,
+        resume=opts.resume,
+        shard_rows=opts.shard_rows,
+        shard_bytes=opts.shard_bytes,
+        image_bytes=opts.image_bytes,
+        rejects=opts.rejects,
+    )
+    to_stdout = out is not None and out.to_stdout
+    reporter = Reporter(
+        quiet=opts.quiet,
+        as_json=opts.as_json,
+        stdout_is_data=to_stdout,
+        stderr_is_data=to_stdout and opts.rejects is None,
+    )
+    source = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col)
+    with reporter.progress(description) as (on_start, on_progress):
+        manifest = run_pipeline(
+            source,
+            stages,
+            out,
+            workers=opts.workers,
+            command=command_line(),
+            on_start=on_start,
+            on_progress=on_progress,
+            observers=observers,
+        )
+    return manifest, out, reporter

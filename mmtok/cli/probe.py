@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import Reporter, handle_errors
-from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.cli.output import handle_errors
+from mmtok.engine.pipeline import Observer
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.reasons import DESCRIPTIONS, Reason
 from mmtok.stages.probe import ProbeStage, ProbeSummary
@@ -67,38 +67,18 @@ def probe(
       mmtok probe photos/ --json
       mmtok probe a.jsonl -o - | mmtok probe - -o out/
     """
-    out = o.build_output(
-        output,
-        overwrite=overwrite,
-        resume=resume,
-        shard_rows=shard_rows,
-        shard_bytes=shard_bytes,
-        image_bytes=image_bytes,
-        rejects=rejects,
-    )
-    to_stdout = out is not None and out.to_stdout
-    reporter = Reporter(
-        quiet=quiet,
-        as_json=as_json,
-        stdout_is_data=to_stdout,
-        stderr_is_data=to_stdout and rejects is None,
-    )
-    source = o.build_inputs(inputs, image_col, text_col, id_col)
+    common = o.DatasetOptions.pick(locals())
     stage = ProbeStage(
         max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated
     )
     summary = ProbeSummary()
-    with reporter.progress("probing") as (on_start, on_progress):
-        manifest = run_pipeline(
-            source,
-            [stage],
-            out,
-            workers=workers,
-            command=command_line(),
-            on_start=on_start,
-            on_progress=on_progress,
-            observers=[Observer(ProbeSummary.columns, summary.add)],
-        )
+    observer = Observer(ProbeSummary.columns, summary.add)
+    manifest, out, reporter = o.run_dataset(
+        common,
+        [stage],
+        "probing",
+        [observer],
+    )
     document = {
         "output": out.path if out else None,
         "counts": manifest["counts"],

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import Reporter, handle_errors
+from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
 from mmtok.cli.probe import render_summary
-from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.engine.pipeline import Observer
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.presets import get_preset, load_preset_file
 from mmtok.stages.layout import LayoutStage
@@ -98,39 +98,19 @@ def tile(
       mmtok tile captions.jsonl --preset mllama -o tiled/
       mmtok tile 'shards/*.tar' --preset qwen2-vl:max_pixels=1003520 --json
     """
+    common = o.DatasetOptions.pick(locals())
     if preset_file:
         load_preset_file(preset_file)
     chosen = get_preset(preset)
-    out = o.build_output(
-        output,
-        overwrite=overwrite,
-        resume=resume,
-        shard_rows=shard_rows,
-        shard_bytes=shard_bytes,
-        image_bytes=image_bytes,
-        rejects=rejects,
-    )
-    to_stdout = out is not None and out.to_stdout
-    reporter = Reporter(
-        quiet=quiet,
-        as_json=as_json,
-        stdout_is_data=to_stdout,
-        stderr_is_data=to_stdout and rejects is None,
-    )
-    source = o.build_inputs(inputs, image_col, text_col, id_col)
     stages = [ProbeStage(max_pixels=max_pixels), LayoutStage(chosen, apply_exif=exif)]
     tokens = TokenSummary()
-    with reporter.progress(f"tiling for {chosen.name}") as (on_start, on_progress):
-        manifest = run_pipeline(
-            source,
-            stages,
-            out,
-            workers=workers,
-            command=command_line(),
-            on_start=on_start,
-            on_progress=on_progress,
-            observers=[Observer(TokenSummary.columns, tokens.add)],
-        )
+    observer = Observer(TokenSummary.columns, tokens.add)
+    manifest, out, reporter = o.run_dataset(
+        common,
+        stages,
+        f"tiling for {chosen.name}",
+        [observer],
+    )
     document = {
         "output": out.path if out else None,
         "preset": chosen.spec(),
