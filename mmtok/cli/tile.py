@@ -87,10 +87,10 @@ def tile(
     quiet: o.QuietOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:
-    """Add each image's layout under a model preset: resized size, canvas, tile grid, tiles,
-    vision tokens, prompt tokens and pixel bytes, from the image header alone.
+    """Add each image's layout under a model preset: tiles, vision tokens, pixel bytes.
 
-    Sizes the model refuses go to rejects as `model_refuses`; unreadable images get their
+    Columns: resized size, canvas, tile grid, tiles, vision tokens, prompt tokens and pixel
+    bytes, computed from the image header alone (no pixel decode). Sizes the model refuses go to rejects as `model_refuses`; unreadable images get their
     probe reason.
 
     [bold]Examples[/]
