@@ -90,8 +90,8 @@ def tile(
     """Add each image's layout under a model preset: tiles, vision tokens, pixel bytes.
 
     Columns: resized size, canvas, tile grid, tiles, vision tokens, prompt tokens and pixel
-    bytes, computed from the image header alone (no pixel decode). Sizes the model refuses go to rejects as `model_refuses`; unreadable images get their
-    probe reason.
+    bytes, computed from the image header alone (no pixel decode). Sizes the model refuses go
+    to rejects as `model_refuses`; unreadable images get their probe reason.
 
     [bold]Examples[/]
 

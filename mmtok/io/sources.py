@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmtok.errors import MmtokError
-from mmtok.io.schema import BASE_FIELDS, BASE_NAMES, conform, make_rejects, unify_passthrough
+from mmtok.io.schema import BASE_FIELDS, BASE_NAMES, make_rejects, unify_passthrough
 from mmtok.reasons import Reason
 
 READ_STAGE = "read"
@@ -183,7 +183,7 @@ class _BatchBuilder:
     def flush(self) -> SourceBatch | None:
         if not self.rows and not self.bad:
             return None
-        rows = conform(pa.Table.from_pylist(self.rows, schema=self.schema), self.schema)
+        rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys become nulls
         rejected = None
         if self.bad:
             bad_rows = pa.Table.from_pylist([r for r, _ in self.bad], schema=self.schema)
@@ -208,6 +208,7 @@ class Source:
         self.options = options
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.notes: dict[str, int] = {}
+        self._output_names: dict[str, str | None] = {}
 
     @property
     def id_key(self) -> str:
@@ -269,13 +270,20 @@ class Source:
         return BadRecord({"id": row_id(self.id_key, key), "source": self.display, **known}, message)
 
     def _passthrough_name(self, name: str) -> str | None:
-        """Output name of an input column, or None when it is one of the role columns."""
-        roles = {self.options.image_col, self.options.text_col, self._id_col}
-        if name in roles:
-            return None
-        if name in ("id", "image", "caption"):
-            return f"{name}_input"  # a reserved name used for something else in this input
-        return name
+        """Output name of an input column, or None when it is one of the role columns.
+
+        Called for every column of every row, so each name is worked out once per source.
+        """
+        out = self._output_names.get(name, ...)
+        if out is ...:
+            if name in (self.options.image_col, self.options.text_col, self._id_col):
+                out = None
+            elif name in ("id", "image", "caption"):
+                out = f"{name}_input"  # a reserved name used for something else in this input
+            else:
+                out = name
+            self._output_names[name] = out
+        return out
 
     def _row(self, record: dict, rowno: int) -> dict:
         """A row dict in the output schema from one input record (a dict of column values)."""
@@ -372,9 +380,8 @@ class JsonLinesSource(Source):
 
     def _coerce(self, record: dict) -> dict:
         # Columns with mixed JSON types become strings holding the JSON text: nothing is lost.
-        roles = (self.options.image_col, self.options.text_col, self._id_col)
         for key, value in record.items():
-            if value is None or isinstance(value, str) or key in roles:
+            if value is None or isinstance(value, str) or self._passthrough_name(key) is None:
                 continue
             if self._kinds.get(key) not in _KIND_TYPES:
                 record[key] = json.dumps(value, ensure_ascii=False)
