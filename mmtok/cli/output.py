@@ -46,10 +46,10 @@ class Reporter:
         stderr_is_data: bool = False,
     ):
         self.quiet, self.as_json = quiet, as_json
-        # With -o - the rows own stdout, so the summary goes to stderr; and if rejected rows
-        # go to stderr as JSON Lines too, the summary is shown only to a person at a terminal.
+        # With -o - the rows own stdout, so the summary goes to stderr: for a person at a
+        # terminal, or as JSON when asked and stderr does not carry the rejected rows.
         self.out = Console(file=sys.stderr if stdout_is_data else sys.stdout, soft_wrap=True)
-        if stdout_is_data and stderr_is_data and not sys.stderr.isatty():
+        if stdout_is_data and not sys.stderr.isatty() and (stderr_is_data or not as_json):
             self.quiet = True
         self.err = Console(file=sys.stderr, soft_wrap=True)
         interactive = sys.stdout.isatty() and sys.stderr.isatty()
