@@ -113,8 +113,13 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * scale)
 
 
-def build_inputs(paths: list[str], image_col: str, text_col: str, id_col: str | None) -> Inputs:
-    return Inputs(paths, ReadOptions(image_col=image_col, text_col=text_col, id_col=id_col))
+def build_inputs(
+    paths: list[str], image_col: str, text_col: str, id_col: str | None, batch_rows: int = 256
+) -> Inputs:
+    options = ReadOptions(
+        image_col=image_col, text_col=text_col, id_col=id_col, batch_rows=batch_rows
+    )
+    return Inputs(paths, options)
 
 
 def build_output(
@@ -175,9 +180,17 @@ class DatasetOptions:
 
 
 def run_dataset(
-    opts: DatasetOptions, stages: list[Stage], description: str, observers: list[Observer]
+    opts: DatasetOptions,
+    stages: list[Stage],
+    description: str,
+    observers: list[Observer],
+    *,
+    batch_rows: int = 256,
 ) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
-    """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter)."""
+    """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter).
+
+    `batch_rows`: rows per unit of work; stages that make large rows (pixels) pass fewer, as
+    memory in flight is about 2 x workers x batch_rows rows."""
     out = build_output(
         opts.output,
         overwrite=opts.overwrite,
@@ -194,7 +207,7 @@ def run_dataset(
         stdout_is_data=to_stdout,
         stderr_is_data=to_stdout and opts.rejects is None,
     )
-    source = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col)
+    source = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows)
     with reporter.progress(description) as (on_start, on_progress):
         manifest = run_pipeline(
             source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -15,11 +16,27 @@ from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
 from mmtok.cli.probe import render_summary
 from mmtok.engine.pipeline import Observer
+from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.presets import get_preset, load_preset_file
+from mmtok.presets.pixels import has_pixels
 from mmtok.stages.layout import LayoutStage
 from mmtok.stages.probe import ProbeStage
+from mmtok.stages.tiles import TileStage
 from mmtok.stats import PercentileSample
+
+
+class Emit(StrEnum):
+    LAYOUT = "layout"
+    TILES = "tiles"
+
+
+class TileFormat(StrEnum):
+    PNG = "png"
+    RAW = "raw"
+
+
+TILE_BATCH_ROWS = 8  # rows of pixels are large; keeps memory in flight to tens of MB per worker
 
 
 class TokenSummary:
@@ -63,6 +80,19 @@ def tile(
         ),
     ],
     output: o.OutputOpt = None,
+    emit: Annotated[
+        Emit,
+        typer.Option(
+            help="`layout`: the layout columns only (header, no decode). `tiles`: also a "
+            "`tiles` column with the pixels the model sees (decodes every image).",
+        ),
+    ] = Emit.LAYOUT,
+    tile_format: Annotated[
+        TileFormat,
+        typer.Option(
+            help="Bytes of each tile: `png`, or `raw` row-major RGB uint8 (height*width*3).",
+        ),
+    ] = TileFormat.PNG,
     preset_file: PresetFileOpt = None,
     exif: Annotated[
         bool,
@@ -93,16 +123,37 @@ def tile(
     bytes, computed from the image header alone (no pixel decode). Sizes the model refuses go
     to rejects as `model_refuses`; unreadable images get their probe reason.
 
+    With [bold]--emit tiles[/] each row also gets the pixels the model's processor makes: every
+    tile, global tile, thumbnail or crop, resized with the reference filter, rounding, padding
+    and crop, in the processor's order, before rescaling and normalisation.
+
     [bold]Examples[/]
 
       mmtok tile captions.jsonl --preset mllama -o tiled/
       mmtok tile 'shards/*.tar' --preset qwen2-vl:max_pixels=1003520 --json
+      mmtok tile captions.jsonl --preset internvl --emit tiles --tile-format raw -o tiles/
     """
     common = o.DatasetOptions.pick(locals())
     if preset_file:
         load_preset_file(preset_file)
     chosen = get_preset(preset)
     stages = [ProbeStage(max_pixels=max_pixels), LayoutStage(chosen, apply_exif=exif)]
+    batch_rows = 256
+    if emit is Emit.TILES:
+        if not has_pixels(chosen.family):
+            raise MmtokError(
+                f"{chosen.name} has no published pixel pipeline (an API model)",
+                hint="use --emit layout for its token counts",
+            )
+        if output is None or output == "-":
+            raise MmtokError(
+                "--emit tiles writes pixels into a dataset folder",
+                hint="give -o DIR (tiles are binary; stdout carries JSON lines)",
+            )
+        stages.append(
+            TileStage(chosen, tile_format=tile_format.value, apply_exif=exif, max_pixels=max_pixels)
+        )
+        batch_rows = TILE_BATCH_ROWS
     tokens = TokenSummary()
     observer = Observer(TokenSummary.columns, tokens.add)
     manifest, out, reporter = o.run_dataset(
@@ -110,10 +161,13 @@ def tile(
         stages,
         f"tiling for {chosen.name}",
         [observer],
+        batch_rows=batch_rows,
     )
     document = {
         "output": out.path if out else None,
         "preset": chosen.spec(),
+        "emit": emit.value,
+        "tile_format": tile_format.value if emit is Emit.TILES else None,
         "counts": manifest["counts"],
         "timing": manifest.get("timing"),
         **tokens.to_dict(),

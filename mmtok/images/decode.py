@@ -76,15 +76,15 @@ def _to_rgb(im: Image.Image, alpha: AlphaPolicy) -> Image.Image:
         raise BadImage(Reason.UNSUPPORTED_MODE, f"mode {mode}: {e}") from None
 
 
-def decode_rgb(
+def decode_image(
     src: str | bytes,
     *,
     exif_transpose: bool = True,
     alpha: AlphaPolicy = AlphaPolicy.DROP,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_truncated: bool = False,
-) -> np.ndarray:
-    """Decode the first frame of an image to a contiguous (height, width, 3) uint8 array.
+) -> Image.Image:
+    """Decode the first frame of an image to an RGB Pillow image.
 
     Grayscale, palette, CMYK and 16-bit images are converted to RGB (16-bit values are scaled
     to 8 bits with rounding); alpha is dropped or blended on white; animated and multi-page
@@ -99,4 +99,9 @@ def decode_rgb(
         rgb = _to_rgb(im, alpha)
         if orientation in _ORIENTATION_TRANSPOSE:
             rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
-        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+        return rgb
+
+
+def decode_rgb(src: str | bytes, **policies) -> np.ndarray:
+    """`decode_image` as a contiguous (height, width, 3) uint8 array."""
+    return np.ascontiguousarray(np.asarray(decode_image(src, **policies), dtype=np.uint8))

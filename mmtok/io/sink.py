@@ -65,6 +65,7 @@ class DatasetSink:
         shard_rows: int = 50_000,
         shard_bytes: int = 512 << 20,
         row_group_rows: int = 8_192,
+        row_group_bytes: int = 64 << 20,
         reject_commit_rows: int = 20_000,
     ):
         self.out_dir = Path(out_dir).absolute()
@@ -75,7 +76,8 @@ class DatasetSink:
         self.run_key = run_key  # what must match for a resume: inputs, config, sharding
         self.overwrite, self.resume = overwrite, resume
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
-        self.row_group_rows = row_group_rows
+        self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
+        self._buffered_bytes = 0
         self.reject_commit_rows = reject_commit_rows
         self._writer: pq.ParquetWriter | None = None
         self._open_rows = self._open_bytes = 0
@@ -157,9 +159,14 @@ class DatasetSink:
         if kept.num_rows:
             self._row_buffer.append(kept)
             self._buffered_rows += kept.num_rows
+            self._buffered_bytes += kept.nbytes
             self._open_rows += kept.num_rows
             self._open_bytes += kept.nbytes
-            if self._buffered_rows >= self.row_group_rows:
+            # rows of pixels are large: cut row groups by bytes too, so memory stays bounded
+            if (
+                self._buffered_rows >= self.row_group_rows
+                or self._buffered_bytes >= self.row_group_bytes
+            ):
                 self._flush_row_group()
         for table in rejected:
             self._pending_rejects.append(table)
@@ -185,7 +192,7 @@ class DatasetSink:
         self._writer.write_table(
             pa.concat_tables(self._row_buffer), row_group_size=self.row_group_rows
         )
-        self._row_buffer, self._buffered_rows = [], 0
+        self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
 
     def commit(self) -> None:
         """Make everything written so far durable and record it in the state file."""

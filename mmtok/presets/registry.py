@@ -29,6 +29,7 @@ from mmtok.presets import (
     smart_resize,
 )
 from mmtok.presets.layout import Layout, Refused
+from mmtok.presets.pixels import RESAMPLE, pixel_settings
 
 Rule = Callable[..., Layout | Refused]
 
@@ -54,6 +55,7 @@ class Preset:
     params: dict[str, Any]
     source: str
     aliases: tuple[str, ...] = field(default=())
+    pixels: dict[str, Any] = field(default_factory=dict)  # resample filter, pad value (pixels.py)
 
     def __post_init__(self):
         object.__setattr__(self, "_rule", FAMILIES[self.family])
@@ -64,20 +66,37 @@ class Preset:
             return Refused(width, height, "width and height must be at least 1")
         return self._rule(width, height, **self.params)
 
+    def pixel_settings(self) -> dict[str, Any]:
+        """How `--emit tiles` renders pixels: the family's reference settings, then the preset's."""
+        return pixel_settings(self.family, self.pixels)
+
     def spec(self) -> str:
         """The name with every parameter, as `--preset` accepts it."""
-        return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in self.params.items())
+        items = {**self.params, **self.pixels}
+        return self.name + ":" + ",".join(f"{k}={_format(v)}" for k, v in items.items())
 
     def with_overrides(self, overrides: dict[str, str], name: str | None = None) -> Preset:
-        params = dict(self.params)
+        params, pixels = dict(self.params), dict(self.pixels)
+        pixel_defaults = self.pixel_settings()
         for key, text in overrides.items():
-            if key not in params:
+            if key in params:
+                params[key] = _parse_like(params[key], text, key)
+            elif key in pixel_defaults:
+                pixels[key] = _parse_pixel(key, _parse_like(pixel_defaults[key], text, key))
+            else:
                 raise MmtokError(
                     f"preset {self.name!r} has no parameter {key!r}",
-                    hint="parameters: " + ", ".join(params),
+                    hint="parameters: " + ", ".join([*params, *pixel_defaults]),
                 )
-            params[key] = _parse_like(params[key], text, key)
-        return Preset(name or self.name, self.family, params, self.source)
+        return Preset(name or self.name, self.family, params, self.source, pixels=pixels)
+
+
+def _parse_pixel(key: str, value: Any) -> Any:
+    if key == "resample" and value not in RESAMPLE:
+        raise MmtokError(f"resample={value!r}: expected one of " + ", ".join(RESAMPLE))
+    if key == "pad_value" and not 0 <= value <= 255:
+        raise MmtokError(f"pad_value={value}: expected 0..255")
+    return value
 
 
 def _format(value: Any) -> str:
@@ -112,13 +131,15 @@ def _parse_like(default: Any, text: Any, key: str) -> Any:
     return text
 
 
-def _preset(name, family, source, aliases=(), **params) -> Preset:
-    return Preset(name, family, params, source, tuple(aliases))
+def _preset(name, family, source, aliases=(), pixels=None, **params) -> Preset:
+    return Preset(name, family, params, source, tuple(aliases), pixels or {})
 
 
 def _sibling(base: Preset, name: str, source: str, aliases=(), **changes) -> Preset:
     """A preset that differs from `base` only in the parameters given."""
-    return Preset(name, base.family, {**base.params, **changes}, source, tuple(aliases))
+    return Preset(
+        name, base.family, {**base.params, **changes}, source, tuple(aliases), base.pixels
+    )
 
 
 TF = "transformers v5.23"
@@ -167,7 +188,7 @@ BUILTIN: tuple[Preset, ...] = (
             size=896, tokens_per_image=256, pan_and_scan=False, min_crop_size=256, max_num_crops=4,
             min_ratio_to_activate=1.2),
     _preset("chameleon", "fixed", f"{TF} chameleon/ (shortest edge 512, centre crop, 1024 VQ ids + 2 markers)",
-            size=512, tokens=1024, prompt_extra=2),
+            size=512, tokens=1024, prompt_extra=2, pixels={"resample": "lanczos"}),
     _sibling(QWEN2_VL, "emu3", f"{TF} emu3/image_processing_emu3.py (smart_resize, factor 8)", aliases=(),
              patch_size=8, merge_size=1, min_pixels=262144, max_pixels=1048576, temporal_patch_size=1,
              prompt_extra=5, row_end_tokens=True),
@@ -247,7 +268,11 @@ def load_preset_file(path: str) -> list[Preset]:
         params = {k: v for k, v in table.items() if k not in ("base", "source")}
         preset = base.with_overrides(params, name=name)
         preset = Preset(
-            name, preset.family, preset.params, table.get("source", f"{path}: based on {base.name}")
+            name,
+            preset.family,
+            preset.params,
+            table.get("source", f"{path}: based on {base.name}"),
+            pixels=preset.pixels,
         )
         register(preset, replace=True)
         added.append(preset)

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from mmtok.engine.stage import RowStage
-from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_rgb, image_input, probe_image
+from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input, probe_image
 from mmtok.stats import PercentileSample
 
 PROBE_FIELDS = [
@@ -59,7 +59,7 @@ class ProbeStage(RowStage):
         src = image_input(row["image"])
         info = probe_image(src, self.max_pixels)
         if self.decode_check:
-            decode_rgb(
+            decode_image(
                 src,
                 max_pixels=self.max_pixels,
                 allow_truncated=self.allow_truncated,

@@ -1,12 +1,17 @@
+import io
 import json
 import pickle
 
+import numpy as np
 import pyarrow.parquet as pq
 from conftest import write_jsonl
+from PIL import Image
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
+from mmtok.images import decode_image
 from mmtok.presets import get_preset
+from mmtok.presets.pixels import render_tiles
 from mmtok.stages.layout import LayoutStage
 
 runner = CliRunner()
@@ -103,3 +108,79 @@ def test_unknown_preset_is_a_message(tmp_path, image_files):
     source = write_jsonl(tmp_path / "in.jsonl", [{"image": str(image_files["tiny_1x1.png"])}])
     result = runner.invoke(app, ["tile", str(source), "--preset", "gpt-5"])
     assert result.exit_code == 2 and "unknown preset" in result.stderr
+
+
+def emitted(rows, name, fmt):
+    """The tiles of one row as HWC uint8 arrays."""
+    out = []
+    for t in rows[name]["tiles"]:
+        if fmt == "raw":
+            out.append(np.frombuffer(t["data"], np.uint8).reshape(t["height"], t["width"], 3))
+        else:
+            out.append(np.asarray(Image.open(io.BytesIO(t["data"]))))
+    return out
+
+
+def test_emit_tiles_writes_the_pixels_png_and_raw_alike(tmp_path, image_files):
+    names = ["baseline_640x480.jpg", "exif6_640x480.jpg", "palette_alpha_30x20.png", "tiny_1x1.png"]
+    (tmp_path / "png").mkdir()
+    (tmp_path / "raw").mkdir()
+    _, png_rows, _ = tile_rows(
+        tmp_path / "png", image_files, names, "--preset", "internvl", "--emit", "tiles"
+    )
+    doc, raw_rows, rejects = tile_rows(
+        tmp_path / "raw",
+        image_files,
+        names,
+        "--preset",
+        "internvl",
+        "--emit",
+        "tiles",
+        "--tile-format",
+        "raw",
+    )
+    assert rejects == [] and doc["emit"] == "tiles" and doc["tile_format"] == "raw"
+    preset = get_preset("internvl")
+    for name in names:
+        row = raw_rows[name]
+        assert len(row["tiles"]) == row["num_tiles"]
+        png, raw = emitted(png_rows, name, "png"), emitted(raw_rows, name, "raw")
+        assert all(np.array_equal(a, b) for a, b in zip(png, raw, strict=True))
+        # the same pixels as rendering the decoded image directly
+        image = decode_image(str(image_files[name]), alpha="white")
+        layout = preset.layout(*image.size)
+        expected = render_tiles(image, layout, preset.family, preset.params, preset.pixels)
+        pairs = zip(expected, raw, strict=True)
+        assert all(np.array_equal(np.asarray(e.image), g) for e, g in pairs)
+    # EXIF 6: the stored 640x480 is shown as 480x640, whose exact ratio is 3 cols x 4 rows
+    exif = raw_rows["exif6_640x480.jpg"]
+    assert (exif["grid_rows"], exif["grid_cols"], exif["num_tiles"]) == (4, 3, 13)
+    manifest = json.loads((tmp_path / "raw" / "out" / "manifest.json").read_text())
+    tiles_stage = manifest["stages"][-1]
+    assert tiles_stage["stage"] == "tiles" and tiles_stage["tile_format"] == "raw"
+    assert tiles_stage["pixels"] == {"resample": "bicubic"}
+
+
+def test_emit_tiles_rejects_what_only_a_decode_finds(tmp_path, image_files):
+    names = ["truncated_640x480.jpg", "baseline_640x480.jpg", "empty.jpg", "strip_4000x3.png"]
+    doc, rows, rejects = tile_rows(
+        tmp_path, image_files, names, "--preset", "qwen2-vl", "--emit", "tiles"
+    )
+    assert list(rows) == ["baseline_640x480.jpg"]
+    assert {r["caption"]: (r["stage"], r["reason"]) for r in rejects} == {
+        "truncated_640x480.jpg": ("tiles", "truncated"),  # the header probe cannot see it
+        "empty.jpg": ("probe", "empty_file"),
+        "strip_4000x3.png": ("layout", "model_refuses"),
+    }
+    assert doc["counts"]["in"] == 4 == doc["counts"]["out"] + doc["counts"]["rejected"]
+
+
+def test_emit_tiles_needs_a_folder_and_a_pixel_pipeline(tmp_path, image_files):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"image": str(image_files["tiny_1x1.png"])}])
+    result = runner.invoke(app, ["tile", str(source), "--preset", "mllama", "--emit", "tiles"])
+    assert result.exit_code == 2 and "-o DIR" in result.stderr
+    out = str(tmp_path / "o")
+    result = runner.invoke(
+        app, ["tile", str(source), "--preset", "gpt-4o", "--emit", "tiles", "-o", out]
+    )
+    assert result.exit_code == 2 and "no published pixel pipeline" in result.stderr

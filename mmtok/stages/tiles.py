@@ -1,0 +1,104 @@
+"""TileStage: the pixels a preset's processor hands its vision encoder, per row (after LayoutStage).
+
+Each row gets a `tiles` list in the reference processor's order (e.g. LLaVA's base image first,
+InternVL's thumbnail last), each entry with its kind, grid position, size and bytes: PNG, or raw
+row-major RGB uint8 (`height * width * 3` bytes, `numpy.frombuffer(data, "uint8").reshape(h, w,
+3)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from PIL import Image
+
+from mmtok.engine.stage import RowStage
+from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input
+from mmtok.presets import Preset, Refused
+from mmtok.presets.pixels import encode_tile, render_tiles
+from mmtok.reasons import Reason, RowRejected
+
+TILE_FORMATS = ("png", "raw")
+TILE_TYPE = pa.struct(
+    [
+        pa.field("kind", pa.string()),
+        pa.field("row", pa.int16()),
+        pa.field("col", pa.int16()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("data", pa.large_binary()),
+    ]
+)
+TILE_FIELDS = [pa.field("tiles", pa.list_(TILE_TYPE))]
+
+
+class TileStage(RowStage):
+    """Decodes each image (EXIF-rotated when `apply_exif`, transparency over white as
+    transformers' `convert_to_rgb` does) and renders its tiles under `preset`."""
+
+    name: ClassVar[str] = "tiles"
+    input_columns: ClassVar[tuple[str, ...]] = ("image", "num_tiles")
+
+    def __init__(
+        self,
+        preset: Preset,
+        *,
+        tile_format: str = "png",
+        apply_exif: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        if tile_format not in TILE_FORMATS:
+            raise ValueError(f"tile_format must be one of {TILE_FORMATS}")
+        self.preset = preset
+        self.tile_format = tile_format
+        self.apply_exif = apply_exif
+        self.max_pixels = max_pixels
+
+    def output_fields(self) -> list[pa.Field]:
+        return TILE_FIELDS
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset.spec(),
+            "tile_format": self.tile_format,
+            "apply_exif": self.apply_exif,
+            "pixels": self.preset.pixel_settings(),
+            "alpha": AlphaPolicy.WHITE.value,
+        }
+
+    def setup(self) -> None:
+        if self.max_pixels > DEFAULT_MAX_PIXELS:
+            Image.MAX_IMAGE_PIXELS = None
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        image = decode_image(
+            image_input(row["image"]),
+            exif_transpose=self.apply_exif,
+            alpha=AlphaPolicy.WHITE,
+            max_pixels=self.max_pixels,
+        )
+        layout = self.preset.layout(*image.size)
+        if isinstance(layout, Refused):
+            raise RowRejected(Reason.MODEL_REFUSES, f"{self.preset.name}: {layout.error}")
+        if layout.num_tiles != row["num_tiles"]:
+            raise RowRejected(
+                Reason.DECODE_ERROR,
+                f"decoded size {image.width}x{image.height} disagrees with the header",
+            )
+        tiles = render_tiles(
+            image, layout, self.preset.family, self.preset.params, self.preset.pixels
+        )
+        return {
+            "tiles": [
+                {
+                    "kind": t.kind,
+                    "row": t.row,
+                    "col": t.col,
+                    "width": t.image.width,
+                    "height": t.image.height,
+                    "data": encode_tile(t.image, self.tile_format),
+                }
+                for t in tiles
+            ]
+        }
