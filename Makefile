@@ -29,6 +29,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/probe.py
+	$(BIN)/python benchmarks/layout.py
+	$(BIN)/python benchmarks/tile.py
 
 clean:
 	rm -rf $(VENV) examples/out build *.egg-info

@@ -45,6 +45,7 @@ def presets(
                         "aliases": list(p.aliases),
                         "family": p.family,
                         "params": p.params,
+                        "pixels": p.pixel_settings(),
                         "source": p.source,
                     }
                 )
@@ -56,7 +57,8 @@ def presets(
         table.add_column(column, overflow="fold")
     for p in items:
         name = p.name + "".join(f"\n(= {a})" for a in p.aliases)
-        params = "\n".join(f"{k}={v}" for k, v in p.params.items() if k != "pinpoints")
+        items_shown = {**p.params, **p.pixel_settings()}
+        params = "\n".join(f"{k}={v}" for k, v in items_shown.items() if k != "pinpoints")
         table.add_row(name, p.family, params, p.source)
     Console(soft_wrap=False).print(table)
 

@@ -55,6 +55,10 @@ class RowStage(Stage):
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def build_column(self, field: pa.Field, values: list) -> pa.Array:
+        """The Arrow column of one output field (override for large values, e.g. pixels)."""
+        return pa.array(values, field.type)
+
     def process(self, rows: pa.Table) -> StageResult:
         fields = self.output_fields()
         outputs: dict[str, list] = {f.name: [] for f in fields}
@@ -73,7 +77,7 @@ class RowStage(Stage):
         mask = pa.array(keep, pa.bool_())
         kept = rows.filter(mask)
         for f in fields:
-            column = pa.array(outputs[f.name], f.type)
+            column = self.build_column(f, outputs[f.name])
             index = kept.schema.get_field_index(f.name)
             if index >= 0:
                 kept = kept.set_column(index, f, column)

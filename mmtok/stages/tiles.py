@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
@@ -30,7 +31,24 @@ TILE_TYPE = pa.struct(
         pa.field("data", pa.large_binary()),
     ]
 )
-TILE_FIELDS = [pa.field("tiles", pa.list_(TILE_TYPE))]
+TILES_TYPE = pa.list_(TILE_TYPE)
+
+
+def tiles_array(rows: list[list[dict[str, Any]]]) -> pa.Array:
+    """`pa.array(rows, list<TILE_TYPE>)` built from buffers: one copy of the pixel bytes
+    instead of a per-value builder, which ran at about 200 MB/s."""
+    flat = [t for tiles in rows for t in tiles]
+    data = [t["data"] for t in flat]
+    offsets = np.zeros(len(data) + 1, np.int64)
+    np.cumsum([len(d) for d in data], out=offsets[1:])
+    blobs = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    )
+    columns = [pa.array([t[f.name] for t in flat], f.type) for f in TILE_TYPE if f.name != "data"]
+    tiles = pa.StructArray.from_arrays([*columns, blobs], fields=list(TILE_TYPE))
+    list_offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum([len(r) for r in rows], out=list_offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(list_offsets), tiles, type=TILES_TYPE)
 
 
 class TileStage(RowStage):
@@ -56,7 +74,7 @@ class TileStage(RowStage):
         self.max_pixels = max_pixels
 
     def output_fields(self) -> list[pa.Field]:
-        return TILE_FIELDS
+        return [pa.field("tiles", TILES_TYPE)]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -66,6 +84,9 @@ class TileStage(RowStage):
             "pixels": self.preset.pixel_settings(),
             "alpha": AlphaPolicy.WHITE.value,
         }
+
+    def build_column(self, field: pa.Field, values: list) -> pa.Array:
+        return tiles_array(values)
 
     def setup(self) -> None:
         if self.max_pixels > DEFAULT_MAX_PIXELS:
