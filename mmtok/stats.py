@@ -37,3 +37,21 @@ class PercentileSample:
         if self.values.size == 0:
             return {f"p{q:g}": None for q in qs}
         return {f"p{q:g}": float(np.percentile(self.values, q)) for q in qs}
+
+
+class RowSample:
+    """Bottom-k uniform sample of rows (a fixed number of float columns), like PercentileSample."""
+
+    def __init__(self, columns: int, capacity: int = 50_000, seed: int = 0):
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.rows = np.empty((0, columns), dtype=np.float64)
+        self.keys = np.empty(0, dtype=np.float64)
+
+    def add(self, rows) -> None:
+        rows = np.asarray(rows, dtype=np.float64)
+        self.rows = np.concatenate([self.rows, rows])
+        self.keys = np.concatenate([self.keys, self.rng.random(len(rows))])
+        if len(self.rows) > self.capacity:
+            keep = np.argpartition(self.keys, self.capacity)[: self.capacity]
+            self.rows, self.keys = self.rows[keep], self.keys[keep]

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import mmtok
+from mmtok.cli.budget import estimate_budget
 from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
 from mmtok.cli.tile import tile
@@ -24,6 +25,7 @@ app.command("probe")(probe)
 app.command("presets")(presets)
 app.command("layout")(layout)
 app.command("tile")(tile)
+app.command("estimate-budget")(estimate_budget)
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from mmtok.cli.output import Reporter
 from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.sink import ShardStats
 from mmtok.io.sources import Inputs, ReadOptions
 
 IO_PANEL = "Input and output"
@@ -186,6 +188,8 @@ def run_dataset(
     observers: list[Observer],
     *,
     batch_rows: int = 256,
+    wrap_inputs: Callable[[Inputs], Any] | None = None,
+    shard_stats: ShardStats | None = None,
 ) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
     """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter).
 
@@ -208,6 +212,8 @@ def run_dataset(
         stderr_is_data=to_stdout and opts.rejects is None,
     )
     source = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows)
+    if wrap_inputs is not None:  # e.g. a random sample of the rows
+        source = wrap_inputs(source)
     with reporter.progress(description) as (on_start, on_progress):
         manifest = run_pipeline(
             source,
@@ -218,5 +224,6 @@ def run_dataset(
             on_start=on_start,
             on_progress=on_progress,
             observers=observers,
+            shard_stats=shard_stats,
         )
     return manifest, out, reporter

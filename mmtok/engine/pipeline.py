@@ -22,7 +22,7 @@ from mmtok.engine.local import StageChain, default_workers, run_local
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.schema import reject_schema, with_fields
-from mmtok.io.sink import DatasetSink, StdoutSink
+from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
 
 
@@ -66,6 +66,7 @@ def run_pipeline(
     on_start: Callable[[int | None, int], None] | None = None,
     on_progress: ProgressCallback | None = None,
     observers: Iterable[Observer] = (),
+    shard_stats: ShardStats | None = None,
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing)."""
     workers = workers or default_workers()
@@ -109,6 +110,7 @@ def run_pipeline(
             resume=output.resume,
             shard_rows=output.shard_rows,
             shard_bytes=output.shard_bytes,
+            shard_stats=shard_stats,
         )
     skip = sink.open()
     observers = list(observers)

@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +49,16 @@ def reason_counts(rejected: pa.Table) -> Counter:
     return Counter({c["values"]: c["counts"] for c in counts})
 
 
+class ShardStats(Protocol):
+    """Per-shard figures written into each shard's Parquet key-value metadata."""
+
+    def add(self, kept: pa.Table) -> None: ...
+
+    def take(self) -> dict[str, str]:
+        """The metadata of the shard being closed; starts the next shard from zero."""
+        ...
+
+
 class DatasetSink:
     """Writes `part-NNNNN.parquet` shards, `rejects.parquet` and `manifest.json` into `out_dir`."""
 
@@ -67,6 +77,7 @@ class DatasetSink:
         row_group_rows: int = 8_192,
         row_group_bytes: int = 64 << 20,
         reject_commit_rows: int = 20_000,
+        shard_stats: ShardStats | None = None,
     ):
         self.out_dir = Path(out_dir).absolute()
         self.staging = self.out_dir.parent / f".{self.out_dir.name}.mmtok-staging"
@@ -77,6 +88,7 @@ class DatasetSink:
         self.overwrite, self.resume = overwrite, resume
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
+        self.shard_stats = shard_stats
         self._buffered_bytes = 0
         self.reject_commit_rows = reject_commit_rows
         self._writer: pq.ParquetWriter | None = None
@@ -157,6 +169,8 @@ class DatasetSink:
 
     def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
         if kept.num_rows:
+            if self.shard_stats is not None:
+                self.shard_stats.add(kept)
             self._row_buffer.append(kept)
             self._buffered_rows += kept.num_rows
             self._buffered_bytes += kept.nbytes
@@ -198,6 +212,8 @@ class DatasetSink:
         """Make everything written so far durable and record it in the state file."""
         self._flush_row_group()
         if self._writer is not None:
+            if self.shard_stats is not None:
+                self._writer.add_key_value_metadata(self.shard_stats.take())
             self._writer.close()
             self._writer = None
             name = self._part_name()

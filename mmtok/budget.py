@@ -1,0 +1,351 @@
+"""The budget arithmetic of `../shared/design/budget.md`: sums per preset, the figures built from
+them (totals, means, bytes per token, storage forms, context fit, projection), bootstrap
+intervals for a sample, and the settings search behind `--suggest`. Pure functions over
+numbers; the command feeds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mmtok.presets import Preset, Refused
+from mmtok.stats import PercentileSample, RowSample
+
+# Presets whose image tokens are discrete codebook ids a trainer can store instead of pixels.
+VQ_PRESETS = frozenset({"chameleon", "emu3", "janus"})
+PERCENTILES = (5, 50, 95, 99)
+# per-row values kept when sampling, for the bootstrap
+ARRAY_COLUMNS = (
+    "image_tokens", "prompt_tokens", "text_tokens", "file_bytes", "rgb_bytes",
+    "pixel_bytes_uint8", "sequence_tokens", "overflow", "bytes_per_token",
+)  # fmt: skip
+
+
+@dataclass
+class Options:
+    """What the figures depend on besides the data."""
+
+    context: int | None = None
+    target_tokens: float | None = None
+    samples: float | None = None
+    gpus: int | None = None
+    tokens_per_gpu_second: float | None = None
+    read_gbps: float | None = None  # GB/s (bytes), not gigabits
+    embed_dim: int | None = None
+    text_bytes_per_token: int = 4
+
+
+@dataclass
+class Sums:
+    """Additive totals over the rows one preset laid out."""
+
+    rows: int = 0
+    image_tokens: int = 0
+    prompt_tokens: int = 0
+    text_tokens: int = 0
+    file_bytes: int = 0
+    rgb_bytes: int = 0
+    pixel_bytes_uint8: int = 0
+    sequence_tokens: int = 0
+    overflow: int = 0
+    fit_rows: int = 0
+    fit_sequence_tokens: int = 0
+    b_sum: float = 0.0  # per-row bytes per token: sum and sum of squares, for the CV
+    b_sumsq: float = 0.0
+    b_rows: int = 0
+
+    @classmethod
+    def of(cls, a: dict[str, np.ndarray]) -> Sums:
+        """Sums of per-row arrays (the columns of ARRAY_COLUMNS)."""
+        b = a["bytes_per_token"][~np.isnan(a["bytes_per_token"])]
+        fit = a["overflow"] == 0
+        return cls(
+            rows=len(a["image_tokens"]),
+            image_tokens=int(a["image_tokens"].sum()),
+            prompt_tokens=int(a["prompt_tokens"].sum()),
+            text_tokens=int(a["text_tokens"].sum()),
+            file_bytes=int(a["file_bytes"].sum()),
+            rgb_bytes=int(a["rgb_bytes"].sum()),
+            pixel_bytes_uint8=int(a["pixel_bytes_uint8"].sum()),
+            sequence_tokens=int(a["sequence_tokens"].sum()),
+            overflow=int((~fit).sum()),
+            fit_rows=int(fit.sum()),
+            fit_sequence_tokens=int(a["sequence_tokens"][fit].sum()),
+            b_sum=float(b.sum()),
+            b_sumsq=float((b * b).sum()),
+            b_rows=int(b.size),
+        )
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@dataclass
+class PresetTally:
+    """Everything kept per preset while the rows stream past (bounded memory)."""
+
+    preset: Preset
+    sums: Sums = field(default_factory=Sums)
+    refused: int = 0
+    tokens: PercentileSample = field(default_factory=lambda: PercentileSample(seed=1))
+    bytes_per_token: PercentileSample = field(default_factory=lambda: PercentileSample(seed=2))
+    arrays: list[dict[str, np.ndarray]] | None = None  # per-row values, only when sampling
+
+    def add(self, table: pa.Table, label: str, context: int | None) -> None:
+        arrays, refused = row_arrays(table, label, context)
+        self.refused += refused
+        if arrays is None:
+            return
+        self.sums = self.sums + Sums.of(arrays)
+        self.tokens.add(arrays["image_tokens"])
+        self.bytes_per_token.add(arrays["bytes_per_token"])
+        if self.arrays is not None:
+            self.arrays.append(arrays)
+
+
+def row_arrays(
+    table: pa.Table, label: str, context: int | None
+) -> tuple[dict[str, np.ndarray] | None, int]:
+    """The ARRAY_COLUMNS of the rows one preset laid out (None if none), and how many it refused."""
+    struct = table.column(label).combine_chunks()
+    error = struct.field("error").to_pylist()
+    ok = np.array([e is None for e in error], dtype=bool)
+    refused = int((~ok).sum())
+    if not ok.any():
+        return None, refused
+
+    def col(values: pa.Array) -> np.ndarray:
+        return np.asarray(values.to_numpy(zero_copy_only=False)[ok], dtype=np.float64)
+
+    a = {
+        name: col(struct.field(name))
+        for name in ("image_tokens", "prompt_tokens", "sequence_tokens", "bytes_per_token")
+    }
+    a["pixel_bytes_uint8"] = np.nan_to_num(col(struct.field("pixel_bytes_uint8")))
+    for name in ("text_tokens", "file_bytes", "rgb_bytes"):
+        a[name] = col(table.column(name).combine_chunks())
+    over = a["sequence_tokens"] > context if context else np.zeros(len(a["image_tokens"]), bool)
+    a["overflow"] = over.astype(np.float64)
+    return a, refused
+
+
+def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, Any]:
+    """The additive figures of one preset: totals scaled by `scale` (N_rows / n for a sample)."""
+    if s.rows == 0:
+        return {"images": 0}
+    text_bytes = opts.text_bytes_per_token * s.text_tokens
+    per_sample = (s.image_tokens + s.text_tokens) / s.rows
+    storage = {
+        "encoded": s.file_bytes,
+        "decoded_rgb": s.rgb_bytes,
+        "pretiled_uint8": s.pixel_bytes_uint8 or None,
+        "vq_ids": 2 * s.image_tokens if preset.name in VQ_PRESETS else None,
+        "embeddings_fp16": 2 * opts.embed_dim * s.image_tokens if opts.embed_dim else None,
+        "text_ids": text_bytes,
+    }
+    storage = {k: v * scale for k, v in storage.items() if v is not None}
+    out: dict[str, Any] = {
+        "images": s.rows * scale,
+        "total_image_tokens": s.image_tokens * scale,
+        "mean_image_tokens": s.image_tokens / s.rows,
+        "total_prompt_tokens": s.prompt_tokens * scale,
+        "total_text_tokens": s.text_tokens * scale,
+        "mean_text_tokens": s.text_tokens / s.rows,
+        "mean_tokens_per_sample": per_sample,
+        "mean_sequence_tokens": s.sequence_tokens / s.rows,
+        "vision_share": s.image_tokens / (s.image_tokens + s.text_tokens)
+        if s.image_tokens + s.text_tokens
+        else None,
+        "bytes_per_token": s.file_bytes / s.image_tokens if s.image_tokens else None,
+        "storage_bytes": storage,
+        "bytes_per_token_by_form": {
+            k: v / (s.image_tokens * scale) for k, v in storage.items() if k != "text_ids"
+        }
+        if s.image_tokens
+        else {},
+    }
+    if opts.context:
+        out["context"] = {
+            "context": opts.context,
+            "overflow_rows": s.overflow * scale,
+            "overflow_share": s.overflow / s.rows,
+            "samples_per_sequence": opts.context / (s.fit_sequence_tokens / s.fit_rows)
+            if s.fit_rows
+            else None,
+        }
+    out["projection"] = projection(s, storage, scale, opts, per_sample, text_bytes)
+    return out
+
+
+def projection(s, storage, scale, opts: Options, per_sample, text_bytes) -> dict[str, Any] | None:
+    """Samples, bytes to read, bandwidth and epoch read time (design note, "Projection")."""
+    if not (opts.target_tokens or opts.samples or opts.read_gbps or opts.gpus):
+        return None
+    out: dict[str, Any] = {}
+    forms = {k: v for k, v in storage.items() if k != "text_ids"}
+    per_sample_bytes = {k: (v / scale + text_bytes) / s.rows for k, v in forms.items()}
+    samples = opts.samples or (opts.target_tokens / per_sample if opts.target_tokens else None)
+    if samples:
+        out["samples"] = samples
+        out["compute_tokens"] = samples * per_sample
+        out["bytes_to_read"] = {k: samples * v for k, v in per_sample_bytes.items()}
+    if opts.gpus and opts.tokens_per_gpu_second:
+        tokens_per_second = opts.gpus * opts.tokens_per_gpu_second
+        per_token = {k: v / per_sample for k, v in per_sample_bytes.items()}
+        out["read_bandwidth_bytes_per_second"] = {
+            k: tokens_per_second * v for k, v in per_token.items()
+        }
+        out["read_bandwidth_per_gpu_bytes_per_second"] = {
+            k: opts.tokens_per_gpu_second * v for k, v in per_token.items()
+        }
+        if samples:
+            out["train_seconds"] = samples * per_sample / tokens_per_second
+    if opts.read_gbps:
+        epoch = {k: v + text_bytes * scale for k, v in forms.items()}
+        out["epoch_read_seconds"] = {k: v / (opts.read_gbps * 1e9) for k, v in epoch.items()}
+    return out
+
+
+def distribution(t: PresetTally) -> dict[str, Any]:
+    """Non-additive figures: percentiles and the predictability of bytes per token."""
+    s = t.sums
+    b = t.bytes_per_token.percentiles(PERCENTILES)
+    mean = s.b_sum / s.b_rows if s.b_rows else None
+    cv = None
+    if s.b_rows > 1 and mean:
+        var = max(s.b_sumsq / s.b_rows - mean * mean, 0.0) * s.b_rows / (s.b_rows - 1)
+        cv = var**0.5 / mean
+    return {
+        "image_tokens_percentiles": t.tokens.percentiles(PERCENTILES),
+        "bytes_per_token_percentiles": b,
+        "bytes_per_token_cv": cv,
+        "bytes_per_token_p99_over_p50": b["p99"] / b["p50"] if b["p50"] else None,
+        "percentiles_exact": t.tokens.exact,
+    }
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[prefix + k] = float(v)
+    return out
+
+
+def bootstrap(
+    arrays: list[dict[str, np.ndarray]],
+    scale: float,
+    preset: Preset,
+    opts: Options,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of every additive figure (means, totals, ratios of
+    sums, projections) from the sampled rows."""
+    if not arrays:
+        return {}
+    a = {k: np.concatenate([x[k] for x in arrays]) for k in ARRAY_COLUMNS}
+    n = len(a["image_tokens"])
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        values = flatten(figures(Sums.of({k: v[idx] for k, v in a.items()}), scale, preset, opts))
+        for k, v in values.items():
+            draws.setdefault(k, []).append(v)
+    return {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()
+    }
+
+
+# -- --suggest ----------------------------------------------------------------------------------
+
+SEARCHED = {
+    "smart_resize": "max_pixels",
+    "fit_to_canvas": "max_tiles",
+    "internvl": "max_tiles",
+    "moonvit": "in_token_limit",
+}
+
+
+def candidates(preset: Preset) -> list[int]:
+    """Values of the searched parameter, smallest first (tokens never fall as they grow)."""
+    p, family = preset.params, preset.family
+    if family == "smart_resize":
+        unit = (p["patch_size"] * p["merge_size"]) ** 2
+        lo = max(p["min_pixels"] // unit, 1)
+        hi = max(p["max_pixels"] // unit, lo)
+        return [k * unit for k in range(lo, hi + 1)]
+    if family in ("fit_to_canvas", "internvl"):
+        return list(range(max(p.get("min_tiles", 1), 1), p["max_tiles"] + 1))
+    if family == "moonvit":
+        return [64 * k for k in range(1, p["in_token_limit"] // 64 + 1)]
+    return []
+
+
+def suggest(
+    preset: Preset,
+    rows: RowSample,
+    *,
+    context: int,
+    share: float = 0.99,
+    max_image_tokens: int | None = None,
+    images_per_sample: int = 1,
+) -> dict[str, Any]:
+    """The largest value of the family's parameter at which `share` of rows fit: the images'
+    prompt tokens plus the caption within `context` (and image tokens within the cap)."""
+    key = SEARCHED.get(preset.family)
+    if key is None:
+        return {"error": f"{preset.family} presets have no size parameter to search"}
+    sizes, text = rows.rows[:, :2].astype(int), rows.rows[:, 2]
+    if len(sizes) == 0:
+        return {"error": "no rows"}
+
+    def evaluate(value: int):
+        candidate = preset.with_overrides({key: str(value)})
+        layouts = [candidate.layout(int(w), int(h)) for w, h in sizes]
+        good = [not isinstance(x, Refused) for x in layouts]
+        prompt = np.array(
+            [x.prompt_tokens if g else np.inf for x, g in zip(layouts, good, strict=True)]
+        )
+        image = np.array(
+            [x.image_tokens if g else np.inf for x, g in zip(layouts, good, strict=True)]
+        )
+        fits = images_per_sample * prompt + text <= context
+        if max_image_tokens:
+            fits &= image <= max_image_tokens
+        return float(fits.mean()), layouts, image
+
+    values = candidates(preset)
+    lo, hi, best = 0, len(values) - 1, None
+    while lo <= hi:  # the share that fits never rises with the value: binary search
+        mid = (lo + hi) // 2
+        fit, layouts, image = evaluate(values[mid])
+        if fit >= share:
+            best, lo = (values[mid], fit, layouts, image), mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        return {"parameter": key, "value": None, "error": f"no {key} fits {share:.0%} of rows"}
+    value, fit, layouts, image = best
+    done = [x for x in layouts if not isinstance(x, Refused)]
+    finite = image[np.isfinite(image)]
+    prompt_p99 = float(np.percentile([x.prompt_tokens for x in done], 99))
+    text_p99 = float(np.percentile(text, 99))
+    return {
+        "parameter": key,
+        "value": value,
+        "preset": preset.with_overrides({key: str(value)}).spec(),
+        "fit_share": fit,
+        "image_tokens_p50": float(np.percentile(finite, 50)),
+        "image_tokens_p99": float(np.percentile(finite, 99)),
+        "max_resized_width": max(x.resized[0] for x in done),
+        "max_resized_height": max(x.resized[1] for x in done),
+        "images_per_prompt": int((context - text_p99) // prompt_p99) if prompt_p99 else None,
+    }

@@ -1,0 +1,373 @@
+"""`mmtok estimate-budget`: vision tokens and bytes per token for a dataset, per model preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmtok import budget as b
+from mmtok.cli import options as o
+from mmtok.cli.output import handle_errors
+from mmtok.cli.presets import PresetFileOpt
+from mmtok.engine.pipeline import Observer
+from mmtok.errors import MmtokError
+from mmtok.images import DEFAULT_MAX_PIXELS
+from mmtok.images.probe import SWAPS_SIDES
+from mmtok.io.sample import SampledInputs
+from mmtok.presets import get_preset, load_preset_file
+from mmtok.stages.budget import BudgetStage
+from mmtok.stages.probe import ProbeStage
+from mmtok.stats import RowSample
+from mmtok.text import TextCounter
+
+PROJECTION = "Projection"
+
+
+class ShardBudget:
+    """Per-shard sums per preset, for each shard's Parquet key-value metadata."""
+
+    def __init__(self, labels: list[str], context: int | None):
+        self.labels, self.context = labels, context
+        self.tallies: dict[str, b.Sums] = {}
+
+    def add(self, kept: pa.Table) -> None:
+        for label in self.labels:
+            arrays, _ = b.row_arrays(kept, label, self.context)
+            if arrays is not None:
+                self.tallies[label] = self.tallies.get(label, b.Sums()) + b.Sums.of(arrays)
+
+    def take(self) -> dict[str, str]:
+        doc = {label: dataclasses.asdict(s) for label, s in self.tallies.items()}
+        self.tallies = {}
+        return {"mmtok_budget": json.dumps(doc)}
+
+
+@handle_errors
+def estimate_budget(
+    inputs: o.InputsArg,
+    preset: Annotated[
+        list[str],
+        typer.Option(
+            "--preset", "-p", help="Model preset (repeat to compare): name or name:key=value."
+        ),
+    ],
+    output: o.OutputOpt = None,
+    preset_file: PresetFileOpt = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="tokenizer.json or tiktoken BPE file for exact caption tokens."),
+    ] = None,
+    decode: Annotated[
+        bool, typer.Option("--decode", help="Fully decode every image to verify it (slower).")
+    ] = False,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="Estimate from N random rows (seeded) with 95% intervals."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample and the bootstrap.")] = 0,
+    context: Annotated[
+        int | None, typer.Option(min=1, help="Context length: overflow rows, packing.")
+    ] = None,
+    target_tokens: Annotated[
+        float | None,
+        typer.Option(help="Compute tokens to train on (e.g. 1e12).", rich_help_panel=PROJECTION),
+    ] = None,
+    samples: Annotated[
+        float | None,
+        typer.Option(
+            help="Samples to train on, instead of --target-tokens.", rich_help_panel=PROJECTION
+        ),
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(min=1, rich_help_panel=PROJECTION)] = None,
+    tokens_per_gpu_second: Annotated[
+        float | None,
+        typer.Option(help="Training throughput per GPU.", rich_help_panel=PROJECTION),
+    ] = None,
+    read_gbps: Annotated[
+        float | None,
+        typer.Option(
+            help="Storage read rate in GB/s (bytes) for epoch read time.",
+            rich_help_panel=PROJECTION,
+        ),
+    ] = None,
+    embed_dim: Annotated[
+        int | None, typer.Option(help="Also price precomputed fp16 embeddings of this width.")
+    ] = None,
+    suggest: Annotated[
+        bool,
+        typer.Option("--suggest", help="Search each preset's size parameter to fit --context."),
+    ] = False,
+    fit_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of rows --suggest fits.")
+    ] = 0.99,
+    max_image_tokens: Annotated[
+        int | None, typer.Option(help="--suggest: cap on image tokens.")
+    ] = None,
+    images_per_sample: Annotated[
+        int, typer.Option(min=1, help="--suggest: images per sample.")
+    ] = 1,
+    plot: Annotated[str | None, typer.Option(help="Write histograms and bars to this PNG.")] = None,
+    exif: Annotated[
+        bool, typer.Option("--exif/--no-exif", help="Lay out EXIF-rotated sizes.")
+    ] = True,
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Larger images are rejected as `bomb`.")
+    ] = DEFAULT_MAX_PIXELS,
+    image_col: o.ImageColOpt = "image",
+    text_col: o.TextColOpt = "caption",
+    id_col: o.IdColOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
+    shard_rows: o.ShardRowsOpt = 50_000,
+    shard_bytes: o.ShardBytesOpt = "512MB",
+    image_bytes: o.ImageBytesOpt = False,
+    rejects: o.RejectsOpt = None,
+    workers: o.WorkersOpt = None,
+    quiet: o.QuietOpt = False,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Vision tokens, text tokens and bytes per token for a dataset under each preset.
+
+    From image headers only (add --decode to verify every image). Prints, per preset side by
+    side: tokens (total, mean, percentiles), bytes per vision token and how predictable it is
+    (CV), bytes to read per epoch in each storage form, the vision share of tokens; with
+    --context the rows that overflow; with a target and a fleet the bytes and bandwidth the
+    loader must sustain. `--json` prints one document (schema in the README).
+
+    [bold]Examples[/]
+
+      mmtok estimate-budget data.jsonl -p llama3-336 -p qwen2-vl -p kimi-vl
+      mmtok estimate-budget 'shards/*.tar' -p qwen2-vl --sample 10000 --context 8192 --suggest
+      mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 --gpus 1024 \\
+          --tokens-per-gpu-second 3000 --read-gbps 20 --json
+    """
+    common = o.DatasetOptions.pick(locals())
+    if preset_file:
+        load_preset_file(preset_file)
+    presets = {spec: get_preset(spec) for spec in dict.fromkeys(preset)}
+    if suggest and not context:
+        raise MmtokError("--suggest needs --context")
+    if target_tokens and samples:
+        raise MmtokError("give --target-tokens or --samples, not both")
+    if bool(gpus) != bool(tokens_per_gpu_second):
+        raise MmtokError("--gpus and --tokens-per-gpu-second go together")
+    text = TextCounter(tokenizer).setup()
+    opts = b.Options(
+        context=context,
+        target_tokens=target_tokens,
+        samples=samples,
+        gpus=gpus,
+        tokens_per_gpu_second=tokens_per_gpu_second,
+        read_gbps=read_gbps,
+        embed_dim=embed_dim,
+        text_bytes_per_token=text.bytes_per_id,
+    )
+    tallies = {
+        label: b.PresetTally(p, arrays=[] if sample else None) for label, p in presets.items()
+    }
+    rows = RowSample(3, seed=seed)
+    columns = ["file_bytes", "rgb_bytes", "text_tokens", "width", "height", "exif_orientation"]
+
+    def observe(table: pa.Table) -> None:
+        for label, tally in tallies.items():
+            tally.add(table, label, context)
+        if suggest and table.num_rows:
+            w = table.column("width").to_numpy(zero_copy_only=False)
+            h = table.column("height").to_numpy(zero_copy_only=False)
+            o_ = table.column("exif_orientation").to_pylist()
+            swap = np.array([exif and v in SWAPS_SIDES for v in o_], dtype=bool)
+            t = table.column("text_tokens").to_numpy(zero_copy_only=False)
+            rows.add(np.stack([np.where(swap, h, w), np.where(swap, w, h), t], axis=1))
+
+    sampled: list[SampledInputs] = []
+
+    def wrap(inputs):
+        sampled.append(SampledInputs(inputs, sample, seed))
+        return sampled[0]
+
+    stages = [
+        ProbeStage(max_pixels=max_pixels, decode_check=decode),
+        BudgetStage(presets, text, context=context, apply_exif=exif),
+    ]
+    manifest, out, reporter = o.run_dataset(
+        common,
+        stages,
+        "estimating the budget",
+        [Observer(columns + list(presets), observe)],
+        wrap_inputs=wrap if sample else None,
+        shard_stats=ShardBudget(list(presets), context),
+    )
+    counts = manifest["counts"]
+    total_rows = sampled[0].total_rows if sampled else counts["in"]
+    scale = total_rows / counts["in"] if counts["in"] else 1.0
+    doc: dict[str, Any] = {
+        "output": out.path if out else None,
+        "input": {
+            "rows": total_rows,
+            "rows_read": counts["in"],
+            "sampled": bool(sample),
+            "seed": seed if sample else None,
+            "rejected": counts["rejected"],
+            "rejected_by_reason": counts.get("rejected_by_reason", {}),
+        },
+        "text_tokens": {
+            "method": text.label,
+            "exact": text.exact,
+            "bytes_per_id": text.bytes_per_id,
+        },
+        "options": {k: v for k, v in dataclasses.asdict(opts).items() if v is not None},
+        "presets": {},
+        "counts": counts,
+        "timing": manifest.get("timing"),
+    }
+    for label, tally in tallies.items():
+        entry = {
+            "preset": tally.preset.spec(),
+            "rejected": counts["rejected"] + tally.refused,
+            "refused": tally.refused,
+            **b.figures(tally.sums, scale, tally.preset, opts),
+            **(b.distribution(tally) if tally.sums.rows else {}),
+        }
+        if sample:
+            entry["ci95"] = b.bootstrap(tally.arrays, scale, tally.preset, opts, seed=seed)
+        if suggest:
+            entry["suggest"] = b.suggest(
+                tally.preset,
+                rows,
+                context=context,
+                share=fit_share,
+                max_image_tokens=max_image_tokens,
+                images_per_sample=images_per_sample,
+            )
+        doc["presets"][label] = entry
+    if plot:
+        doc["plot"] = {"path": plot, "panels": _plot(plot, tallies, doc)}
+    if out is not None and not out.to_stdout:
+        with open(os.path.join(out.path, "budget.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+    reporter.result(doc, lambda console: render(console, doc))
+
+
+def _plot(path, tallies, doc) -> int:
+    from mmtok.plot import plot_budget
+
+    return plot_budget(path, tallies, doc)
+
+
+def _n(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.2f}{unit}" if abs(v) < 100 else f"{v:,.0f}{unit}"
+    return f"{int(v):,}{unit}"
+
+
+def _bytes(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:,.2f} {unit}"
+    return f"{v:,.0f} B"
+
+
+def _ci(entry: dict, key: str, fmt=_n) -> str:
+    ci = entry.get("ci95", {}).get(key)
+    return f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
+
+
+def render(console: Console, doc: dict[str, Any]) -> None:
+    inp = doc["input"]
+    head = f"{inp['rows']:,} rows" + (
+        f", estimated from a sample of {inp['rows_read']:,} (95% intervals in brackets)"
+        if inp["sampled"]
+        else ""
+    )
+    console.print(f"[bold]estimate-budget[/]: {head}; {inp['rejected']:,} rows unreadable")
+    console.print(f"caption tokens: {doc['text_tokens']['method']}")
+    labels = list(doc["presets"])
+    table = Table(show_header=True, title_justify="left")
+    table.add_column("")
+    for label in labels:
+        table.add_column(label, justify="right")
+
+    def row(name, get):
+        table.add_row(name, *(get(doc["presets"][label]) for label in labels))
+
+    def pct(key, sub):
+        return lambda e: "/".join(_n(e.get(key, {}).get(p)) for p in sub)
+
+    row("images", lambda e: _n(e.get("images")))
+    row("rejected (unreadable + refused)", lambda e: _n(e.get("rejected")))
+    row("vision tokens", lambda e: _n(e.get("total_image_tokens")) + _ci(e, "total_image_tokens"))
+    row("mean per image", lambda e: _n(e.get("mean_image_tokens")) + _ci(e, "mean_image_tokens"))
+    row("p5/p50/p95/p99 per image", pct("image_tokens_percentiles", ("p5", "p50", "p95", "p99")))
+    row("text tokens", lambda e: _n(e.get("total_text_tokens")))
+    row("tokens per sample", lambda e: _n(e.get("mean_tokens_per_sample")))
+    row("vision share", lambda e: f"{e['vision_share']:.1%}" if e.get("vision_share") else "-")
+    row(
+        "bytes per token (dataset)",
+        lambda e: _n(e.get("bytes_per_token")) + _ci(e, "bytes_per_token"),
+    )
+    row(
+        "p5/p50/p95/p99 bytes/token",
+        pct("bytes_per_token_percentiles", ("p5", "p50", "p95", "p99")),
+    )
+    row("CV of bytes/token", lambda e: _n(e.get("bytes_per_token_cv")))
+    for form in (
+        "encoded",
+        "decoded_rgb",
+        "pretiled_uint8",
+        "vq_ids",
+        "embeddings_fp16",
+        "text_ids",
+    ):
+        if any(form in doc["presets"][lb].get("storage_bytes", {}) for lb in labels):
+            row(f"read/epoch: {form}", lambda e, f=form: _bytes(e.get("storage_bytes", {}).get(f)))
+    if doc["options"].get("context"):
+        row("overflow rows", lambda e: _n(e.get("context", {}).get("overflow_rows")))
+        row(
+            "overflow share",
+            lambda e: f"{e['context']['overflow_share']:.2%}" if "context" in e else "-",
+        )
+        row(
+            "samples per packed sequence",
+            lambda e: _n(e.get("context", {}).get("samples_per_sequence")),
+        )
+    if any(doc["presets"][lb].get("projection") for lb in labels):
+
+        def proj(key, sub="encoded", fmt=_bytes):
+            return lambda e: fmt(((e.get("projection") or {}).get(key) or {}).get(sub))
+
+        row("samples for the target", lambda e: _n((e.get("projection") or {}).get("samples")))
+        row("bytes to read (encoded)", proj("bytes_to_read"))
+        row("read bandwidth, total", lambda e: proj("read_bandwidth_bytes_per_second")(e) + "/s")
+        row(
+            "read bandwidth, per GPU",
+            lambda e: proj("read_bandwidth_per_gpu_bytes_per_second")(e) + "/s",
+        )
+        row("epoch read time (encoded)", proj("epoch_read_seconds", fmt=lambda v: _n(v, " s")))
+    console.print(table)
+    for label in labels:
+        s = doc["presets"][label].get("suggest")
+        if s and s.get("value"):
+            console.print(
+                f"[bold]{label}[/]: {s['parameter']}={s['value']:,} fits {s['fit_share']:.1%} "
+                f"of rows (image tokens p50 {s['image_tokens_p50']:,.0f}, p99 "
+                f"{s['image_tokens_p99']:,.0f}); serve with --preset {s['preset'].split(':')[0]}:"
+                f"{s['parameter']}={s['value']}, at most {s['max_resized_width']}x"
+                f"{s['max_resized_height']} px after resize, "
+                f"{s['images_per_prompt']} images per prompt"
+            )
+        elif s:
+            console.print(f"[bold]{label}[/]: {s.get('error')}")
+    if doc.get("plot"):
+        console.print(f"plot: {doc['plot']['path']}")
