@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mmtok-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-probe test lint bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP)  # the budget comparison: mmtok's main job
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/budget.sh
+
+demo-probe: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 test: $(STAMP)
