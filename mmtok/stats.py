@@ -5,7 +5,41 @@ from __future__ import annotations
 import numpy as np
 
 
-class PercentileSample:
+class _BottomK:
+    """Rows with a seeded random key each; the `capacity` smallest keys survive.
+
+    New rows wait in a list and are merged when they reach `capacity`, so a small batch costs
+    O(batch), not O(capacity). Bottom-k does not depend on when merges happen: the result is
+    the same as merging after every batch.
+    """
+
+    def __init__(self, width: int | None, capacity: int, seed: int):
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        shape = (0,) if width is None else (0, width)
+        self._rows = np.empty(shape, dtype=np.float64)
+        self._keys = np.empty(0, dtype=np.float64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_size = 0
+
+    def _add(self, rows: np.ndarray) -> None:
+        self._pending.append((rows, self.rng.random(len(rows))))
+        self._pending_size += len(rows)
+        if self._pending_size >= self.capacity:
+            self._merge()
+
+    def _merge(self) -> np.ndarray:
+        if self._pending:
+            self._rows = np.concatenate([self._rows, *(r for r, _ in self._pending)])
+            self._keys = np.concatenate([self._keys, *(k for _, k in self._pending)])
+            self._pending, self._pending_size = [], 0
+            if len(self._keys) > self.capacity:
+                keep = np.argpartition(self._keys, self.capacity)[: self.capacity]
+                self._rows, self._keys = self._rows[keep], self._keys[keep]
+        return self._rows
+
+
+class PercentileSample(_BottomK):
     """Keeps at most `capacity` values, a uniform sample of all values seen (exact below that).
 
     Each value gets a random key and the `capacity` smallest keys survive (bottom-k sampling),
@@ -13,45 +47,39 @@ class PercentileSample:
     """
 
     def __init__(self, capacity: int = 100_000, seed: int = 0):
-        self.capacity = capacity
-        self.rng = np.random.default_rng(seed)
-        self.values = np.empty(0, dtype=np.float64)
-        self.keys = np.empty(0, dtype=np.float64)
+        super().__init__(None, capacity, seed)
         self.count = 0
 
     def add(self, values) -> None:
         values = np.asarray(values, dtype=np.float64)
         values = values[~np.isnan(values)]
         self.count += values.size
-        self.values = np.concatenate([self.values, values])
-        self.keys = np.concatenate([self.keys, self.rng.random(values.size)])
-        if self.values.size > self.capacity:
-            keep = np.argpartition(self.keys, self.capacity)[: self.capacity]
-            self.values, self.keys = self.values[keep], self.keys[keep]
+        self._add(values)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._merge()
 
     @property
     def exact(self) -> bool:
         return self.count <= self.capacity
 
     def percentiles(self, qs: tuple[float, ...] = (5, 50, 95)) -> dict[str, float | None]:
-        if self.values.size == 0:
+        values = self.values
+        if values.size == 0:
             return {f"p{q:g}": None for q in qs}
-        return {f"p{q:g}": float(np.percentile(self.values, q)) for q in qs}
+        return {f"p{q:g}": float(np.percentile(values, q)) for q in qs}
 
 
-class RowSample:
+class RowSample(_BottomK):
     """Bottom-k uniform sample of rows (a fixed number of float columns), like PercentileSample."""
 
     def __init__(self, columns: int, capacity: int = 50_000, seed: int = 0):
-        self.capacity = capacity
-        self.rng = np.random.default_rng(seed)
-        self.rows = np.empty((0, columns), dtype=np.float64)
-        self.keys = np.empty(0, dtype=np.float64)
+        super().__init__(columns, capacity, seed)
 
     def add(self, rows) -> None:
-        rows = np.asarray(rows, dtype=np.float64)
-        self.rows = np.concatenate([self.rows, rows])
-        self.keys = np.concatenate([self.keys, self.rng.random(len(rows))])
-        if len(self.rows) > self.capacity:
-            keep = np.argpartition(self.keys, self.capacity)[: self.capacity]
-            self.rows, self.keys = self.rows[keep], self.keys[keep]
+        self._add(np.asarray(rows, dtype=np.float64))
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._merge()

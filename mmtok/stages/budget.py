@@ -10,6 +10,7 @@ fields are then null). A size one preset refuses is not a reject: the others sti
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -19,6 +20,8 @@ from mmtok.images.probe import SWAPS_SIDES
 from mmtok.io.schema import make_rejects
 from mmtok.presets import Preset, Refused
 from mmtok.text import TextCounter
+
+LAYOUT_CACHE = 8192  # distinct sizes per preset per worker
 
 PRESET_TYPE = pa.struct(
     [
@@ -68,6 +71,12 @@ class BudgetStage(Stage):
 
     def setup(self) -> None:
         self.text.setup()
+        # Sizes repeat across a dataset (cameras, thumbnails, crawled sizes): lay each one out
+        # once per worker. Bounded, so memory does not grow with the rows.
+        self._layouts = {
+            label: functools.lru_cache(maxsize=LAYOUT_CACHE)(preset.layout)
+            for label, preset in self.presets.items()
+        }
 
     def process(self, rows: pa.Table) -> StageResult:
         width = rows.column("width").to_pylist()
@@ -82,29 +91,34 @@ class BudgetStage(Stage):
         out = rows.append_column(
             "rgb_bytes", pa.array([w * h * 3 for w, h in sizes], pa.int64())
         ).append_column("text_tokens", pa.array(text_tokens, pa.int64()))
-        for label, preset in self.presets.items():
-            cache: dict[tuple[int, int], Any] = {}
-            values = []
-            for size, nbytes, text in zip(sizes, file_bytes, text_tokens, strict=True):
-                layout = cache.get(size)
-                if layout is None:
-                    layout = cache[size] = preset.layout(*size)
-                values.append(self._row(layout, nbytes, text))
-            out = out.append_column(pa.field(label, PRESET_TYPE), pa.array(values, PRESET_TYPE))
+        for label, layout in self._layouts.items():
+            column = self._column([layout(*size) for size in sizes], file_bytes, text_tokens)
+            out = out.append_column(pa.field(label, PRESET_TYPE), column)
         return StageResult(out, make_rejects(rows.slice(0, 0), self.name, [], []))
 
-    def _row(self, layout, file_bytes: int, text_tokens: int) -> dict[str, Any]:
-        if isinstance(layout, Refused):
-            return {"error": layout.error}
-        sequence = layout.prompt_tokens + text_tokens
-        return {
-            "image_tokens": layout.image_tokens,
-            "prompt_tokens": layout.prompt_tokens,
-            "num_tiles": layout.num_tiles,
-            "pixel_bytes_uint8": layout.pixel_bytes_uint8,
-            "pixel_bytes_fp32": layout.pixel_bytes_fp32,
-            "bytes_per_token": file_bytes / layout.image_tokens if layout.image_tokens else None,
+    def _column(self, layouts: list, file_bytes: list[int], text_tokens: list[int]) -> pa.Array:
+        """One preset's struct column, built field by field (no per-row dicts)."""
+        ok = [not isinstance(x, Refused) for x in layouts]
+        good = [x if k else None for x, k in zip(layouts, ok, strict=True)]
+        image = [x.image_tokens if x else None for x in good]
+        prompt = [x.prompt_tokens if x else None for x in good]
+        sequence = [
+            p + t if p is not None else None for p, t in zip(prompt, text_tokens, strict=True)
+        ]
+        fields = {
+            "image_tokens": image,
+            "prompt_tokens": prompt,
+            "num_tiles": [x.num_tiles if x else None for x in good],
+            "pixel_bytes_uint8": [x.pixel_bytes_uint8 if x else None for x in good],
+            "pixel_bytes_fp32": [x.pixel_bytes_fp32 if x else None for x in good],
+            "bytes_per_token": [
+                n / i if i else None for n, i in zip(file_bytes, image, strict=True)
+            ],
             "sequence_tokens": sequence,
-            "overflow": sequence > self.context if self.context else None,
-            "error": None,
+            "overflow": [
+                q > self.context if q is not None and self.context else None for q in sequence
+            ],
+            "error": [None if k else x.error for x, k in zip(layouts, ok, strict=True)],
         }
+        arrays = [pa.array(fields[f.name], f.type) for f in PRESET_TYPE]
+        return pa.StructArray.from_arrays(arrays, fields=list(PRESET_TYPE))
