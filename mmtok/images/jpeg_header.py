@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 # Markers Pillow reads with the SOF handler (its MARKER table, DHP included).
-_SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xDE})
+_SOF = frozenset(
+    {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xDE}
+)
 # Markers Pillow skips over by their length (DHT, DAC, DNL, DRI, EXP), plus COM and APPn.
 _SKIP = frozenset({0xC4, 0xCC, 0xDC, 0xDD, 0xDF, 0xFE, *range(0xE0, 0xF0)})
 _DQT, _SOS, _APP0, _APP1, _APP2, _APP14 = 0xDB, 0xDA, 0xE0, 0xE1, 0xE2, 0xEE
@@ -92,11 +94,11 @@ def _walk(fp: BinaryIO, buf: bytes) -> JpegHeader:
                 xmp = True
             elif marker == _APP2 and body.startswith(b"MPF\0"):
                 raise _Unsure  # maybe an MPO (several frames)
-            elif (marker == _APP0 and body.startswith(b"JFIF")) or (
-                marker == _APP14 and body.startswith(b"Adobe")
+            elif len(body) < 7 and (
+                (marker == _APP0 and body.startswith(b"JFIF"))
+                or (marker == _APP14 and body.startswith(b"Adobe"))
             ):
-                if len(body) < 7:
-                    raise _Unsure  # Pillow reads a 16-bit field at offset 5 unguarded
+                raise _Unsure  # Pillow reads a 16-bit field at offset 5 unguarded
         else:
             raise _Unsure  # RSTn, SOI, EOI, JPGn, fill bytes: rare, Pillow's own rules
         pos = end
@@ -140,10 +142,10 @@ def _exif_orientation(tiff: bytes) -> int | None:
         tag, kind, n = u(entry, 2), u(entry + 2, 2), u(entry + 4, 4)
         if kind not in _TIFF_SIZES:
             raise _Unsure
-        if _TIFF_SIZES[kind] * n > 4:
-            # Pillow stops reading the IFD at the first value out of range
-            if u(entry + 8, 4) + _TIFF_SIZES[kind] * n > len(tiff):
-                raise _Unsure
+        size = _TIFF_SIZES[kind] * n
+        # Pillow stops reading the IFD at the first value out of range
+        if size > 4 and u(entry + 8, 4) + size > len(tiff):
+            raise _Unsure
         if tag == _ORIENTATION:
             if kind != 3 or n != 1:
                 raise _Unsure
