@@ -20,6 +20,22 @@ class Reason(StrEnum):
     DECODE_ERROR = "decode_error"
     # Model rules
     MODEL_REFUSES = "model_refuses"
+    # Filter rules (the message starts with the measured value, e.g. `width=12`)
+    TOO_SMALL = "too_small"
+    TOO_LARGE = "too_large"
+    BAD_ASPECT = "bad_aspect"
+    FILE_TOO_SMALL = "file_too_small"
+    FILE_TOO_LARGE = "file_too_large"
+    FORMAT_NOT_ALLOWED = "format_not_allowed"
+    TOO_FEW_TOKENS = "too_few_tokens"
+    TOO_MANY_TOKENS = "too_many_tokens"
+    NO_CAPTION = "no_caption"
+    CAPTION_TOO_SHORT = "caption_too_short"
+    CAPTION_TOO_LONG = "caption_too_long"
+    WRONG_LANGUAGE = "wrong_language"
+    MOJIBAKE = "mojibake"
+    # Dedup
+    DUPLICATE = "duplicate"
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -35,6 +51,21 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
     Reason.MODEL_REFUSES: "the model's processor refuses this size (Qwen: aspect ratio over 200)",
+    Reason.TOO_SMALL: "shorter side below --min-side, or fewer pixels than --min-pixels",
+    Reason.TOO_LARGE: "longer side above --max-side, or more pixels than --max-pixels",
+    Reason.BAD_ASPECT: "long side / short side above --max-aspect (strips, banners)",
+    Reason.FILE_TOO_SMALL: "file smaller than --min-bytes",
+    Reason.FILE_TOO_LARGE: "file larger than --max-bytes",
+    Reason.FORMAT_NOT_ALLOWED: "image format not in --formats",
+    Reason.TOO_FEW_TOKENS: "fewer vision tokens than --min-tokens under --preset",
+    Reason.TOO_MANY_TOKENS: "more vision tokens than --max-tokens under --preset",
+    Reason.NO_CAPTION: "the caption is null, empty or only whitespace",
+    Reason.CAPTION_TOO_SHORT: "fewer words than --caption-min-words or characters than "
+    "--caption-min-chars",
+    Reason.CAPTION_TOO_LONG: "more words than --caption-max-words",
+    Reason.WRONG_LANGUAGE: "the caption is confidently in a language not in --lang",
+    Reason.MOJIBAKE: "the caption was decoded with the wrong codec or has U+FFFD characters",
+    Reason.DUPLICATE: "a duplicate of the kept row named in the message (mmtok dedup)",
 }
 
 

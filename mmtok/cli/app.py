@@ -8,6 +8,7 @@ import typer
 
 import mmtok
 from mmtok.cli.budget import estimate_budget
+from mmtok.cli.filter import filter_rows
 from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
 from mmtok.cli.tile import tile
@@ -26,6 +27,7 @@ app.command("presets")(presets)
 app.command("layout")(layout)
 app.command("tile")(tile)
 app.command("estimate-budget")(estimate_budget)
+app.command("filter")(filter_rows)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,193 @@
+"""Filter rules: what `mmtok filter` keeps, as data, and the pure checks behind each reason.
+
+A rule that is None is off. Rules come from a recipe file (TOML, the same names as the flags)
+and from flags, which override the recipe. Checks run in a fixed order (image header, vision
+tokens, caption) and the first rule a row breaks is its reason; the message starts with the
+measured value (`width=12 < min_side=64`), so rejects can be counted and plotted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from mmtok.errors import MmtokError
+from mmtok.reasons import Reason
+from mmtok.text.caption import mojibake, words
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    # image header
+    min_side: int | None = None
+    max_side: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_aspect: float | None = None
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    formats: tuple[str, ...] | None = None
+    decode_check: bool = False
+    # vision tokens under a preset
+    preset: str | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    # caption
+    require_caption: bool = False
+    caption_min_words: int | None = None
+    caption_max_words: int | None = None
+    caption_min_chars: int | None = None
+    lang: tuple[str, ...] | None = None
+    lang_confidence: float = 0.5
+    drop_mojibake: bool = False
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def build(cls, recipe: dict[str, Any], flags: dict[str, Any]) -> FilterRules:
+        """Rules from a recipe's values overridden by the flags that were given (not None)."""
+        values = {**recipe, **{k: v for k, v in flags.items() if v is not None}}
+        for name in ("formats", "lang"):
+            if isinstance(values.get(name), str):
+                values[name] = values[name].split(",")
+            if values.get(name) is not None:
+                values[name] = tuple(v.strip().lower() for v in values[name] if v.strip())
+        if values.get("formats"):
+            values["formats"] = tuple("jpeg" if f == "jpg" else f for f in values["formats"])
+        rules = cls(**values)
+        rules.validate()
+        return rules
+
+    def validate(self) -> None:
+        if (self.min_tokens is not None or self.max_tokens is not None) and not self.preset:
+            raise MmtokError("--min-tokens and --max-tokens need --preset")
+        for low, high in (
+            ("min_side", "max_side"),
+            ("min_pixels", "max_pixels"),
+            ("min_bytes", "max_bytes"),
+            ("min_tokens", "max_tokens"),
+            ("caption_min_words", "caption_max_words"),
+        ):
+            a, b = getattr(self, low), getattr(self, high)
+            if a is not None and b is not None and a > b:
+                raise MmtokError(f"{low} = {a} is above {high} = {b}: every row would go")
+        if self.max_aspect is not None and self.max_aspect < 1:
+            raise MmtokError("--max-aspect is long side / short side, so it is at least 1")
+        if not 0 <= self.lang_confidence <= 1:
+            raise MmtokError("--lang-confidence is a probability between 0 and 1")
+
+    @property
+    def checks_caption(self) -> bool:
+        return bool(
+            self.require_caption
+            or self.caption_min_words is not None
+            or self.caption_max_words is not None
+            or self.caption_min_chars is not None
+            or self.lang
+            or self.drop_mojibake
+        )
+
+    def active(self) -> dict[str, Any]:
+        """The rules that are on (for the manifest and the summary)."""
+        defaults = FilterRules()
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if v != getattr(defaults, k) or (k == "lang_confidence" and self.lang)
+        }
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    """A recipe file: flat `key = value` pairs (or a `[filter]` table) named like the flags."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise MmtokError(f"no such recipe file: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MmtokError(f"{path} is not valid TOML: {e}") from None
+    if isinstance(doc.get("filter"), dict):
+        doc = doc["filter"]
+    values = {key.replace("-", "_"): value for key, value in doc.items()}
+    unknown = sorted(set(values) - set(FilterRules.names()))
+    if unknown:
+        raise MmtokError(
+            f"{path}: unknown rule(s) {', '.join(unknown)}",
+            hint="known: " + ", ".join(n.replace("_", "-") for n in FilterRules.names()),
+        )
+    return values
+
+
+Violation = tuple[Reason, str] | None
+
+
+def image_violation(
+    rules: FilterRules, width: int, height: int, fmt: str, file_bytes: int
+) -> Violation:
+    """The first header rule broken by an image of this displayed size, format and file size."""
+    short, long = min(width, height), max(width, height)
+    pixels = width * height
+    if rules.min_side is not None and short < rules.min_side:
+        return Reason.TOO_SMALL, f"side={short} < min_side={rules.min_side} ({width}x{height})"
+    if rules.max_side is not None and long > rules.max_side:
+        return Reason.TOO_LARGE, f"side={long} > max_side={rules.max_side} ({width}x{height})"
+    if rules.min_pixels is not None and pixels < rules.min_pixels:
+        return Reason.TOO_SMALL, f"pixels={pixels} < min_pixels={rules.min_pixels}"
+    if rules.max_pixels is not None and pixels > rules.max_pixels:
+        return Reason.TOO_LARGE, f"pixels={pixels} > max_pixels={rules.max_pixels}"
+    if rules.max_aspect is not None and long > rules.max_aspect * short:
+        aspect = long / short
+        return Reason.BAD_ASPECT, f"aspect={aspect:.4g} > max_aspect={rules.max_aspect:g}"
+    if rules.min_bytes is not None and file_bytes < rules.min_bytes:
+        return Reason.FILE_TOO_SMALL, f"bytes={file_bytes} < min_bytes={rules.min_bytes}"
+    if rules.max_bytes is not None and file_bytes > rules.max_bytes:
+        return Reason.FILE_TOO_LARGE, f"bytes={file_bytes} > max_bytes={rules.max_bytes}"
+    if rules.formats is not None and fmt not in rules.formats:
+        return Reason.FORMAT_NOT_ALLOWED, f"format={fmt} not in {','.join(rules.formats)}"
+    return None
+
+
+def token_violation(rules: FilterRules, image_tokens: int) -> Violation:
+    if rules.min_tokens is not None and image_tokens < rules.min_tokens:
+        return Reason.TOO_FEW_TOKENS, f"image_tokens={image_tokens} < min_tokens={rules.min_tokens}"
+    if rules.max_tokens is not None and image_tokens > rules.max_tokens:
+        return (
+            Reason.TOO_MANY_TOKENS,
+            f"image_tokens={image_tokens} > max_tokens={rules.max_tokens}",
+        )
+    return None
+
+
+def caption_violation(
+    rules: FilterRules, caption: str | None, language: tuple[str, float] | None = None
+) -> Violation:
+    """The first caption rule broken. With --lang, `language` is (top language, probability
+    that the caption is in none of the wanted languages), from `LanguageId.outside`."""
+    if caption is None or not caption.strip():
+        return Reason.NO_CAPTION, "caption=null" if caption is None else f"caption={caption!r}"
+    if rules.drop_mojibake and (why := mojibake(caption)):
+        return Reason.MOJIBAKE, why
+    n_words = len(words(caption))
+    if rules.caption_min_words is not None and n_words < rules.caption_min_words:
+        return Reason.CAPTION_TOO_SHORT, f"words={n_words} < min_words={rules.caption_min_words}"
+    if rules.caption_max_words is not None and n_words > rules.caption_max_words:
+        return Reason.CAPTION_TOO_LONG, f"words={n_words} > max_words={rules.caption_max_words}"
+    chars = len(caption.strip())
+    if rules.caption_min_chars is not None and chars < rules.caption_min_chars:
+        return Reason.CAPTION_TOO_SHORT, f"chars={chars} < min_chars={rules.caption_min_chars}"
+    if rules.lang and language is not None:
+        lang, outside = language
+        # A row goes only when its top language is not wanted and the model is confident it
+        # is none of the wanted ones: short captions are often unsure, and an unsure English
+        # caption is still English.
+        if lang not in rules.lang and outside >= rules.lang_confidence:
+            wanted = ",".join(rules.lang)
+            return (
+                Reason.WRONG_LANGUAGE,
+                f"lang={lang} p_not_wanted={outside:.3f} ({wanted} wanted)",
+            )
+    return None
