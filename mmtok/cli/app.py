@@ -8,6 +8,7 @@ import typer
 
 import mmtok
 from mmtok.cli.budget import estimate_budget
+from mmtok.cli.dedup import dedup
 from mmtok.cli.filter import filter_rows
 from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
@@ -28,6 +29,7 @@ app.command("layout")(layout)
 app.command("tile")(tile)
 app.command("estimate-budget")(estimate_budget)
 app.command("filter")(filter_rows)
+app.command("dedup")(dedup)
 
 
 def _version(value: bool) -> None:

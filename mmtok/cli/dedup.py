@@ -1,0 +1,303 @@
+"""`mmtok dedup`: drop exact and near-duplicate images, captions or pairs, globally."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmtok.cli import options as o
+from mmtok.cli.output import Reporter, handle_errors
+from mmtok.dedup import Clusters, Settings, Signatures, find_clusters
+from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.errors import MmtokError
+from mmtok.stages.dedup import DedupStage
+from mmtok.stages.signature import SignatureStage
+from mmtok.text.minhash import CaptionBands
+
+DEDUP = "Duplicates"
+
+
+class By(StrEnum):
+    IMAGE = "image"
+    CAPTION = "caption"
+    PAIR = "pair"
+
+
+class Keep(StrEnum):
+    LARGEST = "largest"
+    FIRST = "first"
+    LONGEST_CAPTION = "longest-caption"
+    NONE = "none"
+
+
+SIGNATURE_COLUMNS = [
+    "id",
+    "caption",
+    "sha256",
+    "phash",
+    "phash_mirror",
+    "pixels",
+    "caption_bands",
+    "sig_reason",
+    "sig_message",
+]
+
+
+@handle_errors
+def dedup(
+    inputs: o.InputsArg,
+    output: o.OutputOpt = None,
+    by: Annotated[
+        By,
+        typer.Option(
+            help="What makes two rows duplicates: the `image`, the `caption`, or the `pair` "
+            "(both near-duplicates).",
+            rich_help_panel=DEDUP,
+        ),
+    ] = By.IMAGE,
+    max_distance: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16,
+            help="Perceptual-hash Hamming bits within which two images are near-duplicates.",
+            rich_help_panel=DEDUP,
+        ),
+    ] = 8,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror", help="Mirrored images count as duplicates.", rich_help_panel=DEDUP
+        ),
+    ] = False,
+    caption_threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Jaccard similarity of caption word sets at which captions are duplicates.",
+            rich_help_panel=DEDUP,
+        ),
+    ] = 0.8,
+    shingle_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Words (characters in CJK/Thai) per caption shingle.",
+            rich_help_panel=DEDUP,
+        ),
+    ] = 1,
+    keep: Annotated[
+        Keep,
+        typer.Option(
+            help="Row kept per cluster: `largest` (most pixels, then smallest id), `first` "
+            "(input order), `longest-caption` (then smallest id), `none` (drop them all).",
+            rich_help_panel=DEDUP,
+        ),
+    ] = Keep.LARGEST,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Reference datasets (repeatable): drop input rows that duplicate any of their "
+            "rows (decontamination). References are not written.",
+            rich_help_panel=DEDUP,
+        ),
+    ] = None,
+    clusters_path: Annotated[
+        str | None,
+        typer.Option(
+            "--clusters",
+            help="Where to write clusters.parquet (default: inside -o DIR).",
+            rich_help_panel=DEDUP,
+        ),
+    ] = None,
+    image_col: o.ImageColOpt = "image",
+    text_col: o.TextColOpt = "caption",
+    id_col: o.IdColOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    shard_rows: o.ShardRowsOpt = 50_000,
+    shard_bytes: o.ShardBytesOpt = "512MB",
+    image_bytes: o.ImageBytesOpt = False,
+    rejects: o.RejectsOpt = None,
+    workers: o.WorkersOpt = None,
+    quiet: o.QuietOpt = False,
+    as_json: o.JsonOpt = False,
+) -> None:
+    """Drop duplicate rows: exact and near-duplicate images, captions, or image-caption pairs.
+
+    Two passes over the inputs, then one to write. The signature pass (all workers) reads every
+    image once: sha256 of the file, a 64-bit DCT perceptual hash of the decoded, EXIF-rotated
+    image, and the caption's MinHash band keys. The clustering pass works on those signatures
+    only, over all inputs at once: clusters are transitive, and the kept row is chosen by
+    --keep, so the output is the same on every run and with any number of workers.
+
+    Writes the kept rows; rejects.parquet with reason `duplicate` and a message naming the kept
+    row (`duplicate_of=<id> kind=near image_distance=4`); clusters.parquet; and the summary.
+
+    [bold]Examples[/]
+
+      mmtok dedup pairs.jsonl -o unique/
+      mmtok dedup pairs.jsonl -o unique/ --by pair --keep longest-caption
+      mmtok dedup train.jsonl -o clean/ --against eval.jsonl --mirror
+    """
+    common = o.DatasetOptions.pick({**locals(), "resume": False})
+    settings = Settings(
+        by=by.value,
+        max_distance=max_distance,
+        mirror=mirror,
+        caption_threshold=caption_threshold,
+        shingle_size=shingle_size,
+        keep=keep.value,
+    )
+    out = o.build_output(
+        output,
+        overwrite=overwrite,
+        resume=False,
+        shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
+        image_bytes=image_bytes,
+        rejects=rejects,
+    )
+    if out is None:
+        raise MmtokError("give -o DIR (or -o - for JSON Lines)")
+    to_stdout = out.to_stdout
+    if clusters_path is None and not to_stdout:
+        clusters_path = f"{out.path.rstrip('/')}/clusters.parquet"
+    reporter = Reporter(
+        quiet=quiet,
+        as_json=as_json,
+        stdout_is_data=to_stdout,
+        stderr_is_data=to_stdout and rejects is None,
+    )
+    captions = (
+        CaptionBands(caption_threshold, shingle_size=shingle_size) if by is not By.IMAGE else None
+    )
+    stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
+    parts = [signatures(common, inputs, stage, reporter, False, "signatures")]
+    for ref in against or []:
+        parts.append(signatures(common, [ref], stage, reporter, True, f"signatures of {ref}"))
+    sig = Signatures.concat(parts)
+    clusters = find_clusters(sig, settings)
+    source = o.build_inputs(inputs, image_col, text_col, id_col)
+    with reporter.progress("writing") as (on_start, on_progress):
+        manifest = run_pipeline(
+            source,
+            [DedupStage(sig, clusters, settings)],
+            out,
+            workers=1,
+            command=command_line(),
+            on_start=on_start,
+            on_progress=on_progress,
+        )
+    if clusters_path:
+        pq.write_table(cluster_table(sig, clusters), clusters_path, compression="zstd")
+    document = {
+        "output": out.path,
+        "clusters_file": clusters_path,
+        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "against": against or [],
+        "counts": manifest["counts"],
+        **summary(sig, clusters),
+        "timing": manifest.get("timing"),
+    }
+    reporter.result(document, lambda console: render(console, document))
+
+
+def signatures(
+    common: o.DatasetOptions,
+    paths: list[str],
+    stage: SignatureStage,
+    reporter: Reporter,
+    reference: bool,
+    description: str,
+) -> Signatures:
+    """Pass 1 over one dataset: the signature columns of every row, in stream order."""
+    tables: list[pa.Table] = []
+    source = o.build_inputs(paths, common.image_col, common.text_col, common.id_col)
+    with reporter.progress(description) as (on_start, on_progress):
+        run_pipeline(
+            source,
+            [stage],
+            None,
+            workers=common.workers,
+            command=command_line(),
+            on_start=on_start,
+            on_progress=on_progress,
+            observers=[Observer(SIGNATURE_COLUMNS, tables.append)],
+        )
+    schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    bands = stage.captions.bands if stage.captions else 0
+    return Signatures.from_table(table, reference, bands)
+
+
+def _types(stage: SignatureStage) -> dict[str, pa.DataType]:
+    types = {"id": pa.string(), "caption": pa.string()}
+    types.update({f.name: f.type for f in stage.output_fields()})
+    return {c: types[c] for c in SIGNATURE_COLUMNS}
+
+
+def cluster_table(sig: Signatures, c: Clusters) -> pa.Table:
+    """One row per member of a cluster of two or more, ordered by cluster then input order."""
+    members = np.flatnonzero(c.size > 1)
+    members = members[np.lexsort((members, c.label[members]))]
+    _, cluster_id = np.unique(c.label[members], return_inverse=True)
+    return pa.table(
+        {
+            "cluster_id": pa.array(cluster_id, pa.int64()),
+            "id": pa.array(sig.ids[members].tolist(), pa.string()),
+            "kept": pa.array(c.kept[members] == members),
+            "reference": pa.array(sig.reference[members]),
+            "image_distance": pa.array(
+                [int(d) if d >= 0 else None for d in c.image_distance[members]], pa.int32()
+            ),
+            "caption_jaccard": pa.array(
+                [None if np.isnan(s) else float(s) for s in c.caption_similarity[members]],
+                pa.float64(),
+            ),
+            "kind": pa.array([c.kind[m] for m in members.tolist()], pa.string()),
+        }
+    )
+
+
+def summary(sig: Signatures, c: Clusters) -> dict[str, Any]:
+    multi = c.size > 1
+    labels, sizes = np.unique(c.label[multi], return_counts=True)
+    kinds: dict[str, int] = {}
+    for i in np.flatnonzero(c.dropped).tolist():
+        kinds[c.kind[i]] = kinds.get(c.kind[i], 0) + 1
+    return {
+        "clusters": int(len(labels)),
+        "rows_in_clusters": int(multi.sum()),
+        "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+        "mean_cluster_size": float(sizes.mean()) if len(sizes) else 0.0,
+        "duplicates_removed": int(c.dropped.sum()),
+        "removed_by_kind": dict(sorted(kinds.items())),
+        "unreadable": int(sum(r is not None for r in sig.reason[: int((~sig.reference).sum())])),
+    }
+
+
+def render(console: Console, doc: dict[str, Any]) -> None:
+    counts = doc["counts"]
+    table = Table(
+        title=f"mmtok dedup --by {doc['settings']['by']}", show_header=False, title_justify="left"
+    )
+    table.add_row("rows in", f"{counts['in']:,}")
+    table.add_row("kept", f"{counts['out']:,}")
+    table.add_row("duplicates removed", f"{doc['duplicates_removed']:,}")
+    for kind, n in doc["removed_by_kind"].items():
+        table.add_row(f"  {kind}", f"{n:,}")
+    for reason, n in counts["rejected_by_reason"].items():
+        if reason != "duplicate":
+            table.add_row(f"rejected: {reason}", f"{n:,}")
+    table.add_row("clusters", f"{doc['clusters']:,} (largest {doc['largest_cluster']:,})")
+    if doc["output"] != "-":
+        table.add_row("output", str(doc["output"]))
+    console.print(table)

@@ -1,0 +1,101 @@
+"""SignatureStage: the compact per-row signatures the dedup clustering pass works on.
+
+Per row: sha256 of the image file, the 64-bit perceptual hash of the decoded, EXIF-rotated
+image and of its mirror, the pixel count (for --keep largest), and the caption's LSH band keys.
+It never rejects: a row whose image cannot be read keeps null signatures and its reason in
+`sig_reason`/`sig_message`, so every row keeps its position in the stream and the clustering
+pass can tell the writing pass which position goes where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from mmtok.engine.stage import RowStage
+from mmtok.images import DEFAULT_MAX_PIXELS, image_input
+from mmtok.images.phash import decode_for_hash, phash_image
+from mmtok.images.probe import BadImage, check_pixels, decoder_errors, open_image, open_source
+from mmtok.text.minhash import CaptionBands
+
+SIGNATURE_FIELDS = [
+    pa.field("sha256", pa.binary(32)),
+    pa.field("phash", pa.uint64()),
+    pa.field("phash_mirror", pa.uint64()),
+    pa.field("pixels", pa.int64()),
+    pa.field("caption_bands", pa.list_(pa.uint64())),
+    pa.field("sig_reason", pa.string()),
+    pa.field("sig_message", pa.string()),
+]
+
+
+def read_bytes(src: str | bytes) -> bytes:
+    if isinstance(src, bytes):
+        return src
+    with open_source(src) as (fp, _):
+        return fp.read()
+
+
+class SignatureStage(RowStage):
+    name: ClassVar[str] = "signature"
+    input_columns: ClassVar[tuple[str, ...]] = ("image", "caption")
+
+    def __init__(
+        self,
+        *,
+        images: bool,
+        captions: CaptionBands | None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        exif_transpose: bool = True,
+    ):
+        self.images = images
+        self.captions = captions
+        self.max_pixels = max_pixels
+        self.exif_transpose = exif_transpose
+
+    def output_fields(self) -> list[pa.Field]:
+        return SIGNATURE_FIELDS
+
+    def config(self) -> dict[str, Any]:
+        caption = self.captions
+        return {
+            "images": self.images,
+            "captions": None
+            if caption is None
+            else {
+                "threshold": caption.threshold,
+                "num_perm": caption.num_perm,
+                "shingle_size": caption.shingle_size,
+                "bands": caption.bands,
+                "rows_per_band": caption.rows,
+            },
+            "exif_transpose": self.exif_transpose,
+        }
+
+    def setup(self) -> None:
+        if self.captions is not None:
+            self.captions.setup()
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: None for f in SIGNATURE_FIELDS}
+        if self.captions is not None:
+            out["caption_bands"] = self.captions.keys(row["caption"])
+        if not self.images:
+            return out
+        try:
+            data = read_bytes(image_input(row["image"]))
+            out["sha256"] = hashlib.sha256(data).digest()
+            with decoder_errors():
+                im = open_image(io.BytesIO(data), self.max_pixels)
+                out["pixels"] = im.width * im.height
+                check_pixels(im.width, im.height, self.max_pixels)
+                out["phash"], out["phash_mirror"] = phash_image(
+                    decode_for_hash(im, self.exif_transpose)
+                )
+        except BadImage as e:
+            out.update(sha256=None, phash=None, phash_mirror=None, pixels=None)
+            out["sig_reason"], out["sig_message"] = e.reason, e.message
+        return out
