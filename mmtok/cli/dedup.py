@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from mmtok.cli import options as o
 from mmtok.cli.output import Reporter, handle_errors
 from mmtok.dedup import Clusters, Settings, Signatures, find_clusters
+from mmtok.engine.local import default_workers
 from mmtok.engine.pipeline import Observer, command_line, run_pipeline
 from mmtok.errors import MmtokError
 from mmtok.stages.dedup import DedupStage
@@ -180,11 +182,14 @@ def dedup(
         CaptionBands(caption_threshold, shingle_size=shingle_size) if by is not By.IMAGE else None
     )
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
+    t0 = time.monotonic()
     parts = [signatures(common, inputs, stage, reporter, False, "signatures")]
     for ref in against or []:
         parts.append(signatures(common, [ref], stage, reporter, True, f"signatures of {ref}"))
     sig = Signatures.concat(parts)
+    t1 = time.monotonic()
     clusters = find_clusters(sig, settings)
+    t2 = time.monotonic()
     source = o.build_inputs(inputs, image_col, text_col, id_col)
     with reporter.progress("writing") as (on_start, on_progress):
         manifest = run_pipeline(
@@ -205,7 +210,12 @@ def dedup(
         "against": against or [],
         "counts": manifest["counts"],
         **summary(sig, clusters),
-        "timing": manifest.get("timing"),
+        "timing": {
+            "signature_seconds": round(t1 - t0, 3),
+            "clustering_seconds": round(t2 - t1, 3),
+            "writing_seconds": round(time.monotonic() - t2, 3),
+            "workers": common.workers or default_workers(),
+        },
     }
     reporter.result(document, lambda console: render(console, document))
 

@@ -18,7 +18,14 @@ import pyarrow as pa
 from mmtok.engine.stage import RowStage
 from mmtok.images import DEFAULT_MAX_PIXELS, image_input
 from mmtok.images.phash import decode_for_hash, phash_image
-from mmtok.images.probe import BadImage, check_pixels, decoder_errors, open_image, open_source
+from mmtok.images.probe import (
+    BadImage,
+    check_pixels,
+    decoder_errors,
+    open_image,
+    open_source,
+    probe_image,
+)
 from mmtok.text.minhash import CaptionBands
 
 SIGNATURE_FIELDS = [
@@ -83,9 +90,11 @@ class SignatureStage(RowStage):
         out: dict[str, Any] = {f.name: None for f in SIGNATURE_FIELDS}
         if self.captions is not None:
             out["caption_bands"] = self.captions.keys(row["caption"])
-        if not self.images:
-            return out
         try:
+            if not self.images:  # captions only: the header gives the pixels (--keep largest)
+                info = probe_image(image_input(row["image"]), self.max_pixels)
+                out["pixels"] = info.width * info.height
+                return out
             data = read_bytes(image_input(row["image"]))
             out["sha256"] = hashlib.sha256(data).digest()
             with decoder_errors():
@@ -95,7 +104,7 @@ class SignatureStage(RowStage):
                 out["phash"], out["phash_mirror"] = phash_image(
                     decode_for_hash(im, self.exif_transpose)
                 )
-        except BadImage as e:
-            out.update(sha256=None, phash=None, phash_mirror=None, pixels=None)
+        except BadImage as e:  # the row is rejected in the writing pass, and clusters with none
+            out.update(sha256=None, phash=None, phash_mirror=None, pixels=None, caption_bands=None)
             out["sig_reason"], out["sig_message"] = e.reason, e.message
         return out

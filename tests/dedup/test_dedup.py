@@ -1,0 +1,229 @@
+"""mmtok dedup on real near-duplicates: re-encoded, resized, cropped, PNG and byte copies of real
+photos, mirrored copies, reworded captions, and unrelated rows that must stay apart."""
+
+import json
+import shutil
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_jsonl
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from mmtok.cli.app import app
+from mmtok.dedup import band_candidates, components, hamming_pairs
+from mmtok.images.phash import phash_image
+from mmtok.text.caption import jaccard, shingles
+from mmtok.text.minhash import CaptionBands
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+BASES = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg", "brick.jpg", "retina.jpg"]
+runner = CliRunner()
+
+
+def save(im: Image.Image, path: Path, **kw) -> str:
+    im.save(path, **kw)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Rows named by what they are; `CLUSTERS` is the truth for --by image."""
+    d = tmp_path_factory.mktemp("dedup")
+    astro = Image.open(EXAMPLES / "astronaut.jpg").convert("RGB")
+    cat = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    w, h = astro.size
+    files = {
+        "astro": save(astro, d / "astro.jpg", quality=95),
+        "astro_q60": save(astro, d / "astro_q60.jpg", quality=60),
+        "astro_half": save(astro.resize((w // 2, h // 2), Image.Resampling.BICUBIC), d / "a2.jpg"),
+        "astro_crop": save(astro.crop((4, 4, w - 5, h - 3)), d / "astro_crop.jpg", quality=90),
+        "astro_png": save(astro, d / "astro.png"),
+        "astro_mirror": save(ImageOps.mirror(astro), d / "astro_mirror.jpg", quality=95),
+        "cat": save(cat, d / "cat.jpg", quality=95),
+        "cat_half": save(cat.resize((cat.width // 2, cat.height // 2)), d / "cat_half.jpg"),
+    }
+    shutil.copy(files["cat"], d / "cat_copy_other_name.jpg")
+    files["cat_copy"] = str(d / "cat_copy_other_name.jpg")
+    for name in BASES[2:]:
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        files[name.split(".")[0]] = save(im, d / f"u_{name.split('.')[0]}.jpg", quality=90)
+    files["missing"] = str(d / "nope.jpg")
+    captions = {
+        "astro": "An astronaut in an orange suit, in front of the flag.",
+        "astro_q60": "an astronaut in an orange suit in front of the flag",
+        "astro_half": "An astronaut in an orange suit in front of a flag!",
+        "astro_crop": "Portrait of a woman smiling",
+        "astro_png": "An astronaut in an orange suit, in front of the flag",
+        "astro_mirror": "An astronaut in an orange suit, in front of the flag.",
+        "cat": "A tabby cat looking to the side.",
+        "cat_half": "A tabby cat looking to the side",
+        "cat_copy": "A striped cat on a chair",
+        "coffee": "A cup of coffee with latte art.",
+        "rocket": "A rocket on the launch pad.",
+        "brick": "A brick wall.",
+        "retina": "A tabby cat looking to the left side.",
+        "missing": "An astronaut in an orange suit in front of the flag",
+    }
+    rows = [
+        {"id": name, "image": files[name], "caption": captions[name]}
+        for name in [
+            "coffee", "astro_q60", "cat", "astro", "rocket", "astro_half", "cat_half",
+            "astro_crop", "brick", "astro_png", "cat_copy", "astro_mirror", "retina", "missing",
+        ]
+    ]  # fmt: skip
+    return write_jsonl(d / "in.jsonl", rows), rows
+
+
+def run(source, out, *args, workers="1"):
+    result = runner.invoke(
+        app, ["dedup", str(source), "-o", str(out), "-w", workers, "--json", *args]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    kept = pq.read_table(Path(out) / "part-00000.parquet").column("id").to_pylist()
+    rejects = {r["id"]: r for r in pq.read_table(Path(out) / "rejects.parquet").to_pylist()}
+    clusters = pq.read_table(Path(out) / "clusters.parquet").to_pylist()
+    groups: dict[int, set] = {}
+    for c in clusters:
+        groups.setdefault(c["cluster_id"], set()).add(c["id"])
+    assert doc["counts"]["in"] == len(kept) + len(rejects)
+    return doc, kept, rejects, sorted(groups.values(), key=sorted), clusters
+
+
+ASTRO = {"astro", "astro_q60", "astro_half", "astro_crop", "astro_png"}
+CAT = {"cat", "cat_half", "cat_copy"}
+
+
+def test_image_clusters_and_kept_rows_for_each_policy(dataset, tmp_path):
+    source, rows = dataset
+    order = [r["id"] for r in rows]
+    expected_kept = {"largest": {"astro", "cat"}, "first": {"astro_q60", "cat"}}
+    for keep, winners in expected_kept.items():
+        doc, kept, rejects, groups, _ = run(source, tmp_path / keep, "--keep", keep)
+        assert groups == sorted([ASTRO, CAT], key=sorted)
+        losers = (ASTRO | CAT) - winners
+        assert set(kept) == set(order) - losers - {"missing"}
+        assert kept == [i for i in order if i in set(kept)]  # input order
+        assert {i for i, r in rejects.items() if r["reason"] == "duplicate"} == losers
+        assert rejects["missing"]["reason"] == "missing_file"
+        for loser in losers:
+            target = next(iter(winners & (ASTRO if loser in ASTRO else CAT)))
+            assert rejects[loser]["message"].startswith(f"duplicate_of={target} ")
+        assert doc["duplicates_removed"] == len(losers)
+    assert "kind=exact" in rejects["cat_copy"]["message"]  # same bytes, another name
+    assert "kind=near" in rejects["astro_crop"]["message"]
+    # --keep none drops every member of a cluster
+    _, kept, rejects, _, _ = run(source, tmp_path / "none", "--keep", "none")
+    assert not (ASTRO | CAT) & set(kept)
+    # longest-caption: the longest caption of each cluster
+    _, kept, _, _, _ = run(source, tmp_path / "long", "--keep", "longest-caption")
+    assert {"astro", "cat"} & set(kept) == {"astro", "cat"}
+
+
+def test_mirror_only_with_the_flag(dataset, tmp_path):
+    source, _ = dataset
+    _, _, _, groups, _ = run(source, tmp_path / "plain")
+    assert all("astro_mirror" not in g for g in groups)
+    _, _, rejects, groups, _ = run(source, tmp_path / "mirror", "--mirror")
+    assert ASTRO | {"astro_mirror"} in groups
+    assert "kind=mirror" in rejects["astro_mirror"]["message"]
+
+
+def test_same_output_with_one_and_two_workers(dataset, tmp_path):
+    source, _ = dataset
+    outputs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        run(source, out, "--by", "pair", workers=workers)
+        outputs.append(
+            [
+                pq.read_table(out / name).drop_columns([]).to_pylist()
+                for name in ("part-00000.parquet", "rejects.parquet", "clusters.parquet")
+            ]
+        )
+    assert outputs[0] == outputs[1]
+
+
+def test_caption_and_pair_modes(dataset, tmp_path):
+    source, _ = dataset
+    _, _, rejects, groups, _ = run(source, tmp_path / "caption", "--by", "caption")
+    # punctuation and case changes merge; a one-word rewording at 0.8 merges, others do not
+    assert groups == sorted(
+        [
+            {"astro", "astro_q60", "astro_half", "astro_png", "astro_mirror"},
+            {"cat", "cat_half", "retina"},
+        ],
+        key=sorted,
+    )
+    assert "missing" in rejects and rejects["missing"]["reason"] == "missing_file"
+    _, _, _, groups, _ = run(source, tmp_path / "pair", "--by", "pair")
+    # both image and caption: the cropped astronaut has another caption, the cat copy too
+    assert groups == sorted(
+        [{"astro", "astro_q60", "astro_half", "astro_png"}, {"cat", "cat_half"}], key=sorted
+    )
+
+
+def test_against_reference_drops_only_contaminated_inputs(dataset, tmp_path):
+    source, rows = dataset
+    ref = write_jsonl(tmp_path / "ref.jsonl", [r for r in rows if r["id"] in ("astro_half",)])
+    train = write_jsonl(tmp_path / "train.jsonl", [r for r in rows if r["id"] != "astro_half"])
+    doc, kept, rejects, _, clusters = run(train, tmp_path / "out", "--against", str(ref))
+    dropped = {i for i, r in rejects.items() if r["reason"] == "duplicate"}
+    assert dropped == ASTRO - {"astro_half"}
+    assert "cat_half" in kept and "cat" in kept  # duplicates within the input stay
+    assert all("in=reference" in rejects[i]["message"] for i in dropped)
+    assert doc["counts"]["in"] == len(rows) - 1
+
+
+def test_phash_is_imagehash_bit_for_bit():
+    for name in BASES:
+        im = Image.open(EXAMPLES / name).convert("RGB")
+        ours, mirrored = phash_image(im)
+        assert ours == int(str(imagehash.phash(im)), 16), name
+        assert mirrored == int(str(imagehash.phash(ImageOps.mirror(im))), 16), name
+
+
+def test_multi_index_search_matches_brute_force():
+    rng = np.random.default_rng(3)
+    h = rng.integers(0, 2**63, 1500, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    for i in range(0, 400, 2):  # plant pairs at 0..11 bits
+        bits = rng.choice(64, int(rng.integers(0, 12)), replace=False)
+        h[i + 1] = h[i] ^ np.uint64(int(sum(1 << int(b) for b in bits)))
+    d = np.bitwise_count(h[:, None] ^ h[None, :])
+    iu = np.triu_indices(len(h), 1)
+    for k in (0, 3, 7):
+        found = hamming_pairs(h, h, k, same=True)
+        truth = set(zip(*(x[d[iu] <= k].tolist() for x in iu), strict=True))
+        assert set(zip(found.a.tolist(), found.b.tolist(), strict=True)) == truth
+        assert (found.distance == d[found.a, found.b]).all()
+
+
+def test_components_are_transitive_and_labelled_by_first_row():
+    label = components(7, np.array([5, 1, 3, 6]), np.array([6, 3, 0, 4]))
+    assert label.tolist() == [0, 0, 2, 0, 4, 4, 4]
+
+
+def test_caption_bands_find_near_duplicates_and_not_strangers():
+    bands = CaptionBands().setup()
+    texts = [
+        "A red car parked on the street.",
+        "a red car, parked on the street",
+        "Two dogs playing in the snow",
+        "A bowl of soup on a wooden table",
+    ]
+    keys = np.array([bands.keys(t) for t in texts], np.uint64)
+    a, b = band_candidates(keys, np.arange(len(texts)))
+    assert (0, 1) in set(zip(a.tolist(), b.tolist(), strict=True))
+    assert jaccard(shingles(texts[0]), shingles(texts[1])) == 1.0
+    assert bands.keys("") is None and bands.keys("!!!") is None
+    assert shingles("夕暮れの犬", 1) == {"夕", "暮", "れ", "の", "犬"}
+
+
+def test_dedup_needs_an_output(dataset):
+    source, _ = dataset
+    result = runner.invoke(app, ["dedup", str(source)])
+    assert result.exit_code == 2 and "give -o" in result.output
