@@ -267,9 +267,22 @@ class Clusters:
     kind: list  # why a dropped row is a duplicate of its kept row
 
 
-def _verified_caption_pairs(sig: Signatures, a, b, settings: Settings, jaccard_of):
-    sims = np.array([jaccard_of(i, j) for i, j in zip(a.tolist(), b.tolist(), strict=True)])
-    keep = sims >= settings.caption_threshold if len(sims) else np.zeros(0, bool)
+def _verified_caption_pairs(a: np.ndarray, b: np.ndarray, threshold: float, jaccard_of):
+    """The candidate pairs whose captions really are within `threshold` Jaccard, as far as
+    they change the clusters: a pair whose rows are already joined is not checked again."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.get(x, x) != x:
+            parent[x] = x = parent.get(parent[x], parent[x])  # path halving
+        return x
+
+    keep = np.zeros(len(a), bool)
+    for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        ri, rj = root(i), root(j)
+        if ri != rj and jaccard_of(i, j) >= threshold:
+            parent[max(ri, rj)] = min(ri, rj)
+            keep[k] = True
     return a[keep], b[keep]
 
 
@@ -299,14 +312,14 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
         a, b = pairs.a, pairs.b
         if settings.by == "pair":
             both = sig.caption_ok[a] & sig.caption_ok[b]
-            a, b = _verified_caption_pairs(sig, a[both], b[both], settings, jaccard_of)
+            a, b = _verified_caption_pairs(a[both], b[both], settings.caption_threshold, jaccard_of)
         a_parts.append(a)
         b_parts.append(b)
     if settings.by == "caption":
         rows = np.flatnonzero(sig.caption_ok)
         if len(rows):
             a, b = band_candidates(sig.bands[rows], rows)
-            a, b = _verified_caption_pairs(sig, a, b, settings, jaccard_of)
+            a, b = _verified_caption_pairs(a, b, settings.caption_threshold, jaccard_of)
             a_parts.append(a)
             b_parts.append(b)
     a = np.concatenate(a_parts) if a_parts else np.empty(0, np.int64)
@@ -338,31 +351,39 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
             kept = np.full(n, -1)
     kept = np.where(size > 1, kept, -1)
 
-    image_distance = np.full(n, -1, np.int64)
+    # distances to the row kept (to the first row when none is kept)
+    target = np.where(kept >= 0, kept, label)
+    plain = np.bitwise_count(sig.phash ^ sig.phash[target]).astype(np.int64)
+    distance = plain
+    if settings.mirror:
+        distance = np.minimum(plain, np.bitwise_count(sig.mirror ^ sig.phash[target]))
+    both_images = (size > 1) & sig.image_ok & sig.image_ok[target]
+    image_distance = np.where(both_images, distance, -1)
     caption_similarity = np.full(n, np.nan)
+    if settings.by != "image":
+        both_captions = (size > 1) & sig.caption_ok & sig.caption_ok[target]
+        for i in np.flatnonzero(both_captions).tolist():
+            caption_similarity[i] = jaccard_of(i, int(target[i]))
     kind = [None] * n
-    for i in np.flatnonzero(size > 1).tolist():
-        k = int(kept[i]) if kept[i] >= 0 else int(label[i])
-        if sig.image_ok[i] and sig.image_ok[k]:
-            d = int(np.bitwise_count(sig.phash[i] ^ sig.phash[k]))
-            if settings.mirror:
-                d = min(d, int(np.bitwise_count(sig.mirror[i] ^ sig.phash[k])))
-            image_distance[i] = d
-        if sig.caption_ok[i] and sig.caption_ok[k] and settings.by != "image":
-            caption_similarity[i] = jaccard_of(i, k)
-        if dropped[i]:
-            kind[i] = _kind(sig, settings, i, k, image_distance[i], caption_similarity[i])
+    same_file = _same_file(sig, target) if settings.by != "caption" else np.zeros(n, bool)
+    for i in np.flatnonzero(dropped).tolist():
+        if i == target[i]:
+            kind[i] = "member"  # --keep none: every member goes
+        elif same_file[i]:
+            kind[i] = "exact"
+        elif settings.by == "caption":
+            similar = caption_similarity[i] >= settings.caption_threshold
+            kind[i] = "caption" if similar else "transitive"
+        elif 0 <= image_distance[i] <= settings.max_distance:
+            kind[i] = "near" if plain[i] <= settings.max_distance else "mirror"
+        else:
+            kind[i] = "transitive"
     return Clusters(label, size, kept, dropped, image_distance, caption_similarity, kind)
 
 
-def _kind(sig: Signatures, s: Settings, i: int, k: int, distance: int, similarity: float) -> str:
-    if i == k:
-        return "member"  # --keep none: every member goes
-    if s.by in ("image", "pair") and sig.sha256[i] is not None and sig.sha256[i] == sig.sha256[k]:
-        return "exact"
-    if s.by == "caption":
-        return "caption" if similarity >= s.caption_threshold else "transitive"
-    if 0 <= distance <= s.max_distance:
-        plain = int(np.bitwise_count(sig.phash[i] ^ sig.phash[k]))
-        return "near" if plain <= s.max_distance else "mirror"
-    return "transitive"
+def _same_file(sig: Signatures, target: np.ndarray) -> np.ndarray:
+    sha = sig.sha256
+    return np.array(
+        [a is not None and a == sha[t] for a, t in zip(sha.tolist(), target.tolist(), strict=True)],
+        bool,
+    )

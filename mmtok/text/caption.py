@@ -45,7 +45,8 @@ def shingles(text: str, size: int = 1) -> set[str]:
 def jaccard(a: set[str], b: set[str]) -> float:
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
 
 
 def mojibake(text: str) -> str | None:

@@ -1,0 +1,239 @@
+"""`mmtok dedup` on synthetic rows with known duplicates: rate of each pass, peak memory, and
+precision / recall of the duplicate pairs found against the planted ones.
+
+  python benchmarks/dedup.py             # 200,000 rows (files generated once, a few minutes)
+  python benchmarks/dedup.py --quick     # 20,000 rows
+
+Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
+planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
+PNG, byte copies under another name, and mirrored (a duplicate only with --mirror). Captions:
+10 words from a 5,000-word vocabulary; copies get a punctuation change or one word replaced.
+
+Per-core rates, each next to a reference measured in the same run:
+- image signatures on 512 px JPEGs (sha256 + perceptual hash + mirror hash), against
+  `imagehash.phash` on the same bytes;
+- caption band keys, against datasketch `MinHash(num_perm=128)` updated word by word;
+- the clustering pass over the signatures of all rows, against `datasketch.MinHashLSH`
+  insert + query for the captions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+KINDS = ["q60", "half", "crop", "png", "copy", "mirror"]
+
+
+def smooth_photo(rng: np.random.Generator, side: int) -> Image.Image:
+    """Random noise in five octaves, amplitude falling with frequency (about 1/f, as in
+    photographs): one flat octave would make every crop move the hash far more than a photo's."""
+    acc = np.full((side, side, 3), 128.0)
+    for cells, amplitude in ((3, 70), (6, 40), (12, 25), (24, 15), (48, 9)):
+        coarse = rng.normal(0, amplitude, (cells, cells, 3)).astype(np.float32)
+        for k in range(3):
+            layer = Image.fromarray(coarse[..., k], "F").resize(
+                (side, side), Image.Resampling.BICUBIC
+            )
+            acc[..., k] += np.asarray(layer)
+    acc += rng.normal(0, 4, acc.shape)
+    return Image.fromarray(acc.clip(0, 255).astype(np.uint8))
+
+
+def variant(im: Image.Image, kind: str) -> tuple[bytes, str]:
+    buf = io.BytesIO()
+    w, h = im.size
+    if kind == "q60":
+        im.save(buf, "JPEG", quality=60)
+    elif kind == "half":
+        im.resize((w // 2, h // 2), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+    elif kind == "crop":
+        im.crop((3, 3, w - 3, h - 3)).save(buf, "JPEG", quality=90)
+    elif kind == "png":
+        im.save(buf, "PNG", compress_level=1)
+        return buf.getvalue(), "png"
+    elif kind == "mirror":
+        ImageOps.mirror(im).save(buf, "JPEG", quality=90)
+    return buf.getvalue(), "jpg"
+
+
+def reword(rng, words: list[str], vocab: list[str]) -> str:
+    words = list(words)
+    if rng.random() < 0.5:
+        return " ".join(words).capitalize() + "."  # punctuation and case
+    words[int(rng.integers(len(words)))] = vocab[int(rng.integers(len(vocab)))]
+    return " ".join(words)
+
+
+def make_dataset(folder: Path, rows: int, seed: int = 0):
+    """Writes the files and rows.jsonl; returns (rows.jsonl, group per row, kind per row)."""
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(5000)]
+    groups, kinds, lines = [], [], []
+    base = 0
+    while len(lines) < rows:
+        im = smooth_photo(rng, 128)
+        words = [vocab[int(i)] for i in rng.integers(0, len(vocab), 10)]
+        path = folder / f"{base}.jpg"
+        im.save(path, quality=90)
+        members = [("base", path, " ".join(words))]
+        if rng.random() < 0.2:
+            for kind in KINDS:
+                if kind == "copy":
+                    data, ext = path.read_bytes(), "jpg"
+                else:
+                    data, ext = variant(im, kind)
+                vpath = folder / f"{base}_{kind}.{ext}"
+                vpath.write_bytes(data)
+                members.append((kind, vpath, reword(rng, words, vocab)))
+        for kind, p, caption in members:
+            lines.append(json.dumps({"id": f"r{len(lines)}", "image": str(p), "caption": caption}))
+            groups.append(base)
+            kinds.append(kind)
+        base += 1
+    lines, groups, kinds = lines[:rows], groups[:rows], kinds[:rows]
+    (folder / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "rows.jsonl", np.array(groups), kinds
+
+
+def signature_rate(folder: Path) -> tuple[float, float]:
+    """(mmtok images/s, imagehash images/s) on one core, 512 px JPEGs."""
+    import imagehash
+
+    from mmtok.stages.signature import SignatureStage
+
+    rng = np.random.default_rng(1)
+    blobs = []
+    for _ in range(300):
+        buf = io.BytesIO()
+        smooth_photo(rng, 512).save(buf, "JPEG", quality=90)
+        blobs.append(buf.getvalue())
+    stage = SignatureStage(images=True, captions=None)
+    stage.setup()
+    t0 = time.perf_counter()
+    for data in blobs:
+        stage.process_row({"image": {"path": None, "bytes": data}, "caption": None})
+    ours = len(blobs) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for data in blobs:
+        imagehash.phash(Image.open(io.BytesIO(data)))
+    return ours, len(blobs) / (time.perf_counter() - t0)
+
+
+def caption_rates(captions: list[str]) -> tuple[float, float, float]:
+    """(band keys/s, datasketch MinHash/s, datasketch MinHashLSH insert+query rows/s)."""
+    from datasketch import MinHash, MinHashLSH
+
+    from mmtok.text.minhash import CaptionBands
+
+    bands = CaptionBands().setup()
+    sample = captions[:20000]
+    t0 = time.perf_counter()
+    for c in sample:
+        bands.keys(c)
+    ours = len(sample) / (time.perf_counter() - t0)
+    ref_sample = sample[:5000]
+    t0 = time.perf_counter()
+    hashes = []
+    for c in ref_sample:
+        m = MinHash(num_perm=128)
+        for word in set(c.lower().split()):
+            m.update(word.encode())
+        hashes.append(m)
+    ref = len(ref_sample) / (time.perf_counter() - t0)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    t0 = time.perf_counter()
+    for i, m in enumerate(hashes):
+        lsh.query(m)
+        lsh.insert(str(i), m)
+    return ours, ref, len(hashes) / (time.perf_counter() - t0)
+
+
+def run_dedup(rows: Path, out: Path, *args: str) -> tuple[dict, float]:
+    cmd = [sys.executable, "-m", "mmtok", "dedup", str(rows), "-o", str(out), "--overwrite"]
+    cmd += ["--json", "-w", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return json.loads(result.stdout), peak
+
+
+def found_pairs(out: Path) -> set[tuple[int, int]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "clusters.parquet", columns=["cluster_id", "id"]).to_pylist()
+    clusters: dict[int, list[int]] = {}
+    for r in table:
+        clusters.setdefault(r["cluster_id"], []).append(int(r["id"][1:]))
+    return {(a, b) for members in clusters.values() for a, b in combinations(sorted(members), 2)}
+
+
+def score(found: set, groups: np.ndarray, kinds: list[str], counted: set[str]):
+    """Precision over all found pairs; recall per kind over the planted (base, kind) pairs."""
+    truth = set()
+    for g in np.unique(groups[np.array([k != "base" for k in kinds])]):
+        members = [int(i) for i in np.flatnonzero(groups == g) if kinds[i] in counted | {"base"}]
+        truth |= set(combinations(sorted(members), 2))
+    precision = len(found & truth) / len(found) if found else 1.0
+    base_of = {int(g): int(np.flatnonzero(groups == g)[0]) for g in np.unique(groups)}
+    recall = {}
+    for kind in sorted(counted):
+        planted = [(base_of[int(groups[i])], i) for i, k in enumerate(kinds) if k == kind]
+        recall[kind] = sum((a, b) in found for a, b in planted) / max(len(planted), 1)
+    return precision, recall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rows = 20_000 if args.quick else 200_000
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        source, groups, kinds = make_dataset(work, rows)
+        print(f"{rows:,} rows generated in {time.perf_counter() - t0:.0f} s "
+              f"({sum(k != 'base' for k in kinds):,} planted copies)")  # fmt: skip
+        sig, phash_ref = signature_rate(work)
+        print(f"image signatures, 512 px JPEG, one core: {sig:,.0f} images/s "
+              f"= {sig / phash_ref:.2f}x imagehash.phash ({phash_ref:,.0f}/s)")  # fmt: skip
+        captions = [json.loads(line)["caption"] for line in source.read_text().splitlines()]
+        bands, minhash_ref, lsh_ref = caption_rates(captions)
+        print(f"caption band keys, one core: {bands:,.0f} captions/s "
+              f"= {bands / minhash_ref:.2f}x datasketch MinHash word by word ({minhash_ref:,.0f}/s)")  # fmt: skip
+
+        image_kinds = {"q60", "half", "crop", "png", "copy"}
+        for label, extra, counted in (
+            ("--by image", [], image_kinds),
+            ("--by image --mirror", ["--mirror"], image_kinds | {"mirror"}),
+            ("--by caption", ["--by", "caption"], set(KINDS)),
+        ):
+            out = work / "out"
+            doc, peak = run_dedup(source, out, *extra)
+            t = doc["timing"]
+            n = doc["counts"]["in"]
+            precision, recall = score(found_pairs(out), groups, kinds, counted)
+            print(f"\n{label}: {n:,} rows, 2 workers; peak RSS {peak:,.0f} MB (largest process)")
+            print(f"  signature pass  {n / t['signature_seconds']:>9,.0f} rows/s")
+            print(f"  clustering pass {n / t['clustering_seconds']:>9,.0f} rows/s"
+                  + (f" = {n / t['clustering_seconds'] / lsh_ref:.1f}x datasketch MinHashLSH "
+                     f"insert+query ({lsh_ref:,.0f}/s)" if "caption" in label else ""))  # fmt: skip
+            print(f"  writing pass    {n / t['writing_seconds']:>9,.0f} rows/s")
+            print(f"  clusters {doc['clusters']:,}, removed {doc['duplicates_removed']:,} "
+                  f"{doc['removed_by_kind']}")  # fmt: skip
+            print(f"  precision {precision:.4f}; recall "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
