@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/probe.py
 	$(BIN)/python benchmarks/layout.py
 	$(BIN)/python benchmarks/tile.py
+	$(BIN)/python benchmarks/budget.py
+	$(BIN)/python benchmarks/dedup.py
 
 clean:
 	rm -rf $(VENV) examples/out build *.egg-info

@@ -19,6 +19,7 @@ from mmtok.dedup import Clusters, Settings, Signatures, find_clusters
 from mmtok.engine.local import default_workers
 from mmtok.engine.pipeline import Observer, command_line, run_pipeline
 from mmtok.errors import MmtokError
+from mmtok.io.sources import Inputs
 from mmtok.stages.dedup import DedupStage
 from mmtok.stages.signature import SignatureStage
 from mmtok.text.minhash import CaptionBands
@@ -182,15 +183,17 @@ def dedup(
         CaptionBands(caption_threshold, shingle_size=shingle_size) if by is not By.IMAGE else None
     )
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
+    # one Inputs for both passes over the data: stdin is spooled once and read twice
+    source = o.build_inputs(inputs, image_col, text_col, id_col)
     t0 = time.monotonic()
-    parts = [signatures(common, inputs, stage, reporter, False, "signatures")]
+    parts = [signatures(common, source, stage, reporter, False, "signatures")]
     for ref in against or []:
-        parts.append(signatures(common, [ref], stage, reporter, True, f"signatures of {ref}"))
+        refs = o.build_inputs([ref], image_col, text_col, id_col)
+        parts.append(signatures(common, refs, stage, reporter, True, f"signatures of {ref}"))
     sig = Signatures.concat(parts)
     t1 = time.monotonic()
     clusters = find_clusters(sig, settings)
     t2 = time.monotonic()
-    source = o.build_inputs(inputs, image_col, text_col, id_col)
     with reporter.progress("writing") as (on_start, on_progress):
         manifest = run_pipeline(
             source,
@@ -222,7 +225,7 @@ def dedup(
 
 def signatures(
     common: o.DatasetOptions,
-    paths: list[str],
+    source: Inputs,
     stage: SignatureStage,
     reporter: Reporter,
     reference: bool,
@@ -230,7 +233,6 @@ def signatures(
 ) -> Signatures:
     """Pass 1 over one dataset: the signature columns of every row, in stream order."""
     tables: list[pa.Table] = []
-    source = o.build_inputs(paths, common.image_col, common.text_col, common.id_col)
     with reporter.progress(description) as (on_start, on_progress):
         run_pipeline(
             source,

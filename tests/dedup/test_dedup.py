@@ -227,3 +227,14 @@ def test_dedup_needs_an_output(dataset):
     source, _ = dataset
     result = runner.invoke(app, ["dedup", str(source)])
     assert result.exit_code == 2 and "give -o" in result.output
+
+
+def test_stdin_is_read_for_both_passes(dataset, tmp_path):
+    source, _ = dataset
+    out = tmp_path / "piped"
+    result = runner.invoke(
+        app, ["dedup", "-", "-o", str(out), "-w", "1", "--json"], input=source.read_text()
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["counts"]["in"] == 14 and doc["duplicates_removed"] == len(ASTRO | CAT) - 2
