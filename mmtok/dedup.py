@@ -362,7 +362,8 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     caption_similarity = np.full(n, np.nan)
     if settings.by != "image":
         both_captions = (size > 1) & sig.caption_ok & sig.caption_ok[target]
-        for i in np.flatnonzero(both_captions).tolist():
+        caption_similarity[both_captions & (target == np.arange(n))] = 1.0
+        for i in np.flatnonzero(both_captions & (target != np.arange(n))).tolist():
             caption_similarity[i] = jaccard_of(i, int(target[i]))
     kind = [None] * n
     same_file = _same_file(sig, target) if settings.by != "caption" else np.zeros(n, bool)
