@@ -183,8 +183,6 @@ def choose_kept(label: np.ndarray, rank: Callable[[np.ndarray], tuple]) -> np.nd
 
 # --- from signatures to decisions ------------------------------------------------------------
 
-KEEP_POLICIES = ("largest", "first", "longest-caption", "none")
-
 
 @dataclass
 class Signatures:

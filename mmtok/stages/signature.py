@@ -20,7 +20,6 @@ from mmtok.images import DEFAULT_MAX_PIXELS, image_input
 from mmtok.images.phash import decode_for_hash, phash_image
 from mmtok.images.probe import (
     BadImage,
-    check_pixels,
     decoder_errors,
     open_image,
     open_source,
@@ -99,8 +98,7 @@ class SignatureStage(RowStage):
             out["sha256"] = hashlib.sha256(data).digest()
             with decoder_errors():
                 im = open_image(io.BytesIO(data), self.max_pixels)
-                out["pixels"] = im.width * im.height
-                check_pixels(im.width, im.height, self.max_pixels)
+                out["pixels"] = im.width * im.height  # open_image refused a bomb already
                 out["phash"], out["phash_mirror"] = phash_image(
                     decode_for_hash(im, self.exif_transpose)
                 )

@@ -92,11 +92,5 @@ class LanguageId:
         inside = sum(float(p) for lang, p in ranked if lang in wanted)
         return ranked[0][0], max(0.0, 1.0 - inside)
 
-    @staticmethod
-    def known() -> list[str]:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        return LanguageIdentifier.from_model_file(MODEL_FILE).labels
-
     def __getstate__(self):  # the model loads in each worker, it does not travel
         return {"_identifier": None}
