@@ -7,17 +7,22 @@
   Exact up to 7 bits; at 8-11 bits a pair is found when one block differs in at most 1 bit.
   Equal hashes are collapsed first, so a thousand copies of one picture cost one lookup.
 - Caption near-duplicates: rows sharing any LSH band key are candidates, then verified with
-  their exact Jaccard similarity.
+  their exact Jaccard similarity (integer shingle sets, many pairs at once), in bounded chunks;
+  a candidate whose rows are already joined is not verified again.
 - Clusters: connected components (union by minimum label, then pointer jumping), so a cluster
   is labelled by its first row and is the same whatever order the pairs came in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmtok.text.shingle_sets import ShingleSets
 
 BLOCKS, BLOCK_BITS = 4, 16
 _CHUNK = 1 << 18  # candidate pairs expanded at a time (bounded memory)
@@ -125,33 +130,70 @@ def image_pairs(
     return Pairs.concat(parts)
 
 
-def band_candidates(bands: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs sharing at least one LSH band key (`bands`: rows x b uint64)."""
-    a_parts, b_parts = [], []
+def band_candidates(bands: np.ndarray, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Row pairs sharing an LSH band key (`bands`: rows x b uint64), in chunks of about
+    `_CHUNK` pairs so a crowded bucket never sits in memory at once. A pair sharing several
+    bands comes once per band."""
     for column in bands.T:
         order = np.argsort(column, kind="stable")
         sorted_keys = column[order]
-        boundary = np.flatnonzero(np.diff(sorted_keys)) + 1
-        starts = np.concatenate([[0], boundary])
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
         sizes = np.diff(np.concatenate([starts, [len(column)]]))
-        for size in np.unique(sizes[sizes > 1]):
-            group_starts = starts[sizes == size]
-            members = order[group_starts[:, None] + np.arange(size)]  # groups x size
-            i, j = np.triu_indices(size, 1)
-            a_parts.append(rows[members[:, i].ravel()])
-            b_parts.append(rows[members[:, j].ravel()])
-    if not a_parts:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    a, b = np.concatenate(a_parts), np.concatenate(b_parts)
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    code = np.unique(lo * (int(rows.max()) + 1) + hi)
-    n = int(rows.max()) + 1
-    return code // n, code % n
+        for size in np.unique(sizes[sizes > 1]).tolist():
+            members = order[starts[sizes == size][:, None] + np.arange(size)]  # groups x size
+            for a, b in _pairs_within(members):
+                yield rows[a], rows[b]
 
 
-def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Component label of each of n rows: the smallest row index in its component."""
-    label = np.arange(n)
+def _pairs_within(members: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every pair inside each row of `members` (groups x size)."""
+    groups, size = members.shape
+    per_group = size * (size - 1) // 2
+    if per_group <= _CHUNK:
+        i, j = np.triu_indices(size, 1)
+        step = max(1, _CHUNK // per_group)
+        for g in range(0, groups, step):
+            block = members[g : g + step]
+            yield block[:, i].ravel(), block[:, j].ravel()
+        return
+    for group in members:  # one bucket of over ~700 rows: each member with those after it
+        for k in range(size - 1):
+            yield np.full(size - k - 1, group[k]), group[k + 1 :]
+
+
+def rechunk(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The same pairs in chunks of at least `_CHUNK` (the last one excepted), each pair once
+    per chunk."""
+    a_parts: list[np.ndarray] = []
+    b_parts: list[np.ndarray] = []
+    count = 0
+
+    def flush():
+        a, b = np.concatenate(a_parts), np.concatenate(b_parts)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        _, first = np.unique(lo * (int(hi.max()) + 1) + hi, return_index=True)
+        return lo[first], hi[first]
+
+    for a, b in chunks:
+        a_parts.append(a)
+        b_parts.append(b)
+        count += len(a)
+        if count >= _CHUNK:
+            yield flush()
+            a_parts, b_parts, count = [], [], 0
+    if count:
+        yield flush()
+
+
+def components(
+    n: int, a: np.ndarray, b: np.ndarray, label: np.ndarray | None = None
+) -> np.ndarray:
+    """Component label of each of n rows: the smallest row index in its component.
+
+    `label`: the labels of earlier pairs (each row pointing at its root), to add pairs to."""
+    label = np.arange(n) if label is None else label.copy()
     if len(a) == 0:
         return label
     while True:
@@ -186,46 +228,54 @@ def choose_kept(label: np.ndarray, rank: Callable[[np.ndarray], tuple]) -> np.nd
 
 @dataclass
 class Signatures:
-    """The signature columns of every row of a run, in stream order (inputs, then references)."""
+    """The signature columns of every row of a run, in stream order (inputs, then references).
 
-    ids: np.ndarray  # object array of str
-    sha256: np.ndarray  # object array of bytes or None
+    Columnar (Arrow strings, numpy numbers): about 100 bytes per row plus the id and caption
+    text, so the clustering pass holds millions of rows."""
+
+    ids: pa.Array  # string
+    sha256: np.ndarray  # rows x 4 uint64 (zeros where the image was not read)
     phash: np.ndarray  # uint64 (0 where invalid)
     mirror: np.ndarray  # uint64
     pixels: np.ndarray  # int64 (-1 where unknown)
     image_ok: np.ndarray  # bool: the image was hashed
     bands: np.ndarray  # rows x b uint64 (zeros where the caption has no words)
     caption_ok: np.ndarray  # bool
-    captions: list  # str or None
-    reason: list  # str or None: why the row's image could not be read
-    message: list
+    captions: pa.Array  # string, null where none
+    reason: pa.Array  # string, null unless the row's image could not be read
+    message: pa.Array  # string
     reference: np.ndarray  # bool: a row of --against
 
     @classmethod
-    def from_table(cls, table, reference: bool, band_count: int) -> Signatures:
+    def from_table(cls, table: pa.Table, reference: bool, band_count: int) -> Signatures:
+        def column(name: str) -> pa.Array:
+            return table.column(name).combine_chunks()
+
+        def numbers(name: str, fill: int, dtype) -> np.ndarray:
+            values = column(name).fill_null(fill).to_numpy(zero_copy_only=False)
+            return values.astype(dtype, copy=False)
+
         n = table.num_rows
-        phash = table.column("phash")
-        image_ok = phash.is_valid().to_numpy(zero_copy_only=False)
-        bands_col = table.column("caption_bands").to_pylist()
-        caption_ok = np.array([b is not None for b in bands_col], bool)
+        sha = column("sha256").fill_null(pa.scalar(bytes(32), pa.binary(32)))
+        raw = np.frombuffer(sha.buffers()[1], np.uint8)[sha.offset * 32 : (sha.offset + n) * 32]
+        bands_col = column("caption_bands")
+        caption_ok = bands_col.is_valid().to_numpy(zero_copy_only=False)
         bands = np.zeros((n, band_count), np.uint64)
         if caption_ok.any():
-            bands[caption_ok] = np.array([b for b in bands_col if b is not None], np.uint64)
+            flat = bands_col.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
+            bands[caption_ok] = flat.reshape(-1, band_count)
         return cls(
-            ids=np.array(table.column("id").to_pylist(), dtype=object),
-            sha256=np.array(table.column("sha256").to_pylist(), dtype=object),
-            phash=phash.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64),
-            mirror=table.column("phash_mirror")
-            .fill_null(0)
-            .to_numpy(zero_copy_only=False)
-            .astype(np.uint64),
-            pixels=table.column("pixels").fill_null(-1).to_numpy(zero_copy_only=False),
-            image_ok=image_ok,
+            ids=column("id").cast(pa.string()),
+            sha256=raw.reshape(n, 32).view(np.uint64).copy(),
+            phash=numbers("phash", 0, np.uint64),
+            mirror=numbers("phash_mirror", 0, np.uint64),
+            pixels=numbers("pixels", -1, np.int64),
+            image_ok=column("phash").is_valid().to_numpy(zero_copy_only=False),
             bands=bands,
             caption_ok=caption_ok,
-            captions=table.column("caption").to_pylist(),
-            reason=table.column("sig_reason").to_pylist(),
-            message=table.column("sig_message").to_pylist(),
+            captions=column("caption").cast(pa.string()),
+            reason=column("sig_reason"),
+            message=column("sig_message"),
             reference=np.full(n, reference),
         )
 
@@ -233,7 +283,9 @@ class Signatures:
     def concat(cls, parts: list[Signatures]) -> Signatures:
         def join(name):
             values = [getattr(p, name) for p in parts]
-            return sum(values, []) if isinstance(values[0], list) else np.concatenate(values)
+            if isinstance(values[0], pa.Array):
+                return pa.concat_arrays(values)
+            return np.concatenate(values)
 
         return cls(**{name: join(name) for name in cls.__dataclass_fields__})
 
@@ -251,6 +303,11 @@ class Settings:
     keep: str = "largest"
 
 
+# why a dropped row is a duplicate of its cluster's kept row (Clusters.kind holds the index)
+KINDS = (None, "member", "exact", "near", "mirror", "caption", "transitive")
+MEMBER, EXACT, NEAR, MIRROR, CAPTION, TRANSITIVE = range(1, len(KINDS))
+
+
 @dataclass
 class Clusters:
     """Per row: its cluster label, the kept row of its cluster (-1: none kept), whether it is
@@ -262,72 +319,81 @@ class Clusters:
     dropped: np.ndarray
     image_distance: np.ndarray  # Hamming bits to the kept row, -1 when not applicable
     caption_similarity: np.ndarray  # exact Jaccard with the kept row, nan when not applicable
-    kind: list  # why a dropped row is a duplicate of its kept row
+    kind: np.ndarray  # int8 index into KINDS; 0 unless dropped
+
+    def kind_names(self, rows: np.ndarray) -> list[str | None]:
+        return [KINDS[k] for k in self.kind[rows].tolist()]
 
 
-def _verified_caption_pairs(a: np.ndarray, b: np.ndarray, threshold: float, jaccard_of):
-    """The candidate pairs whose captions really are within `threshold` Jaccard, as far as
-    they change the clusters: a pair whose rows are already joined is not checked again."""
-    parent: dict[int, int] = {}
+class _Components:
+    """Connected components grown from chunks of pairs. A pair whose rows are already in one
+    component cannot change them, so it is skipped before its (costly) check."""
 
-    def root(x: int) -> int:
-        while parent.get(x, x) != x:
-            parent[x] = x = parent.get(parent[x], parent[x])  # path halving
-        return x
+    def __init__(self, n: int):
+        self.label = np.arange(n)
 
-    keep = np.zeros(len(a), bool)
-    for k, (i, j) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
-        ri, rj = root(i), root(j)
-        if ri != rj and jaccard_of(i, j) >= threshold:
-            parent[max(ri, rj)] = min(ri, rj)
-            keep[k] = True
-    return a[keep], b[keep]
+    def add(self, a: np.ndarray, b: np.ndarray, check: Callable | None = None) -> None:
+        apart = self.label[a] != self.label[b]
+        a, b = a[apart], b[apart]
+        if check is not None and len(a):
+            passed = check(a, b)
+            a, b = a[passed], b[passed]
+        if len(a):
+            self.label = components(len(self.label), a, b, self.label)
+
+
+def _caption_components(sig: Signatures, similar: Callable, joined: _Components) -> None:
+    """Join rows whose captions are near-duplicates: candidates share an LSH band key, and
+    each is verified. Rows with identical band keys (the same caption, mostly) are paired
+    with the first of them only, so a caption repeated n times costs n checks, not n^2/2."""
+    rows = np.flatnonzero(sig.caption_ok)
+    if len(rows) == 0:
+        return
+    same, reps = equal_pairs(_fold(sig.bands[rows]), rows)
+    joined.add(same.a, same.b, similar)
+    for a, b in rechunk(band_candidates(sig.bands[reps], reps)):
+        joined.add(a, b, similar)
+
+
+def _fold(bands: np.ndarray) -> np.ndarray:
+    """One 64-bit key per row of band keys: a multiply-add with fixed odd constants. Equal rows
+    give equal keys; two unequal rows collide with odds of about 2**-64, and then the check of
+    their pair fails and the second row sits out the band search."""
+    constants = np.random.default_rng(0x6D6D746F6B).integers(1, 2**63, bands.shape[1], np.uint64)
+    return (bands * (constants | np.uint64(1))).sum(axis=1, dtype=np.uint64)
 
 
 def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
-    from mmtok.text.caption import jaccard, shingles
-
     n = len(sig)
-    shingle_cache: dict[int, set] = {}
+    sets = ShingleSets(sig.captions, settings.shingle_size)
 
-    def grams(i: int) -> set:
-        if i not in shingle_cache:
-            shingle_cache[i] = shingles(sig.captions[i] or "", settings.shingle_size)
-        return shingle_cache[i]
+    def similar(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return sets.jaccard(a, b) >= settings.caption_threshold
 
-    def jaccard_of(i: int, j: int) -> float:
-        return jaccard(grams(i), grams(j))
-
-    a_parts, b_parts = [], []
+    joined = _Components(n)
     if settings.by in ("image", "pair"):
-        valid = sig.image_ok
-        rows = np.flatnonzero(valid)
-        exact, _ = equal_pairs(sig.sha256[rows].astype("S32"), rows)
+        rows = np.flatnonzero(sig.image_ok)
+        exact, _ = equal_pairs(sig.sha256[rows], rows)
         near = image_pairs(
-            sig.phash, sig.mirror if settings.mirror else None, valid, settings.max_distance
+            sig.phash, sig.mirror if settings.mirror else None, sig.image_ok, settings.max_distance
         )
         pairs = Pairs.concat([exact, near])
         a, b = pairs.a, pairs.b
-        if settings.by == "pair":
+        if settings.by == "pair":  # the image pairs whose captions are near-duplicates too
             both = sig.caption_ok[a] & sig.caption_ok[b]
-            a, b = _verified_caption_pairs(a[both], b[both], settings.caption_threshold, jaccard_of)
-        a_parts.append(a)
-        b_parts.append(b)
+            a, b = a[both], b[both]
+            for begin in range(0, len(a), _CHUNK):
+                joined.add(a[begin : begin + _CHUNK], b[begin : begin + _CHUNK], similar)
+        else:
+            joined.add(a, b)
     if settings.by == "caption":
-        rows = np.flatnonzero(sig.caption_ok)
-        if len(rows):
-            a, b = band_candidates(sig.bands[rows], rows)
-            a, b = _verified_caption_pairs(a, b, settings.caption_threshold, jaccard_of)
-            a_parts.append(a)
-            b_parts.append(b)
-    a = np.concatenate(a_parts) if a_parts else np.empty(0, np.int64)
-    b = np.concatenate(b_parts) if b_parts else np.empty(0, np.int64)
-    label = components(n, a, b)
+        _caption_components(sig, similar, joined)
+    label = joined.label
     size = np.bincount(label, minlength=n)[label]
 
     id_rank = np.empty(n, np.int64)
-    id_rank[np.argsort(sig.ids.astype(str), kind="stable")] = np.arange(n)
-    caption_len = np.array([len(c) if c else 0 for c in sig.captions], np.int64)
+    id_rank[pc.sort_indices(sig.ids).to_numpy()] = np.arange(n)
+    caption_len = pc.utf8_length(sig.captions).fill_null(0).to_numpy(zero_copy_only=False)
     policies = {
         "largest": lambda r: (id_rank[r], -sig.pixels[r]),
         "first": lambda r: (r,),
@@ -350,6 +416,7 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     kept = np.where(size > 1, kept, -1)
 
     # distances to the row kept (to the first row when none is kept)
+    rows = np.arange(n)
     target = np.where(kept >= 0, kept, label)
     plain = np.bitwise_count(sig.phash ^ sig.phash[target]).astype(np.int64)
     distance = plain
@@ -360,29 +427,20 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     caption_similarity = np.full(n, np.nan)
     if settings.by != "image":
         both_captions = (size > 1) & sig.caption_ok & sig.caption_ok[target]
-        caption_similarity[both_captions & (target == np.arange(n))] = 1.0
-        for i in np.flatnonzero(both_captions & (target != np.arange(n))).tolist():
-            caption_similarity[i] = jaccard_of(i, int(target[i]))
-    kind = [None] * n
-    same_file = _same_file(sig, target) if settings.by != "caption" else np.zeros(n, bool)
-    for i in np.flatnonzero(dropped).tolist():
-        if i == target[i]:
-            kind[i] = "member"  # --keep none: every member goes
-        elif same_file[i]:
-            kind[i] = "exact"
-        elif settings.by == "caption":
-            similar = caption_similarity[i] >= settings.caption_threshold
-            kind[i] = "caption" if similar else "transitive"
-        elif 0 <= image_distance[i] <= settings.max_distance:
-            kind[i] = "near" if plain[i] <= settings.max_distance else "mirror"
-        else:
-            kind[i] = "transitive"
+        caption_similarity[both_captions & (target == rows)] = 1.0
+        others = np.flatnonzero(both_captions & (target != rows))
+        caption_similarity[others] = sets.jaccard(others, target[others])
+
+    same_file = both_images & (sig.sha256 == sig.sha256[target]).all(axis=1)
+    if settings.by == "caption":
+        similar_kind = np.where(caption_similarity >= settings.caption_threshold, CAPTION, 0)
+    else:
+        within = (image_distance >= 0) & (image_distance <= settings.max_distance)
+        similar_kind = np.where(within, np.where(plain <= settings.max_distance, NEAR, MIRROR), 0)
+    kind = np.select(
+        [target == rows, same_file, similar_kind > 0],  # target == row: --keep none
+        [MEMBER, EXACT, similar_kind],
+        TRANSITIVE,
+    ).astype(np.int8)
+    kind[~dropped] = 0
     return Clusters(label, size, kept, dropped, image_distance, caption_similarity, kind)
-
-
-def _same_file(sig: Signatures, target: np.ndarray) -> np.ndarray:
-    sha = sig.sha256
-    return np.array(
-        [a is not None and a == sha[t] for a, t in zip(sha.tolist(), target.tolist(), strict=True)],
-        bool,
-    )

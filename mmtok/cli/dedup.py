@@ -15,7 +15,7 @@ from rich.table import Table
 
 from mmtok.cli import options as o
 from mmtok.cli.output import Reporter, handle_errors
-from mmtok.dedup import Clusters, Settings, Signatures, find_clusters
+from mmtok.dedup import KINDS, Clusters, Settings, Signatures, find_clusters
 from mmtok.engine.local import default_workers
 from mmtok.engine.pipeline import Observer, command_line, run_pipeline
 from mmtok.errors import MmtokError
@@ -261,20 +261,16 @@ def cluster_table(sig: Signatures, c: Clusters) -> pa.Table:
     members = np.flatnonzero(c.size > 1)
     members = members[np.lexsort((members, c.label[members]))]
     _, cluster_id = np.unique(c.label[members], return_inverse=True)
+    distance, similarity = c.image_distance[members], c.caption_similarity[members]
     return pa.table(
         {
             "cluster_id": pa.array(cluster_id, pa.int64()),
-            "id": pa.array(sig.ids[members].tolist(), pa.string()),
+            "id": sig.ids.take(pa.array(members)),
             "kept": pa.array(c.kept[members] == members),
             "reference": pa.array(sig.reference[members]),
-            "image_distance": pa.array(
-                [int(d) if d >= 0 else None for d in c.image_distance[members]], pa.int32()
-            ),
-            "caption_jaccard": pa.array(
-                [None if np.isnan(s) else float(s) for s in c.caption_similarity[members]],
-                pa.float64(),
-            ),
-            "kind": pa.array([c.kind[m] for m in members.tolist()], pa.string()),
+            "image_distance": pa.array(distance.astype(np.int32), mask=distance < 0),
+            "caption_jaccard": pa.array(similarity, mask=np.isnan(similarity)),
+            "kind": pa.array(c.kind_names(members), pa.string()),
         }
     )
 
@@ -282,9 +278,9 @@ def cluster_table(sig: Signatures, c: Clusters) -> pa.Table:
 def summary(sig: Signatures, c: Clusters) -> dict[str, Any]:
     multi = c.size > 1
     labels, sizes = np.unique(c.label[multi], return_counts=True)
-    kinds: dict[str, int] = {}
-    for i in np.flatnonzero(c.dropped).tolist():
-        kinds[c.kind[i]] = kinds.get(c.kind[i], 0) + 1
+    codes, counts = np.unique(c.kind[c.dropped], return_counts=True)
+    kinds = {KINDS[k]: int(m) for k, m in zip(codes.tolist(), counts.tolist(), strict=True)}
+    inputs = int((~sig.reference).sum())
     return {
         "clusters": int(len(labels)),
         "rows_in_clusters": int(multi.sum()),
@@ -292,7 +288,7 @@ def summary(sig: Signatures, c: Clusters) -> dict[str, Any]:
         "mean_cluster_size": float(sizes.mean()) if len(sizes) else 0.0,
         "duplicates_removed": int(c.dropped.sum()),
         "removed_by_kind": dict(sorted(kinds.items())),
-        "unreadable": int(sum(r is not None for r in sig.reason[: int((~sig.reference).sum())])),
+        "unreadable": inputs - sig.reason.slice(0, inputs).null_count,
     }
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from mmtok.dedup import Clusters, Settings, Signatures
+from mmtok.dedup import KINDS, Clusters, Settings, Signatures
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
 from mmtok.io.schema import make_rejects
@@ -33,25 +33,23 @@ class DedupStage(Stage):
     def process(self, rows: pa.Table) -> StageResult:
         start, n = self.offset, rows.num_rows
         self.offset += n
-        positions = np.arange(start, start + n)
-        ids = rows.column("id").to_pylist()
-        if start + n > len(self.sig) or ids != self.sig.ids[start : start + n].tolist():
+        ids = rows.column("id").combine_chunks().cast(pa.string())
+        if start + n > len(self.sig) or not ids.equals(self.sig.ids.slice(start, n)):
             raise MmtokError(
                 "the input changed between the signature pass and the writing pass",
                 hint="run dedup again on inputs that nobody writes to meanwhile",
             )
-        bad = np.array([r is not None for r in self.sig.reason[start : start + n]], bool)
-        dup = self.clusters.dropped[positions] & ~bad
+        reason = self.sig.reason.slice(start, n)
+        bad = reason.is_valid().to_numpy(zero_copy_only=False)
+        dup = self.clusters.dropped[start : start + n] & ~bad
         keep = ~(bad | dup)
-        reasons, messages = [], []
-        for i in np.flatnonzero(~keep).tolist():
-            p = start + i
-            if bad[i]:
-                reasons.append(self.sig.reason[p])
-                messages.append(self.sig.message[p])
-            else:
-                reasons.append(Reason.DUPLICATE.value)
-                messages.append(self._message(p))
+        gone = np.flatnonzero(~keep)
+        reasons = reason.take(pa.array(gone)).to_pylist()
+        messages = self.sig.message.slice(start, n).take(pa.array(gone)).to_pylist()
+        for k, i in enumerate(gone.tolist()):
+            if not bad[i]:
+                reasons[k] = Reason.DUPLICATE.value
+                messages[k] = self._message(start + i)
         mask = pa.array(keep)
         rejected = make_rejects(rows.filter(pa.compute.invert(mask)), self.name, reasons, messages)
         return StageResult(rows.filter(mask), rejected)
@@ -59,8 +57,8 @@ class DedupStage(Stage):
     def _message(self, p: int) -> str:
         c = self.clusters
         kept = int(c.kept[p])
-        parts = [f"duplicate_of={self.sig.ids[kept]}" if kept >= 0 else "kept=none"]
-        parts.append(f"kind={c.kind[p]}")
+        parts = [f"duplicate_of={self.sig.ids[kept].as_py()}" if kept >= 0 else "kept=none"]
+        parts.append(f"kind={KINDS[c.kind[p]]}")
         if c.image_distance[p] >= 0:
             parts.append(f"image_distance={int(c.image_distance[p])}")
         if not np.isnan(c.caption_similarity[p]):

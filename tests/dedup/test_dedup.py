@@ -7,6 +7,7 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
@@ -14,10 +15,11 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
-from mmtok.dedup import band_candidates, components, hamming_pairs
+from mmtok.dedup import _CHUNK, band_candidates, components, hamming_pairs, rechunk
 from mmtok.images.phash import phash_image
 from mmtok.text.caption import jaccard, shingles
 from mmtok.text.minhash import CaptionBands
+from mmtok.text.shingle_sets import ShingleSets
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 BASES = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg", "brick.jpg", "retina.jpg"]
@@ -207,6 +209,53 @@ def test_components_are_transitive_and_labelled_by_first_row():
     assert label.tolist() == [0, 0, 2, 0, 4, 4, 4]
 
 
+def test_components_grow_from_chunks_as_from_all_pairs_at_once():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 500, 300), rng.integers(0, 500, 300)
+    label = None
+    for begin in range(0, 300, 37):
+        label = components(500, a[begin : begin + 37], b[begin : begin + 37], label)
+    assert (label == components(500, a, b)).all()
+
+
+def test_a_crowded_band_bucket_comes_in_bounded_chunks_with_every_pair_once():
+    size = 800  # 319,600 pairs: more than one chunk, and one bucket alone exceeds it
+    assert size * (size - 1) // 2 > _CHUNK
+    keys = np.zeros((size + 2, 1), np.uint64)
+    keys[-2:] = [[1], [2]]  # two rows alone in their buckets
+    rows = np.arange(size + 2) * 10
+    chunks = list(rechunk(band_candidates(keys, rows)))
+    assert len(chunks) > 1 and all(len(a) <= 2 * _CHUNK for a, _ in chunks)
+    codes = np.concatenate([a * 10_000 + b for a, b in chunks])
+    assert len(codes) == len(np.unique(codes)) == size * (size - 1) // 2
+    assert all((a < b).all() and (a % 10 == 0).all() and b.max() < size * 10 for a, b in chunks)
+
+
+def test_shingle_sets_give_the_exact_jaccard_of_the_caption_sets():
+    captions = pa.array(
+        [
+            "A red car parked on the street.",
+            "a red car, parked on the street",
+            "a blue car parked on a street",
+            "夕暮れの犬と猫",
+            "夕暮れの犬",
+            None,
+            "Привет, мир! Привет",
+        ]
+    )
+    rows = np.arange(len(captions))
+    a, b = (x.ravel() for x in np.meshgrid(rows, rows))
+    texts = captions.to_pylist()
+    for size in (1, 2):
+        sets = ShingleSets(captions, size)
+        expected = [
+            jaccard(shingles(texts[i] or "", size), shingles(texts[j] or "", size))
+            for i, j in zip(a.tolist(), b.tolist(), strict=True)
+        ]
+        assert sets.jaccard(a, b).tolist() == expected
+    assert ShingleSets(captions).jaccard(np.array([0]), np.array([2])).tolist() == [5 / 8]
+
+
 def test_caption_bands_find_near_duplicates_and_not_strangers():
     bands = CaptionBands().setup()
     texts = [
@@ -216,8 +265,8 @@ def test_caption_bands_find_near_duplicates_and_not_strangers():
         "A bowl of soup on a wooden table",
     ]
     keys = np.array([bands.keys(t) for t in texts], np.uint64)
-    a, b = band_candidates(keys, np.arange(len(texts)))
-    assert (0, 1) in set(zip(a.tolist(), b.tolist(), strict=True))
+    (a, b), *more = rechunk(band_candidates(keys, np.arange(len(texts))))
+    assert not more and set(zip(a.tolist(), b.tolist(), strict=True)) == {(0, 1)}
     assert jaccard(shingles(texts[0]), shingles(texts[1])) == 1.0
     assert bands.keys("") is None and bands.keys("!!!") is None
     assert shingles("夕暮れの犬", 1) == {"夕", "暮", "れ", "の", "犬"}
