@@ -3,6 +3,7 @@ precision / recall of the duplicate pairs found against the planted ones.
 
   python benchmarks/dedup.py             # 200,000 rows (files generated once, a few minutes)
   python benchmarks/dedup.py --quick     # 20,000 rows
+  python benchmarks/dedup.py --memory 1000000   # only the clustering pass's memory per row
 
 Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
 planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
@@ -20,6 +21,7 @@ Per-core rates, each next to a reference measured in the same run:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import resource
@@ -193,10 +195,105 @@ def score(found: set, groups: np.ndarray, kinds: list[str], counted: set[str]):
     return precision, recall
 
 
+def synthetic_signatures(rows: int, path: Path, seed: int = 2) -> None:
+    """The signature columns of `rows` rows without any file: random 64-bit hashes and
+    10-word captions, a fifth of them with six copies (0-6 hash bits flipped, caption
+    reworded). Written to Parquet, as the signature pass hands them to the clustering pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmtok.text.minhash import CaptionBands
+
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(5000)]
+    bands = CaptionBands().setup()
+    hashes, captions = [], []
+    while len(hashes) < rows:
+        h = int(rng.integers(0, 2**63)) << 1
+        words = [vocab[int(i)] for i in rng.integers(0, len(vocab), 10)]
+        hashes.append(h)
+        captions.append(" ".join(words))
+        for _ in range(6 if rng.random() < 0.2 else 0):
+            flips = rng.choice(64, int(rng.integers(0, 7)), replace=False)
+            hashes.append(h ^ sum(1 << int(f) for f in flips))
+            captions.append(reword(rng, words, vocab))
+    hashes, captions = hashes[:rows], captions[:rows]
+    sha = [hashlib.sha256(str(h).encode()).digest() for h in hashes]
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"r{i}" for i in range(rows)],
+                "caption": captions,
+                "sha256": pa.array(sha, pa.binary(32)),
+                "phash": pa.array(hashes, pa.uint64()),
+                "phash_mirror": pa.array([h ^ 0x5555 for h in hashes], pa.uint64()),
+                "pixels": pa.array(rng.integers(10_000, 1_000_000, rows)),
+                "caption_bands": pa.array(map(bands.keys, captions), pa.list_(pa.uint64())),
+                "sig_reason": pa.nulls(rows, pa.string()),
+                "sig_message": pa.nulls(rows, pa.string()),
+            }
+        ),
+        path,
+    )
+
+
+def clustering_memory(path: Path, by: str) -> None:
+    """Run in a fresh process: peak RSS of the clustering pass over the signatures at `path`
+    (reading them, the columnar signatures, the clusters, clusters.parquet's table), less the
+    process's size after imports. Prints JSON."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmtok.cli.dedup import cluster_table, summary
+    from mmtok.dedup import Settings, Signatures, find_clusters
+
+    def peak() -> float:  # VmHWM: ru_maxrss would count the parent this process forked from
+        status = Path("/proc/self/status").read_text()
+        return float(status.split("VmHWM:")[1].split()[0]) * 1024
+
+    base = peak()
+    t0 = time.perf_counter()
+    table = pq.read_table(path)
+    if by == "image":
+        table = table.drop_columns(["caption_bands"]).append_column(
+            "caption_bands", pa.nulls(table.num_rows, pa.list_(pa.uint64()))
+        )
+    sig = Signatures.from_table(table, False, 0 if by == "image" else 16)
+    del table
+    clusters = find_clusters(sig, Settings(by=by))
+    cluster_table(sig, clusters)
+    summary(sig, clusters)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"rows": len(sig), "seconds": seconds, "base": base, "peak": peak()}))
+
+
+def memory_per_row(rows: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "signatures.parquet"
+        t0 = time.perf_counter()
+        synthetic_signatures(rows, path)
+        print(f"\nclustering pass alone on {rows:,} synthetic signatures "
+              f"(made in {time.perf_counter() - t0:.0f} s):")  # fmt: skip
+        for by in ("image", "caption"):
+            cmd = [sys.executable, __file__, "--clustering-only", str(path), by]
+            doc = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            grown = doc["peak"] - doc["base"]
+            print(f"  --by {by:<8} {rows / doc['seconds']:>9,.0f} rows/s (from reading the "
+                  f"signatures to clusters.parquet's table); peak RSS {doc['peak'] / 1e6:,.0f} MB, "
+                  f"{grown / 1e6:,.0f} MB over the process after imports = "
+                  f"{grown / rows:,.0f} bytes per row, i.e. MB per million rows")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory", type=int, metavar="ROWS", help="only the clustering memory")
+    parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.clustering_only:
+        return clustering_memory(Path(args.clustering_only[0]), args.clustering_only[1])
+    if args.memory:
+        return memory_per_row(args.memory)
     rows = 20_000 if args.quick else 200_000
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -233,6 +330,7 @@ def main() -> None:
                   f"{doc['removed_by_kind']}")  # fmt: skip
             print(f"  precision {precision:.4f}; recall "
                   + ", ".join(f"{k} {v:.3f}" for k, v in recall.items()))  # fmt: skip
+    memory_per_row(100_000 if args.quick else 1_000_000)
 
 
 if __name__ == "__main__":

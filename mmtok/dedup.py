@@ -80,7 +80,9 @@ def _expand(lo: np.ndarray, count: np.ndarray, query_ids: np.ndarray):
 def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool) -> Pairs:
     """Pairs (query index, table index) whose hashes are within `max_distance` bits.
 
-    `same`: the queries are the table itself; each unordered pair is returned once (a < b)."""
+    `same`: the queries are the table itself; each unordered pair is returned once (a < b),
+    and looked at once per block and flip: within a block value, each row meets only the rows
+    after it; across a flipped bit, only the row whose bit is 0 probes."""
     flips = [0] + ([1 << bit for bit in range(BLOCK_BITS)] if max_distance >= BLOCKS else [])
     found = []
     for j in range(BLOCKS):
@@ -89,28 +91,41 @@ def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, sam
         starts = np.searchsorted(keys[order], np.arange((1 << BLOCK_BITS) + 1))
         probe_base = _block(queries, j)
         for flip in flips:
-            probe = probe_base ^ flip
-            lo, count = starts[probe], starts[probe + 1] - starts[probe]
-            # expand in chunks of queries so candidate arrays stay bounded
-            cum = np.cumsum(count)
-            begin = 0
-            while begin < len(queries):
-                end = int(np.searchsorted(cum, (cum[begin - 1] if begin else 0) + _CHUNK, "right"))
-                end = max(end, begin + 1)
-                q, pos = _expand(lo[begin:end], count[begin:end], np.arange(begin, end))
-                t = order[pos]
-                keep = t > q if same else np.ones(len(q), bool)
-                q, t = q[keep], t[keep]
-                d = np.bitwise_count(queries[q] ^ table[t]).astype(np.int64)
-                keep = d <= max_distance
-                found.append(Pairs(q[keep], t[keep], d[keep]))
-                begin = end
+            if same and flip == 0:  # each row against the rows after it in its block value
+                query_ids = order
+                lo = np.arange(1, len(order) + 1)
+                count = starts[probe_base[order] + 1] - lo
+            else:
+                query_ids = (
+                    np.flatnonzero((probe_base & flip) == 0) if same else np.arange(len(queries))
+                )
+                probe = probe_base[query_ids] ^ flip
+                lo, count = starts[probe], starts[probe + 1] - starts[probe]
+            found.extend(_near(table, queries, query_ids, order, lo, count, max_distance))
     pairs = Pairs.concat(found)
     if len(pairs) == 0:
         return pairs
+    if same:
+        pairs = Pairs(np.minimum(pairs.a, pairs.b), np.maximum(pairs.a, pairs.b), pairs.distance)
     # the same pair can be found through several blocks and flips
     _, unique = np.unique(pairs.a * len(table) + pairs.b, return_index=True)
     return Pairs(pairs.a[unique], pairs.b[unique], pairs.distance[unique])
+
+
+def _near(table, queries, query_ids, order, lo, count, max_distance):
+    """The pairs within `max_distance` among the table rows each query meets (`count` rows of
+    the sorted table from position `lo`), expanded in bounded chunks of queries."""
+    cum = np.cumsum(count)
+    begin = 0
+    while begin < len(query_ids):
+        end = int(np.searchsorted(cum, (cum[begin - 1] if begin else 0) + _CHUNK, "right"))
+        end = max(end, begin + 1)
+        q, pos = _expand(lo[begin:end], count[begin:end], query_ids[begin:end])
+        t = order[pos]
+        d = np.bitwise_count(queries[q] ^ table[t]).astype(np.int64)
+        keep = d <= max_distance
+        yield Pairs(q[keep], t[keep], d[keep])
+        begin = end
 
 
 def image_pairs(
@@ -187,9 +202,7 @@ def rechunk(
         yield flush()
 
 
-def components(
-    n: int, a: np.ndarray, b: np.ndarray, label: np.ndarray | None = None
-) -> np.ndarray:
+def components(n: int, a: np.ndarray, b: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
     """Component label of each of n rows: the smallest row index in its component.
 
     `label`: the labels of earlier pairs (each row pointing at its root), to add pairs to."""
@@ -230,8 +243,8 @@ def choose_kept(label: np.ndarray, rank: Callable[[np.ndarray], tuple]) -> np.nd
 class Signatures:
     """The signature columns of every row of a run, in stream order (inputs, then references).
 
-    Columnar (Arrow strings, numpy numbers): about 100 bytes per row plus the id and caption
-    text, so the clustering pass holds millions of rows."""
+    Columnar (Arrow strings, numpy numbers): about 70 bytes per row (200 with caption band
+    keys) plus the id and caption text."""
 
     ids: pa.Array  # string
     sha256: np.ndarray  # rows x 4 uint64 (zeros where the image was not read)

@@ -195,11 +195,23 @@ def test_multi_index_search_matches_brute_force():
     for i in range(0, 400, 2):  # plant pairs at 0..11 bits
         bits = rng.choice(64, int(rng.integers(0, 12)), replace=False)
         h[i + 1] = h[i] ^ np.uint64(int(sum(1 << int(b) for b in bits)))
+    # crowded block values: 300 hashes share their low 16 bits, 100 more are one bit off them
+    h[400:700] = (h[400:700] & ~np.uint64(0xFFFF)) | np.uint64(0x1234)
+    h[700:800] = (h[700:800] & ~np.uint64(0xFFFF)) | np.uint64(0x1234 ^ 0x40)
+    h[800:850] = h[400:450] ^ np.uint64(0b1011 << 20)  # 3 bits away, the crowded block equal
     d = np.bitwise_count(h[:, None] ^ h[None, :])
     iu = np.triu_indices(len(h), 1)
     for k in (0, 3, 7):
         found = hamming_pairs(h, h, k, same=True)
         truth = set(zip(*(x[d[iu] <= k].tolist() for x in iu), strict=True))
+        assert len(found) == len(truth) and (found.a < found.b).all()
+        assert set(zip(found.a.tolist(), found.b.tolist(), strict=True)) == truth
+        assert (found.distance == d[found.a, found.b]).all()
+    queries = h[::3] ^ np.uint64(0b101)  # another table: every (query, row) pair within k
+    d = np.bitwise_count(queries[:, None] ^ h[None, :])
+    for k in (0, 3, 7):
+        found = hamming_pairs(h, queries, k, same=False)
+        truth = set(zip(*(x.tolist() for x in np.nonzero(d <= k)), strict=True))
         assert set(zip(found.a.tolist(), found.b.tolist(), strict=True)) == truth
         assert (found.distance == d[found.a, found.b]).all()
 
