@@ -84,12 +84,14 @@ def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, sam
     and looked at once per block and flip: within a block value, each row meets only the rows
     after it; across a flipped bit, only the row whose bit is 0 probes."""
     flips = [0] + ([1 << bit for bit in range(BLOCK_BITS)] if max_distance >= BLOCKS else [])
-    found = []
+    n = len(table)
+    codes = np.empty(0, np.int64)  # pair a * n + b; a pair near in several blocks comes again
     for j in range(BLOCKS):
         keys = _block(table, j)
         order = np.argsort(keys, kind="stable")
         starts = np.searchsorted(keys[order], np.arange((1 << BLOCK_BITS) + 1))
         probe_base = _block(queries, j)
+        found = [codes]
         for flip in flips:
             if same and flip == 0:  # each row against the rows after it in its block value
                 query_ids = order
@@ -101,20 +103,16 @@ def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, sam
                 )
                 probe = probe_base[query_ids] ^ flip
                 lo, count = starts[probe], starts[probe + 1] - starts[probe]
-            found.extend(_near(table, queries, query_ids, order, lo, count, max_distance))
-    pairs = Pairs.concat(found)
-    if len(pairs) == 0:
-        return pairs
-    if same:
-        pairs = Pairs(np.minimum(pairs.a, pairs.b), np.maximum(pairs.a, pairs.b), pairs.distance)
-    # the same pair can be found through several blocks and flips
-    _, unique = np.unique(pairs.a * len(table) + pairs.b, return_index=True)
-    return Pairs(pairs.a[unique], pairs.b[unique], pairs.distance[unique])
+            for q, t in _near(table, queries, query_ids, order, lo, count, max_distance):
+                found.append(np.minimum(q, t) * n + np.maximum(q, t) if same else q * n + t)
+        codes = np.unique(np.concatenate(found))  # once per block: memory follows the pairs
+    a, b = codes // n, codes % n
+    return Pairs(a, b, np.bitwise_count(queries[a] ^ table[b]).astype(np.int64))
 
 
 def _near(table, queries, query_ids, order, lo, count, max_distance):
-    """The pairs within `max_distance` among the table rows each query meets (`count` rows of
-    the sorted table from position `lo`), expanded in bounded chunks of queries."""
+    """(query, row) within `max_distance` among the table rows each query meets (`count` rows
+    of the sorted table from position `lo`), expanded in bounded chunks of queries."""
     cum = np.cumsum(count)
     begin = 0
     while begin < len(query_ids):
@@ -122,9 +120,8 @@ def _near(table, queries, query_ids, order, lo, count, max_distance):
         end = max(end, begin + 1)
         q, pos = _expand(lo[begin:end], count[begin:end], query_ids[begin:end])
         t = order[pos]
-        d = np.bitwise_count(queries[q] ^ table[t]).astype(np.int64)
-        keep = d <= max_distance
-        yield Pairs(q[keep], t[keep], d[keep])
+        keep = np.bitwise_count(queries[q] ^ table[t]) <= max_distance
+        yield q[keep], t[keep]
         begin = end
 
 

@@ -231,8 +231,11 @@ def signatures(
     reference: bool,
     description: str,
 ) -> Signatures:
-    """Pass 1 over one dataset: the signature columns of every row, in stream order."""
-    tables: list[pa.Table] = []
+    """Pass 1 over one dataset: the signature columns of every row, in stream order. Each
+    batch becomes columnar signatures as it arrives, so no table of all rows is held."""
+    bands = stage.captions.bands if stage.captions else 0
+    schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
+    parts = [Signatures.from_table(schema.empty_table(), reference, bands)]
     with reporter.progress(description) as (on_start, on_progress):
         run_pipeline(
             source,
@@ -242,12 +245,14 @@ def signatures(
             command=command_line(),
             on_start=on_start,
             on_progress=on_progress,
-            observers=[Observer(SIGNATURE_COLUMNS, tables.append)],
+            observers=[
+                Observer(
+                    SIGNATURE_COLUMNS,
+                    lambda t: parts.append(Signatures.from_table(t, reference, bands)),
+                )
+            ],
         )
-    schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    bands = stage.captions.bands if stage.captions else 0
-    return Signatures.from_table(table, reference, bands)
+    return Signatures.concat(parts)
 
 
 def _types(stage: SignatureStage) -> dict[str, pa.DataType]:
