@@ -234,13 +234,14 @@ def synthetic_signatures(rows: int, path: Path, seed: int = 2) -> None:
             }
         ),
         path,
+        row_group_size=65536,
     )
 
 
 def clustering_memory(path: Path, by: str) -> None:
     """Run in a fresh process: peak RSS of the clustering pass over the signatures at `path`
-    (reading them, the columnar signatures, the clusters, clusters.parquet's table), less the
-    process's size after imports. Prints JSON."""
+    (turned columnar batch by batch as the signature pass delivers them, the clusters,
+    clusters.parquet's table), less the process's size after imports. Prints JSON."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -253,13 +254,17 @@ def clustering_memory(path: Path, by: str) -> None:
 
     base = peak()
     t0 = time.perf_counter()
-    table = pq.read_table(path)
-    if by == "image":
-        table = table.drop_columns(["caption_bands"]).append_column(
-            "caption_bands", pa.nulls(table.num_rows, pa.list_(pa.uint64()))
-        )
-    sig = Signatures.from_table(table, False, 0 if by == "image" else 16)
-    del table
+    parts = []
+    for batch in pq.ParquetFile(path).iter_batches(4096):  # batch by batch, as the CLI
+        table = pa.Table.from_batches([batch])
+        if by == "image":
+            table = table.drop_columns(["caption_bands"]).append_column(
+                "caption_bands", pa.nulls(table.num_rows, pa.list_(pa.uint64()))
+            )
+        parts.append(Signatures.from_table(table, False, 0 if by == "image" else 16))
+    sig = Signatures.concat(parts)
+    del parts
+    pa.default_memory_pool().release_unused()  # as the CLI does
     clusters = find_clusters(sig, Settings(by=by))
     cluster_table(sig, clusters)
     summary(sig, clusters)

@@ -252,7 +252,9 @@ def signatures(
                 )
             ],
         )
-    return Signatures.concat(parts)
+    signatures = Signatures.concat(parts)
+    pa.default_memory_pool().release_unused()  # the batches' buffers go back to the system
+    return signatures
 
 
 def _types(stage: SignatureStage) -> dict[str, pa.DataType]:
