@@ -8,5 +8,5 @@ cd "$(dirname "$0")"
 mmtok estimate-budget captions.jsonl \
     --preset llama3-336 --preset qwen2-vl --preset kimi-vl \
     --context 8192 \
-    --target-tokens 1e12 --gpus 1024 --tokens-per-gpu-second 3000 --read-gbps 20 \
+    --samples 1e9 --gpus 1024 --tokens-per-gpu-second 3000 --read-gbps 20 \
     --plot out/budget.png -o out/budget --overwrite "$@"

@@ -6,6 +6,7 @@ numbers; the command feeds them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -91,7 +92,7 @@ class PresetTally:
     preset: Preset
     sums: Sums = field(default_factory=Sums)
     refused: int = 0
-    tokens: PercentileSample = field(default_factory=lambda: PercentileSample(seed=1))
+    tokens: PercentileSample = field(default_factory=lambda: PercentileSample(seed=1, integer=True))
     bytes_per_token: PercentileSample = field(default_factory=lambda: PercentileSample(seed=2))
     arrays: list[dict[str, np.ndarray]] | None = None  # per-row values, only when sampling
 
@@ -133,8 +134,14 @@ def row_arrays(
     return a, refused
 
 
+def _count(v: float) -> int:
+    """A count estimated as a float (a sum times N_rows / n) is still a count."""
+    return int(round(v))
+
+
 def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, Any]:
-    """The additive figures of one preset: totals scaled by `scale` (N_rows / n for a sample)."""
+    """The additive figures of one preset: totals scaled by `scale` (N_rows / n for a sample).
+    Counts (images, tokens, bytes, rows) are integers; means and ratios are floats."""
     if s.rows == 0:
         return {"images": 0}
     text_bytes = opts.text_bytes_per_token * s.text_tokens
@@ -147,13 +154,13 @@ def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, A
         "embeddings_fp16": 2 * opts.embed_dim * s.image_tokens if opts.embed_dim else None,
         "text_ids": text_bytes,
     }
-    storage = {k: v * scale for k, v in storage.items() if v is not None}
+    storage = {k: _count(v * scale) for k, v in storage.items() if v is not None}
     out: dict[str, Any] = {
-        "images": s.rows * scale,
-        "total_image_tokens": s.image_tokens * scale,
+        "images": _count(s.rows * scale),
+        "total_image_tokens": _count(s.image_tokens * scale),
         "mean_image_tokens": s.image_tokens / s.rows,
-        "total_prompt_tokens": s.prompt_tokens * scale,
-        "total_text_tokens": s.text_tokens * scale,
+        "total_prompt_tokens": _count(s.prompt_tokens * scale),
+        "total_text_tokens": _count(s.text_tokens * scale),
         "mean_text_tokens": s.text_tokens / s.rows,
         "mean_tokens_per_sample": per_sample,
         "mean_sequence_tokens": s.sequence_tokens / s.rows,
@@ -168,10 +175,17 @@ def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, A
         if s.image_tokens
         else {},
     }
+    if opts.read_gbps:
+        # One pass over this input (not a projection): images of each form plus the text ids.
+        out["epoch_read_seconds"] = {
+            k: (v + storage["text_ids"]) / (opts.read_gbps * 1e9)
+            for k, v in storage.items()
+            if k != "text_ids"
+        }
     if opts.context:
         out["context"] = {
             "context": opts.context,
-            "overflow_rows": s.overflow * scale,
+            "overflow_rows": _count(s.overflow * scale),
             "overflow_share": s.overflow / s.rows,
             "samples_per_sequence": opts.context / (s.fit_sequence_tokens / s.fit_rows)
             if s.fit_rows
@@ -182,17 +196,23 @@ def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, A
 
 
 def projection(s, storage, scale, opts: Options, per_sample, text_bytes) -> dict[str, Any] | None:
-    """Samples, bytes to read, bandwidth and epoch read time (design note, "Projection")."""
-    if not (opts.target_tokens or opts.samples or opts.read_gbps or opts.gpus):
+    """Samples, training time, GPU-hours, bytes to read and the read bandwidth the loader must
+    sustain (design note, "Projection"). Needs a target (--target-tokens or --samples) or a
+    fleet (--gpus with --tokens-per-gpu-second)."""
+    if not (opts.target_tokens or opts.samples or opts.gpus):
         return None
     out: dict[str, Any] = {}
     forms = {k: v for k, v in storage.items() if k != "text_ids"}
     per_sample_bytes = {k: (v / scale + text_bytes) / s.rows for k, v in forms.items()}
-    samples = opts.samples or (opts.target_tokens / per_sample if opts.target_tokens else None)
+    samples = None
+    if opts.samples:
+        samples = _count(opts.samples)
+    elif opts.target_tokens:
+        samples = math.ceil(opts.target_tokens / per_sample)  # samples needed to reach it
     if samples:
         out["samples"] = samples
-        out["compute_tokens"] = samples * per_sample
-        out["bytes_to_read"] = {k: samples * v for k, v in per_sample_bytes.items()}
+        out["compute_tokens"] = _count(samples * per_sample)
+        out["bytes_to_read"] = {k: _count(samples * v) for k, v in per_sample_bytes.items()}
     if opts.gpus and opts.tokens_per_gpu_second:
         tokens_per_second = opts.gpus * opts.tokens_per_gpu_second
         per_token = {k: v / per_sample for k, v in per_sample_bytes.items()}
@@ -204,9 +224,46 @@ def projection(s, storage, scale, opts: Options, per_sample, text_bytes) -> dict
         }
         if samples:
             out["train_seconds"] = samples * per_sample / tokens_per_second
-    if opts.read_gbps:
-        epoch = {k: v + text_bytes * scale for k, v in forms.items()}
-        out["epoch_read_seconds"] = {k: v / (opts.read_gbps * 1e9) for k, v in epoch.items()}
+            out["gpu_hours"] = out["train_seconds"] * opts.gpus / 3600
+        if opts.read_gbps:
+            # how many times over the storage covers the sustained read rate
+            out["read_headroom"] = {
+                k: opts.read_gbps * 1e9 / v
+                for k, v in out["read_bandwidth_bytes_per_second"].items()
+                if v
+            }
+    if samples and opts.read_gbps:
+        out["read_seconds"] = {
+            k: v / (opts.read_gbps * 1e9) for k, v in out["bytes_to_read"].items()
+        }
+    return out
+
+
+# The figures compared across presets (dotted keys into a preset's entry).
+COMPARED = (
+    "total_image_tokens",
+    "projection.samples",
+    "projection.gpu_hours",
+    "projection.bytes_to_read.encoded",
+)
+
+
+def dotted(entry: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        entry = entry.get(part) if isinstance(entry, dict) else None
+    return entry
+
+
+def comparison(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each compared figure of each preset divided by the smallest among the presets (1.0 for
+    the cheapest), when at least two presets have it."""
+    out = {}
+    for key in COMPARED:
+        values = {label: dotted(e, key) for label, e in entries.items()}
+        values = {k: v for k, v in values.items() if isinstance(v, int | float) and v > 0}
+        if len(values) >= 2:
+            low = min(values.values())
+            out[key] = {label: v / low for label, v in values.items()}
     return out
 
 
@@ -228,13 +285,14 @@ def distribution(t: PresetTally) -> dict[str, Any]:
     }
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out = {}
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, int | float]:
+    """The numbers of a nested figures dict under dotted keys (`projection.samples`)."""
+    out: dict[str, int | float] = {}
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(flatten(v, f"{prefix}{k}."))
         elif isinstance(v, int | float) and not isinstance(v, bool):
-            out[prefix + k] = float(v)
+            out[prefix + k] = v
     return out
 
 
@@ -247,11 +305,14 @@ def bootstrap(
     seed: int = 0,
 ) -> dict[str, list[float]]:
     """95% percentile-bootstrap intervals of every additive figure (means, totals, ratios of
-    sums, projections) from the sampled rows."""
+    sums, projections) from the sampled rows; the bounds of a count are counts."""
     if not arrays:
         return {}
     a = {k: np.concatenate([x[k] for x in arrays]) for k in ARRAY_COLUMNS}
     n = len(a["image_tokens"])
+    counts = {
+        k for k, v in flatten(figures(Sums.of(a), scale, preset, opts)).items() if type(v) is int
+    }
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
@@ -259,9 +320,11 @@ def bootstrap(
         values = flatten(figures(Sums.of({k: v[idx] for k, v in a.items()}), scale, preset, opts))
         for k, v in values.items():
             draws.setdefault(k, []).append(v)
-    return {
-        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in draws.items()
-    }
+    out: dict[str, list[float]] = {}
+    for k, v in draws.items():
+        lo, hi = float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))
+        out[k] = [_count(lo), _count(hi)] if k in counts else [lo, hi]
+    return out
 
 
 # -- --suggest ----------------------------------------------------------------------------------
@@ -289,6 +352,52 @@ def candidates(preset: Preset) -> list[int]:
     return []
 
 
+# What a model accepts beyond its processor's arithmetic. Cross-attention tiling (Mllama, and
+# the Llama 3 paper's design it ships): the vision model numbers its aspect-ratio embeddings for
+# a fixed tile count (transformers mllama/configuration_mllama.py: "max_num_tiles must be 4 for
+# default supported aspect ratios"; image_processing_mllama.py numbers aspect_ratio_ids from
+# get_all_supported_aspect_ratios(max_image_tiles)), so another max_tiles gives wrong ids.
+FIXED_REASON = {
+    "cross_attention": "the model's aspect-ratio embeddings are numbered for its max_tiles "
+    "(transformers MllamaVisionConfig requires max_num_tiles=4); another value gives wrong ids",
+}
+# Images per prompt a model is known to handle, with the source.
+IMAGES_PER_PROMPT = {
+    "mllama": (
+        1,
+        "Meta recommends one image per prompt (huggingface.co/meta-llama/"
+        "Llama-3.2-11B-Vision-Instruct/discussions/43)",
+    ),
+}
+
+
+def fixed_reason(preset: Preset) -> str | None:
+    """Why the searched parameter must keep its published value, or None if it may change."""
+    if preset.family == "fit_to_canvas" and preset.params.get("cross_attention"):
+        return FIXED_REASON["cross_attention"]
+    return None
+
+
+def limit_meaning(preset: Preset, value: int) -> str:
+    """What the parameter's value bounds, in pixels, for a person configuring a server."""
+    p, family = preset.params, preset.family
+    if family == "smart_resize":
+        f = p["patch_size"] * p["merge_size"]
+        side = max(int(math.isqrt(value) // f) * f, f)
+        return f"each image resized to at most {value:,} pixels (a square: {side}x{side})"
+    if family in ("fit_to_canvas", "internvl"):
+        t = p["tile_size"]
+        tiles = "1 tile" if value == 1 else f"{value} tiles"
+        return f"each image resized onto at most {tiles} of {t}x{t} pixels"
+    if family == "moonvit":
+        side = math.isqrt(value) * p["patch_size"]
+        return (
+            f"each image resized to at most {value:,} patches of {p['patch_size']} px "
+            f"(a square: {side}x{side})"
+        )
+    return ""
+
+
 def suggest(
     preset: Preset,
     rows: RowSample,
@@ -299,7 +408,9 @@ def suggest(
     images_per_sample: int = 1,
 ) -> dict[str, Any]:
     """The largest value of the family's parameter at which `share` of rows fit: the images'
-    prompt tokens plus the caption within `context` (and image tokens within the cap)."""
+    prompt tokens plus the caption within `context` (and image tokens within the cap). The
+    serving limits that go with it are ones the model accepts: a parameter the model fixes
+    keeps its value, and a known limit on images per prompt caps the count."""
     key = SEARCHED.get(preset.family)
     if key is None:
         return {"error": f"{preset.family} presets have no size parameter to search"}
@@ -322,7 +433,8 @@ def suggest(
             fits &= image <= max_image_tokens
         return float(fits.mean()), layouts, image
 
-    values = candidates(preset)
+    fixed = fixed_reason(preset)
+    values = [preset.params[key]] if fixed else candidates(preset)
     lo, hi, best = 0, len(values) - 1, None
     while lo <= hi:  # the share that fits never rises with the value: binary search
         mid = (lo + hi) // 2
@@ -332,20 +444,45 @@ def suggest(
         else:
             hi = mid - 1
     if best is None:
-        return {"parameter": key, "value": None, "error": f"no {key} fits {share:.0%} of rows"}
+        what = f"{key}={values[0]:,}" if fixed else f"even the smallest {key} ({values[0]:,})"
+        return {
+            "parameter": key,
+            "value": None,
+            "fixed": fixed,
+            "error": f"{what} leaves fewer than {share:.0%} of rows within {context:,} tokens"
+            + (f" and {max_image_tokens:,} image tokens" if max_image_tokens else ""),
+        }
     value, fit, layouts, image = best
     done = [x for x in layouts if not isinstance(x, Refused)]
     finite = image[np.isfinite(image)]
-    prompt_p99 = float(np.percentile([x.prompt_tokens for x in done], 99))
-    text_p99 = float(np.percentile(text, 99))
+    prompt_p99 = int(np.percentile([x.prompt_tokens for x in done], 99, method="inverted_cdf"))
+    text_p99 = int(np.percentile(text, 99, method="inverted_cdf"))
+    largest = max(done, key=lambda x: x.resized[0] * x.resized[1])
+    by_context = max(int((context - text_p99) // prompt_p99), 0) if prompt_p99 else None
+    known = IMAGES_PER_PROMPT.get(preset.name)
+    if preset.params.get("cross_attention"):
+        # the image is one text token: the context does not bound the count, the model does
+        per_prompt, bound = (known[0], known[1]) if known else (None, "not bounded by the context")
+    elif known and (by_context is None or known[0] < by_context):
+        per_prompt, bound = known
+    else:
+        per_prompt = by_context
+        bound = (
+            f"images of p99 size ({prompt_p99:,} prompt tokens) beside a p99 caption "
+            f"({text_p99:,} tokens) within {context:,} tokens"
+        )
     return {
         "parameter": key,
         "value": value,
+        "fixed": fixed,
         "preset": preset.with_overrides({key: str(value)}).spec(),
         "fit_share": fit,
-        "image_tokens_p50": float(np.percentile(finite, 50)),
-        "image_tokens_p99": float(np.percentile(finite, 99)),
+        "limit": limit_meaning(preset, value),
+        "image_tokens_p50": int(np.percentile(finite, 50, method="inverted_cdf")),
+        "image_tokens_p99": int(np.percentile(finite, 99, method="inverted_cdf")),
         "max_resized_width": max(x.resized[0] for x in done),
         "max_resized_height": max(x.resized[1] for x in done),
-        "images_per_prompt": int((context - text_p99) // prompt_p99) if prompt_p99 else None,
+        "largest_resized": list(largest.resized),
+        "images_per_prompt": per_prompt,
+        "images_per_prompt_bound": bound,
     }

@@ -10,10 +10,9 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from mmtok import budget as b
+from mmtok.budget_report import render
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
@@ -248,6 +247,7 @@ def estimate_budget(
                 images_per_sample=images_per_sample,
             )
         doc["presets"][label] = entry
+    doc["comparison"] = b.comparison(doc["presets"])
     if plot:
         doc["plot"] = {"path": plot, "panels": _plot(plot, tallies, doc)}
     if out is not None and not out.to_stdout:
@@ -260,114 +260,3 @@ def _plot(path, tallies, doc) -> int:
     from mmtok.plot import plot_budget
 
     return plot_budget(path, tallies, doc)
-
-
-def _n(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and not v.is_integer():
-        return f"{v:,.2f}{unit}" if abs(v) < 100 else f"{v:,.0f}{unit}"
-    return f"{int(v):,}{unit}"
-
-
-def _bytes(v: float | None) -> str:
-    if v is None:
-        return "-"
-    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(v) >= size:
-            return f"{v / size:,.2f} {unit}"
-    return f"{v:,.0f} B"
-
-
-def _ci(entry: dict, key: str, fmt=_n) -> str:
-    ci = entry.get("ci95", {}).get(key)
-    return f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
-
-
-def render(console: Console, doc: dict[str, Any]) -> None:
-    inp = doc["input"]
-    head = f"{inp['rows']:,} rows" + (
-        f", estimated from a sample of {inp['rows_read']:,} (95% intervals in brackets)"
-        if inp["sampled"]
-        else ""
-    )
-    console.print(f"[bold]estimate-budget[/]: {head}; {inp['rejected']:,} rows unreadable")
-    console.print(f"caption tokens: {doc['text_tokens']['method']}")
-    labels = list(doc["presets"])
-    table = Table(show_header=True, title_justify="left")
-    table.add_column("")
-    for label in labels:
-        table.add_column(label, justify="right")
-
-    def row(name, get):
-        table.add_row(name, *(get(doc["presets"][label]) for label in labels))
-
-    def pct(key, sub):
-        return lambda e: "/".join(_n(e.get(key, {}).get(p)) for p in sub)
-
-    row("images", lambda e: _n(e.get("images")))
-    row("rejected (unreadable + refused)", lambda e: _n(e.get("rejected")))
-    row("vision tokens", lambda e: _n(e.get("total_image_tokens")) + _ci(e, "total_image_tokens"))
-    row("mean per image", lambda e: _n(e.get("mean_image_tokens")) + _ci(e, "mean_image_tokens"))
-    row("p5/p50/p95/p99 per image", pct("image_tokens_percentiles", ("p5", "p50", "p95", "p99")))
-    row("text tokens", lambda e: _n(e.get("total_text_tokens")))
-    row("tokens per sample", lambda e: _n(e.get("mean_tokens_per_sample")))
-    row("vision share", lambda e: f"{e['vision_share']:.1%}" if e.get("vision_share") else "-")
-    row(
-        "bytes per token (dataset)",
-        lambda e: _n(e.get("bytes_per_token")) + _ci(e, "bytes_per_token"),
-    )
-    row(
-        "p5/p50/p95/p99 bytes/token",
-        pct("bytes_per_token_percentiles", ("p5", "p50", "p95", "p99")),
-    )
-    row("CV of bytes/token", lambda e: _n(e.get("bytes_per_token_cv")))
-    for form in (
-        "encoded",
-        "decoded_rgb",
-        "pretiled_uint8",
-        "vq_ids",
-        "embeddings_fp16",
-        "text_ids",
-    ):
-        if any(form in doc["presets"][lb].get("storage_bytes", {}) for lb in labels):
-            row(f"read/epoch: {form}", lambda e, f=form: _bytes(e.get("storage_bytes", {}).get(f)))
-    if doc["options"].get("context"):
-        row("overflow rows", lambda e: _n(e.get("context", {}).get("overflow_rows")))
-        row(
-            "overflow share",
-            lambda e: f"{e['context']['overflow_share']:.2%}" if "context" in e else "-",
-        )
-        row(
-            "samples per packed sequence",
-            lambda e: _n(e.get("context", {}).get("samples_per_sequence")),
-        )
-    if any(doc["presets"][lb].get("projection") for lb in labels):
-
-        def proj(key, sub="encoded", fmt=_bytes):
-            return lambda e: fmt(((e.get("projection") or {}).get(key) or {}).get(sub))
-
-        row("samples for the target", lambda e: _n((e.get("projection") or {}).get("samples")))
-        row("bytes to read (encoded)", proj("bytes_to_read"))
-        row("read bandwidth, total", lambda e: proj("read_bandwidth_bytes_per_second")(e) + "/s")
-        row(
-            "read bandwidth, per GPU",
-            lambda e: proj("read_bandwidth_per_gpu_bytes_per_second")(e) + "/s",
-        )
-        row("epoch read time (encoded)", proj("epoch_read_seconds", fmt=lambda v: _n(v, " s")))
-    console.print(table)
-    for label in labels:
-        s = doc["presets"][label].get("suggest")
-        if s and s.get("value"):
-            console.print(
-                f"[bold]{label}[/]: {s['parameter']}={s['value']:,} fits {s['fit_share']:.1%} "
-                f"of rows (image tokens p50 {s['image_tokens_p50']:,.0f}, p99 "
-                f"{s['image_tokens_p99']:,.0f}); serve with --preset {s['preset'].split(':')[0]}:"
-                f"{s['parameter']}={s['value']}, at most {s['max_resized_width']}x"
-                f"{s['max_resized_height']} px after resize, "
-                f"{s['images_per_prompt']} images per prompt"
-            )
-        elif s:
-            console.print(f"[bold]{label}[/]: {s.get('error')}")
-    if doc.get("plot"):
-        console.print(f"plot: {doc['plot']['path']}")

@@ -113,8 +113,18 @@ def test_llama3_example_projection_by_hand():
     assert p["read_bandwidth_per_gpu_bytes_per_second"]["encoded"] == pytest.approx(
         per_sample_bytes
     )
-    assert p["epoch_read_seconds"]["encoded"] == pytest.approx((2_000_000 + 4 * 1_920) / 2e9)
+    # one pass over this input is a measured figure, not a projection
+    assert "epoch_read_seconds" not in p
+    assert fig["epoch_read_seconds"]["encoded"] == pytest.approx((2_000_000 + 4 * 1_920) / 2e9)
     assert fig["vision_share"] == pytest.approx(2_308 / 2_500)
+    # 1e12 tokens at 250,000 tokens/s = 4e6 s on 100 GPUs = 111,111 GPU-hours
+    assert p["train_seconds"] == pytest.approx(4e6)
+    assert p["gpu_hours"] == pytest.approx(4e6 * 100 / 3600)
+    assert p["read_seconds"]["encoded"] == pytest.approx(4e8 * per_sample_bytes / 2e9)
+    assert p["read_headroom"]["encoded"] == pytest.approx(2e9 / (100 * per_sample_bytes))
+    # counts are integers: samples needed round up, bytes are whole
+    assert p["samples"] == 400_000_000 and type(p["samples"]) is int
+    assert type(p["bytes_to_read"]["encoded"]) is int and type(fig["images"]) is int
 
 
 def test_sample_intervals_contain_the_full_pass(tmp_path):
