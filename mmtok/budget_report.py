@@ -298,12 +298,14 @@ def _chunks(label_w: int, value_w: list[int], width: int) -> tuple[int, list[lis
 
 
 def _lines(console: Console, secs: list[Section], labels: list[str]) -> None:
-    """Narrower than any table: one line per figure and preset, which a terminal wraps whole."""
-    for sec in secs:
-        console.print(f"[bold]{escape(sec.title)}[/]", soft_wrap=True)
-        for label, values in sec.rows:
-            for lb, v in zip(labels, values, strict=True):
-                console.print(f"  {escape(label.strip())} [{escape(lb)}]: {v}", soft_wrap=True)
+    """Narrower than any table: per preset, one `label: value` line per figure, which a
+    terminal wraps whole."""
+    for i, preset in enumerate(labels):
+        console.print(f"[bold]{escape(preset)}[/]", soft_wrap=True)
+        for sec in secs:
+            console.print(f"  {escape(sec.title)}", soft_wrap=True)
+            for label, values in sec.rows:
+                console.print(f"    {escape(label.strip())}: {values[i]}", soft_wrap=True)
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
@@ -313,8 +315,8 @@ def render(console: Console, doc: dict[str, Any]) -> None:
         head += f", estimated from a sample of {inp['rows_read']:,} (95% intervals below each)"
     reasons = ", ".join(f"{k}: {v:,}" for k, v in inp.get("rejected_by_reason", {}).items())
     head += f"; {plural(inp['rejected'], 'row')} unreadable" + (f" ({reasons})" if reasons else "")
-    console.print(f"[bold]estimate-budget[/]: {escape(head)}", soft_wrap=True)
-    console.print(f"caption tokens: {escape(doc['text_tokens']['method'])}", soft_wrap=True)
+    console.print(f"[bold]estimate-budget[/]: {escape(head)}", soft_wrap=False)
+    console.print(f"caption tokens: {escape(doc['text_tokens']['method'])}", soft_wrap=False)
     labels = list(doc["presets"])
     secs = sections(doc)
     label_w, value_w = _widths(secs, labels)
@@ -333,13 +335,13 @@ def render(console: Console, doc: dict[str, Any]) -> None:
                 console.print(table)
     line = assumptions(doc)
     if line and any(doc["presets"][lb].get("projection") for lb in labels):
-        console.print(escape(line), soft_wrap=True)
+        console.print(escape(line), soft_wrap=False)
     for label in labels:
         s = doc["presets"][label].get("suggest")
         if s:
-            console.print(suggestion(label, s, doc), soft_wrap=True)
+            console.print(suggestion(label, s, doc), soft_wrap=False)
     if doc.get("plot"):
-        console.print(f"plot: {escape(doc['plot']['path'])}", soft_wrap=True)
+        console.print(f"plot: {escape(doc['plot']['path'])}", soft_wrap=False)
 
 
 def suggestion(label: str, s: dict[str, Any], doc: dict[str, Any]) -> str:
