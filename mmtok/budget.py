@@ -358,8 +358,8 @@ def candidates(preset: Preset) -> list[int]:
 # default supported aspect ratios"; image_processing_mllama.py numbers aspect_ratio_ids from
 # get_all_supported_aspect_ratios(max_image_tiles)), so another max_tiles gives wrong ids.
 FIXED_REASON = {
-    "cross_attention": "the model's aspect-ratio embeddings are numbered for its max_tiles "
-    "(transformers MllamaVisionConfig requires max_num_tiles=4); another value gives wrong ids",
+    "cross_attention": "its aspect-ratio embeddings are learned for that many tiles; "
+    "transformers' MllamaVisionConfig requires max_num_tiles=4",
 }
 # Images per prompt a model is known to handle, with the source.
 IMAGES_PER_PROMPT = {
@@ -455,21 +455,23 @@ def suggest(
     value, fit, layouts, image = best
     done = [x for x in layouts if not isinstance(x, Refused)]
     finite = image[np.isfinite(image)]
-    prompt_p99 = int(np.percentile([x.prompt_tokens for x in done], 99, method="inverted_cdf"))
-    text_p99 = int(np.percentile(text, 99, method="inverted_cdf"))
     largest = max(done, key=lambda x: x.resized[0] * x.resized[1])
-    by_context = max(int((context - text_p99) // prompt_p99), 0) if prompt_p99 else None
+    # Images per prompt, judged like the search: the largest k at which `share` of rows fit
+    # k images of their own size beside their own caption.
+    prompt = np.array([x.prompt_tokens if not isinstance(x, Refused) else np.inf for x in layouts])
+    per_row = np.floor(np.maximum(context - text, 0) / prompt)
+    by_context = int(np.sort(per_row)[len(per_row) - math.ceil(share * len(per_row))])
     known = IMAGES_PER_PROMPT.get(preset.name)
     if preset.params.get("cross_attention"):
         # the image is one text token: the context does not bound the count, the model does
         per_prompt, bound = (known[0], known[1]) if known else (None, "not bounded by the context")
-    elif known and (by_context is None or known[0] < by_context):
+    elif known and known[0] < by_context:
         per_prompt, bound = known
     else:
         per_prompt = by_context
         bound = (
-            f"images of p99 size ({prompt_p99:,} prompt tokens) beside a p99 caption "
-            f"({text_p99:,} tokens) within {context:,} tokens"
+            f"{share:.0%} of rows fit that many images of their size beside their caption "
+            f"within {context:,} tokens"
         )
     return {
         "parameter": key,

@@ -352,7 +352,7 @@ def suggestion(label: str, s: dict[str, Any], doc: dict[str, Any]) -> str:
     key, value = s["parameter"], s["value"]
     spec = f"{s['preset'].split(':')[0]}:{key}={value}"
     if s.get("fixed"):
-        first = f"{key}={value:,} is fixed by the model ({s['fixed']}); it fits"
+        first = f"keep {key}={value:,}, which the model fixes ({s['fixed']}). It fits"
     else:
         first = f"{key}={value:,} fits"
     w, h = s["largest_resized"]
