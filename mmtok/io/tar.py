@@ -249,12 +249,20 @@ def tar_members(file: BinaryIO) -> Iterator[Member | Damage]:
         offset = stream.offset
         block = stream.read(BLOCK)
         if len(block) < BLOCK:
-            if stream.error and not ended:
+            # A stream error is reported even after an end-of-archive marker: a gzip CRC that
+            # fails at the end means the bytes inflated before it (zero blocks too) were wrong.
+            if stream.error:
                 yield Damage(
                     offset, f"{stream.error}; the rest of the shard from byte {offset:,} is unread"
                 )
             elif block.strip(b"\0") and not ended:
                 yield Damage(offset, f"the shard ends inside a header at byte {offset:,}")
+            elif not ended:  # tar writers end with two zero blocks; without them, a cut file
+                yield Damage(
+                    offset,
+                    f"the shard ends at byte {offset:,} without the end-of-archive marker: "
+                    "it was probably cut there (samples after it, if any, are lost)",
+                )
             return
         if block == ZERO_BLOCK:
             zeros += 1
@@ -265,7 +273,7 @@ def tar_members(file: BinaryIO) -> Iterator[Member | Damage]:
         if header is None:
             found = _resync(stream, block)
             if found is None:
-                if not ended:
+                if not ended or stream.error:  # junk after the end marker is not damage
                     why = f" ({stream.error})" if stream.error else ""
                     yield Damage(
                         offset,
@@ -296,7 +304,7 @@ def tar_members(file: BinaryIO) -> Iterator[Member | Damage]:
                 f"{data_size:,} bytes ({why}); the rest of the shard is unread",
             )
             return
-        stream.read(-data_size % BLOCK)
+        stream.read(-data_size % BLOCK)  # a cut padding is reported by the next read
         if header.type == b"x":
             pax = parse_pax(data)
         elif header.type == b"L":
