@@ -48,6 +48,19 @@ def test_lone_surrogates_are_made_valid_with_a_warning(tmp_path):
     assert rows[2]["warning"] is None
 
 
+def test_lone_surrogate_inside_a_json_value_of_a_text_column(tmp_path):
+    path = write_lines(
+        tmp_path / "r.jsonl",
+        [
+            json.dumps({"image": "a.jpg", "tags": ["ok", "cut \ud83d"]}),
+            json.dumps({"image": "b.jpg", "tags": "plain"}),
+        ],
+    )
+    _, rows, rejects = read_all([path])
+    assert rejects == [] and json.loads(rows[0]["tags"]) == ["ok", "cut \ufffd"]
+    assert "U+FFFD in tags" in rows[0]["warning"]
+
+
 def test_lone_surrogate_in_a_key_and_in_the_id(tmp_path):
     path = write_lines(
         tmp_path / "r.jsonl",
@@ -86,7 +99,7 @@ def test_folder_with_a_file_name_that_is_not_utf8(latin1_image):
     uri = rows[0]["image"]["path"]
     assert uri == "file://" + os.fsdecode(folder).replace(os.sep, "/") + "/caf%E9.png"
     assert os.fsencode(local_path(uri)) == raw  # the same bytes, so the same file
-    assert "not UTF-8" in rows[0]["warning"]
+    assert rows[0]["warning"] is None  # nothing was repaired: the path is exact
 
 
 def test_jsonl_path_that_is_not_utf8_finds_its_file_and_round_trips(tmp_path, latin1_image):
@@ -237,3 +250,36 @@ def test_parquet_bad_image_values_keep_their_columns(tmp_path):
     _, rows, rejects = read_all([tmp_path / "p.parquet"])
     assert rows == [] and [(r["id"], r["score"]) for r in rejects] == [("x", 0.5), ("y", 0.7)]
     assert rejects[0]["message"].startswith("row 0: image value of type int")
+
+
+def test_a_crawl_of_every_hostile_record_runs_to_the_end(tmp_path, image_files):
+    """All of the above in one file, through the CLI: exit 0, every line accounted for."""
+    good = str(image_files["rgb_640x480.png"])
+    lines = [
+        json.dumps({"id": "surrogate", "image": good, "caption": "x \ud83d y"}),
+        json.dumps({"id": "key", "image": good, "k\udfff": 1}),
+        json.dumps({"id": "bigint", "image": good, "n": 2**70}),
+        '{"id": "deep", "image": "a.jpg", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        json.dumps({"id": "path5", "image": {"path": 5}}),
+        json.dumps({"id": "bytes123", "image": {"bytes": 123}}),
+        json.dumps({"id": "source7", "image": good, "source": 7}),
+        json.dumps(
+            {
+                "id": "upper",
+                "image": "DATA:image/png;base64,"
+                + base64.b64encode(image_files["rgb_640x480.png"].read_bytes()).decode(),
+            }
+        ),
+        b'{"id": "latin1", "image": "' + os.fsencode(good) + b'", "caption": "caf\xe9"}',
+    ]
+    path = write_lines(tmp_path / "crawl.jsonl", lines)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["probe", str(path), "-o", str(out), "-w", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["in"] == len(lines) == counts["out"] + counts["rejected"]
+    assert counts["rejected_by_reason"] == {"bad_record": 3}
+    kept = pq.read_table(next(out.glob("part-*.parquet"))).to_pylist()
+    by_id = {r["id"]: r for r in kept}
+    assert by_id["surrogate"]["caption"] == "x \ufffd y" and by_id["surrogate"]["warning"]
+    assert by_id["upper"]["width"] == 640 and by_id["latin1"]["caption"] == "caf\ufffd"

@@ -154,17 +154,18 @@ class _BatchBuilder:
             try:
                 pa.array([value], f.type)
                 continue
-            except UnicodeEncodeError:
-                value = valid_value(value)
+            except _CONVERSION_ERRORS:
+                pass
+            if f.type == pa.string() and not isinstance(value, str):
+                value = caption_value(value)  # a text column: any value fits as its JSON text
+            valid = valid_value(value)
+            if valid != value:
                 repaired.append(f.name)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                if f.type == pa.string():  # a text column: any value fits as its JSON text
-                    value = caption_value(value)
             try:
-                pa.array([value], f.type)
-                row[f.name] = value
+                pa.array([valid], f.type)
+                row[f.name] = valid
             except _CONVERSION_ERRORS as e:
-                problem = f"{short_repr(value)} does not fit {f.type} ({e})"
+                problem = f"{short_repr(valid)} does not fit {f.type} ({e})"
                 problems.append(f"column {f.name!r}: {problem}")
                 row[f.name] = None
         if repaired:

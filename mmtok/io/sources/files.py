@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 
-from mmtok.io.encoding import FILE_URI, path_text
+from mmtok.io.encoding import path_text
 from mmtok.io.sources.base import BadRecord, ReadOptions, Source
 from mmtok.io.sources.values import add_warning, row_id, utf8_text
 from mmtok.io.sources.webdataset import WDS_IMAGE_EXTENSIONS
@@ -100,8 +100,6 @@ def image_file_row(path: str, id_: str, source: str) -> dict:
         warning = f"caption file {bad}" if bad else None
     text = path_text(path)
     row = {"id": id_, "source": source, "image": {"path": text, "bytes": None}, "caption": caption}
-    if text.startswith(FILE_URI):
-        add_warning(row, "the file name is not UTF-8: its path is kept as a percent-encoded URI")
     if warning:
         add_warning(row, warning)
     return row
