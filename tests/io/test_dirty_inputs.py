@@ -279,6 +279,11 @@ def test_a_crawl_of_every_hostile_record_runs_to_the_end(tmp_path, image_files):
     counts = json.loads(result.stdout)["counts"]
     assert counts["in"] == len(lines) == counts["out"] + counts["rejected"]
     assert counts["rejected_by_reason"] == {"bad_record": 3}
+    assert "crawl.jsonl: 3 rows kept with repairs" in result.stderr
+    manifest = next(
+        p for p in (out / "__mmtok__" / "manifest.json", out / "manifest.json") if p.exists()
+    )
+    assert json.loads(manifest.read_text())["notes"]["rows_with_warning"] == 3
     kept = pq.read_table(next(out.glob("part-*.parquet"))).to_pylist()
     by_id = {r["id"]: r for r in kept}
     assert by_id["surrogate"]["caption"] == "x \ufffd y" and by_id["surrogate"]["warning"]

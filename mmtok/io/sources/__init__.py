@@ -196,11 +196,14 @@ class Inputs:
         for source in self.sources:
             for k, v in source.notes.items():
                 totals[k] = totals.get(k, 0) + v
+        if warned := sum(s.stats.rows_with_warning for s in self.sources):
+            totals["rows_with_warning"] = warned
         return totals
 
     def problems(self) -> list[str]:
-        """After a pass: one line per input that gave no usable row, saying what was probably
-        wrong (the format, or the column). Empty when every input gave rows."""
+        """After a pass: a line per input that gave no usable row, saying what was probably
+        wrong (the format, or the column), and per input whose rows needed repairs. Empty when
+        every input gave clean rows."""
         lines = []
         for source in self.sources:
             stats, name = source.stats, source.display
@@ -219,4 +222,9 @@ class Inputs:
                 )
             elif stats.rows_without_image == stats.rows:
                 lines.append(f"{name}: no sample has an image member; {source.hint()}")
+            if stats.rows_with_warning:
+                lines.append(
+                    f"{name}: {stats.rows_with_warning:,} rows kept with repairs (text that was "
+                    "not valid UTF-8, ...): see their `warning` column"
+                )
         return lines

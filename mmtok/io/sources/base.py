@@ -63,6 +63,7 @@ class ReadStats:
     rows: int = 0
     bad_records: int = 0
     rows_without_image: int = 0
+    rows_with_warning: int = 0  # kept rows that reading had to repair (see their `warning`)
     first_bad: str | None = None
 
 
@@ -127,6 +128,7 @@ class _BatchBuilder:
             self.stats.first_bad = self.stats.first_bad or self.bad[0][1]
         self.stats.rows += rows.num_rows
         self.stats.rows_without_image += rows.column("image").null_count
+        self.stats.rows_with_warning += rows.num_rows - rows.column("warning").null_count
         self.rows, self.where, self.bad, self.image_bytes = [], [], [], 0
         return SourceBatch(rows, rejected)
 
