@@ -108,7 +108,8 @@ class _BatchBuilder:
         try:
             rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
         except _CONVERSION_ERRORS:
-            rows = self._one_by_one()  # a dirty batch: find the rows, repair or reject them
+            # A dirty batch: find its bad rows by halves, repair or reject them.
+            rows = pa.concat_tables([self.schema.empty_table(), *self._dirty(0, len(self.rows))])
         rejected = None
         if self.bad:
             bad_rows = [r for r, _ in self.bad]
@@ -135,15 +136,21 @@ class _BatchBuilder:
     def place(self, where: int | str) -> str:
         return where if isinstance(where, str) else f"{self.unit} {where}"
 
-    def _one_by_one(self) -> pa.Table:
-        kept = []
-        for row, where in zip(self.rows, self.where, strict=True):
-            problems = self._repair(row)
-            if problems:
-                self.bad.append((row, f"{self.place(where)}: {'; '.join(problems)}"))
-            else:
-                kept.append(row)
-        return pa.Table.from_pylist(kept, schema=self.schema)
+    def _dirty(self, start: int, stop: int) -> list[pa.Table]:
+        """Rows [start, stop) of a batch that failed to convert, as tables: halves that convert
+        are kept whole, so only the dirty rows are looked at one by one (repaired, or moved
+        to the read rejects)."""
+        if stop - start > 1:
+            try:
+                return [pa.Table.from_pylist(self.rows[start:stop], schema=self.schema)]
+            except _CONVERSION_ERRORS:
+                mid = (start + stop) // 2
+                return self._dirty(start, mid) + self._dirty(mid, stop)
+        row = self.rows[start]
+        if problems := self._repair(row):
+            self.bad.append((row, f"{self.place(self.where[start])}: {'; '.join(problems)}"))
+            return []
+        return [pa.Table.from_pylist([row], schema=self.schema)]
 
     def _repair(self, row: dict) -> list[str]:
         """Make `row` convertible: text with lone surrogates made valid (with a warning);
