@@ -226,3 +226,18 @@ def test_random_damage_never_loses_a_sample_silently(tmp_path, compress):
             if key not in kept:
                 end = max(m["end"] for m in members if m["key"] == key)
                 assert first_damage is not None and first_damage < end, (trial, key)
+
+
+def test_member_names_that_climb_out_are_only_keys(tmp_path):
+    """Nothing is extracted: `../` and absolute names are sample keys, no file is written."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("../../evil.jpg", "/abs/evil.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"data"))
+    before = sorted(p.name for p in tmp_path.parent.iterdir())
+    rows, rejects = read_shard(tmp_path, buf.getvalue())
+    assert rejects == [] and [r["key"] for r in rows] == ["../../evil", "/abs/evil"]
+    assert sorted(p.name for p in tmp_path.parent.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["shard.tar"]
