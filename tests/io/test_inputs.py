@@ -129,3 +129,49 @@ def test_a_good_input_has_no_warning(tmp_path, image_files):
     path = write_jsonl(tmp_path / "r.jsonl", [{"image": str(image_files["rgb_640x480.png"])}])
     result = run_probe(path, "-o", tmp_path / "out")
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "json"])
+def test_cut_gzip_input_keeps_the_rows_before_the_cut(tmp_path, suffix):
+    rows = [{"image": f"{i}.jpg", "caption": f"caption number {i} " * 5} for i in range(2000)]
+    if suffix == "jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    elif suffix == "json":
+        text = json.dumps(rows)
+    else:
+        text = "image,caption\n" + "".join(f"{r['image']},{r['caption']}\n" for r in rows)
+    packed = gzip.compress(text.encode())
+    path = tmp_path / f"cut.{suffix}.gz"
+    path.write_bytes(packed[: len(packed) * 6 // 10])  # an interrupted download
+    inputs, kept, rejects = read_all([path])
+    assert rejects[-1]["reason"] == "bad_record"
+    if suffix == "json":  # one document: nothing before the cut is a whole row
+        assert kept == [] and len(rejects) == 1
+        assert "the file cannot be read" in rejects[0]["message"]
+        return
+    assert "the rest is unread" in rejects[-1]["message"]
+    assert 500 < len(kept) < 2000
+    assert [r["image"]["path"] for r in kept] == [
+        str(tmp_path / f"{i}.jpg") for i in range(len(kept))
+    ]
+    assert len(rejects) <= 2  # the cut line, if the cut fell inside one, and the rest
+
+
+def test_parquet_with_a_damaged_row_group_keeps_the_others(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    table = pa.table({"image": [f"{i}.jpg" for i in range(300)], "n": list(range(300))})
+    pq.write_table(table, path, row_group_size=100, compression="zstd")
+    meta = pq.ParquetFile(path).metadata
+    second = meta.row_group(1).column(0)
+    start = second.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 20 : start + 60] = b"\xff" * 40  # a damaged page in row group 1
+    path.write_bytes(bytes(data))
+    _, kept, rejects = read_all([path])
+    assert [r["n"] for r in kept] == list(range(100)) + list(range(200, 300))
+    (reject,) = rejects
+    assert reject["message"].startswith("row 100: row group 1 cannot be read after row 100")
+    assert "its rows 100 to 199 are unread" in reject["message"]

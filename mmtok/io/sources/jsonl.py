@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from mmtok.io.encoding import is_valid_text, valid_text
 from mmtok.io.sources.base import BadRecord, ReadOptions, Source
-from mmtok.io.sources.values import MESSAGE_TEXT, RecordError, add_warning
+from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError, add_warning
 
 
 def open_text(path: str) -> io.TextIOBase:
@@ -78,11 +78,17 @@ class JsonLinesSource(Source):
     unit = "line"
 
     def _parsed(self) -> Iterator[tuple[int, Any]]:
-        """(line number, parsed JSON or `Unparsed`) for every non-blank line."""
+        """(line number, parsed JSON or `Unparsed`) for every non-blank line; a file that
+        cannot be read to its end ends with one `Unparsed` for the rest."""
+        lineno = 0
         with open_text(self.path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if line.strip():
-                    yield lineno, parse_json(line)
+            try:
+                for lineno, line in enumerate(f, start=1):  # noqa: B007 - read after the loop
+                    if line.strip():
+                        yield lineno, parse_json(line)
+            except READ_ERRORS as e:
+                message = f"the file cannot be read after line {lineno} ({e}); the rest is unread"
+                yield lineno + 1, Unparsed(message, "")
 
     def _scan(self) -> None:
         """One pass over the file: passthrough column types (JSON has no schema) and row count."""
@@ -150,7 +156,7 @@ class JsonLinesSource(Source):
             try:
                 if isinstance(record, Unparsed):
                     text = valid_text(record.text.strip())[:MESSAGE_TEXT]
-                    raise RecordError(f"{record.message}; text: {text}")
+                    raise RecordError(f"{record.message}; text: {text}" if text else record.message)
                 if not isinstance(record, dict):
                     raise RecordError(f"a JSON {type(record).__name__}, not an object")
                 row = self._row(self._coerce(record), rowno)
@@ -169,8 +175,11 @@ class JsonArraySource(JsonLinesSource):
     unit = "item"
 
     def _parsed(self) -> Iterator[tuple[int, Any]]:
-        with open_text(self.path) as f:
-            document = parse_json(f.read())
+        try:
+            with open_text(self.path) as f:
+                document = parse_json(f.read())
+        except READ_ERRORS as e:
+            document = Unparsed(f"the file cannot be read ({e})", "")
         if isinstance(document, Unparsed):
             document.text = document.text[:MESSAGE_TEXT]
             yield 0, document
@@ -185,14 +194,17 @@ class JsonArraySource(JsonLinesSource):
 
 def looks_like_json_document(path: str) -> bool:
     """A `.json` file that is not JSON Lines: an array, or an object spread over lines."""
-    with open_text(path) as f:
-        head = f.read(1 << 16).lstrip()
-        if head.startswith("["):
-            return True
-        if not head.startswith("{"):
-            return False
-        f.seek(0)
-        first = f.readline()
+    try:
+        with open_text(path) as f:
+            head = f.read(1 << 16).lstrip()
+            if head.startswith("["):
+                return True
+            if not head.startswith("{"):
+                return False
+            f.seek(0)
+            first = f.readline()
+    except READ_ERRORS:
+        return False  # read as JSON Lines, whose reader reports what cannot be read
     return isinstance(parse_json(first), Unparsed)
 
 

@@ -13,7 +13,7 @@ from mmtok.errors import MmtokError
 from mmtok.io.encoding import valid_text
 from mmtok.io.sources.base import BadRecord, ReadOptions, Source
 from mmtok.io.sources.jsonl import open_text
-from mmtok.io.sources.values import MESSAGE_TEXT, RecordError
+from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError
 
 # A CSV field may be a long caption; far beyond this it is an unclosed quote eating the file.
 _CSV_FIELD_LIMIT = 1 << 30
@@ -21,7 +21,7 @@ _CSV_FIELD_LIMIT = 1 << 30
 
 def _csv_rows(f: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, list[str] | str]]:
     """(line number, fields) per record, or (line number, error) for one the parser refuses;
-    the parser goes on after an error."""
+    the parser goes on after an error, and stops after one for a file it cannot read on."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
     reader = csv.reader(f, delimiter=delimiter)
     while True:
@@ -32,6 +32,10 @@ def _csv_rows(f: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, list[str]
         except csv.Error as e:
             yield reader.line_num, f"CSV error: {e}"
             continue
+        except READ_ERRORS as e:
+            line = reader.line_num
+            yield line + 1, f"the file cannot be read after line {line} ({e}); the rest is unread"
+            return
         yield reader.line_num, values
 
 
@@ -118,15 +122,26 @@ class ParquetSource(Source):
         return self.file.metadata.num_rows
 
     def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
-        rowno = 0
-        try:
-            for record_batch in self.file.iter_batches(batch_size=self.options.batch_rows):
-                for record in record_batch.to_pylist():
-                    try:
-                        yield self._row(record, rowno), rowno
-                    except RecordError as e:
-                        yield self._bad_row(record, rowno, str(e)), rowno
-                    rowno += 1
-        except (OSError, pa.ArrowException) as e:
-            message = f"cannot read Parquet file {self.path} after row {rowno}: {e}"
-            raise MmtokError(message) from None
+        """Row group by row group, so a damaged one is one reject and the others are read."""
+        start = 0
+        for group in range(self.file.num_row_groups):
+            rowno = start
+            try:
+                batches = self.file.iter_batches(
+                    batch_size=self.options.batch_rows, row_groups=[group]
+                )
+                for record_batch in batches:
+                    for record in record_batch.to_pylist():
+                        try:
+                            yield self._row(record, rowno), rowno
+                        except RecordError as e:
+                            yield self._bad_row(record, rowno, str(e)), rowno
+                        rowno += 1
+            except (OSError, pa.ArrowException) as e:
+                end = start + self.file.metadata.row_group(group).num_rows
+                message = (
+                    f"row group {group} cannot be read after row {rowno} ({e}); "
+                    f"its rows {rowno} to {end - 1} are unread"
+                )
+                yield self._bad(f"#unreadable@{rowno}", message), rowno
+            start += self.file.metadata.row_group(group).num_rows

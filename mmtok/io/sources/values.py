@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -16,6 +17,9 @@ from mmtok.io.encoding import local_path, path_text, valid_text
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 MESSAGE_TEXT = 500  # characters of a bad record quoted in its reject message
+# A file that stops being readable part way (a cut .gz download, an I/O error): the records
+# before are kept and the rest becomes one reject.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def row_id(source: str, key: str | int) -> str:
