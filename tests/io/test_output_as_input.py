@@ -32,11 +32,6 @@ def run(command: str, source, out) -> dict:
     return json.loads(result.stdout)
 
 
-def manifest_of(folder):
-    side = folder / SIDE_DIR / MANIFEST_FILE
-    return json.loads((side if side.exists() else folder / MANIFEST_FILE).read_text())
-
-
 def kept_rows(folder):
     return sum(pq.ParquetFile(p).metadata.num_rows for p in output_folder_parts(folder))
 
@@ -71,22 +66,29 @@ def test_every_command_reads_every_commands_output(outputs, producer, tmp_path):
             assert schema.names.count("rgb_bytes") == 1
 
 
-def new_layout_copy(folder, dest):
-    """The same output in the new layout: side outputs moved under `__mmtok__/`."""
+def relayout(folder, dest, new: bool):
+    """A copy of an output folder in the new layout (side outputs under `__mmtok__/`) or the
+    old one (at the top), whichever the sink of this branch writes."""
     shutil.copytree(folder, dest)
-    (dest / SIDE_DIR).mkdir()
-    manifest = json.loads((dest / MANIFEST_FILE).read_text())
+    side = dest / SIDE_DIR
+    manifest_path = side / MANIFEST_FILE if side.exists() else dest / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.unlink()
+    side.mkdir(exist_ok=True)
     for entry in manifest["files"]:
         if entry["kind"] != "rows":
-            (dest / entry["name"]).rename(dest / SIDE_DIR / entry["name"])
-            entry["name"] = f"{SIDE_DIR}/{entry['name']}"
-    (dest / SIDE_DIR / MANIFEST_FILE).write_text(json.dumps(manifest))
-    (dest / MANIFEST_FILE).unlink()
+            name = entry["name"].removeprefix(f"{SIDE_DIR}/")
+            old, moved = (dest / entry["name"]), (side / name if new else dest / name)
+            old.rename(moved)
+            entry["name"] = str(moved.relative_to(dest))
+    (side / MANIFEST_FILE if new else dest / MANIFEST_FILE).write_text(json.dumps(manifest))
+    if not new:
+        side.rmdir()
     return dest
 
 
 def test_new_layout_is_read_as_its_kept_rows_only(outputs, tmp_path):
-    folder = new_layout_copy(outputs["probe"], tmp_path / "new")
+    folder = relayout(outputs["probe"], tmp_path / "new", new=True)
     assert (folder / SIDE_DIR / REJECTS_FILE).exists() and not (folder / REJECTS_FILE).exists()
     inputs = Inputs([str(folder)])
     assert [s.kind for s in inputs.sources] == ["parquet"]  # the shards, not the rejects
@@ -95,11 +97,11 @@ def test_new_layout_is_read_as_its_kept_rows_only(outputs, tmp_path):
     assert counts["in"] == kept_rows(outputs["probe"])
 
 
-def test_old_layout_is_still_read(outputs):
-    assert (outputs["probe"] / MANIFEST_FILE).exists() or (
-        outputs["probe"] / SIDE_DIR / MANIFEST_FILE
-    ).exists()
-    inputs = Inputs([str(outputs["probe"])])
+def test_old_layout_is_still_read(outputs, tmp_path):
+    folder = relayout(outputs["probe"], tmp_path / "old", new=False)
+    assert (folder / MANIFEST_FILE).exists() and (folder / REJECTS_FILE).exists()
+    inputs = Inputs([str(folder)])
+    assert [s.kind for s in inputs.sources] == ["parquet"]
     rows = [r for b in inputs.batches() for r in b.rows.to_pylist()]
     assert len(rows) == kept_rows(outputs["probe"])
     assert all(r["source"].endswith("in.jsonl") for r in rows)  # lineage from the first run
