@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from mmtok.cli.output import Reporter
 from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
@@ -211,9 +212,8 @@ def run_dataset(
         stdout_is_data=to_stdout,
         stderr_is_data=to_stdout and opts.rejects is None,
     )
-    source = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows)
-    if wrap_inputs is not None:  # e.g. a random sample of the rows
-        source = wrap_inputs(source)
+    inputs = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows)
+    source = inputs if wrap_inputs is None else wrap_inputs(inputs)  # e.g. a random sample
     with reporter.progress(description) as (on_start, on_progress):
         manifest = run_pipeline(
             source,
@@ -226,4 +226,7 @@ def run_dataset(
             observers=observers,
             shard_stats=shard_stats,
         )
+    if not (to_stdout and opts.rejects is None):  # else stderr carries the rejected rows
+        for problem in inputs.problems():  # an input that gave no usable row: say why
+            reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     return manifest, out, reporter

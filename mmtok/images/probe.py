@@ -18,6 +18,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
+from mmtok.io.encoding import local_path
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
@@ -167,6 +168,8 @@ def image_input(image: dict | None) -> str | bytes:
             return image["bytes"]
         path = image.get("path")
         if path:
+            if path[:7].lower() == "file://":  # a path that is not UTF-8, kept as its bytes
+                return local_path(path)
             if path.startswith(_URI_SCHEME) or "://" in path:
                 raise BadImage(Reason.UNSUPPORTED_URI, f"not a local file: {path}")
             return path

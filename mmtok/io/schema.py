@@ -1,8 +1,10 @@
 """The row schema every source produces and every sink writes.
 
 Rows: `id`, `source` (input file the row came from), `image` (path or encoded bytes, the
-Hugging Face `Image` layout), `caption`, then the input's other columns (passthrough), then the
-columns that stages add. Rejects: the same row columns plus `stage`, `reason`, `message`.
+Hugging Face `Image` layout), `caption`, `warning` (null, or what reading had to repair in the
+row: text that was not valid UTF-8, a file name kept as a `file:` URI, ...), then the input's
+other columns (passthrough), then the columns that stages add. Rejects: the same row columns
+plus `stage`, `reason`, `message`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ BASE_FIELDS = [
     pa.field("source", pa.string()),
     pa.field("image", IMAGE_TYPE),
     pa.field("caption", pa.string()),
+    pa.field("warning", pa.string()),
 ]
 BASE_NAMES = tuple(f.name for f in BASE_FIELDS)
+# Base columns an input may carry from an earlier mmtok run; kept when they hold text.
+LINEAGE_NAMES = ("source", "warning")
 
 REJECT_FIELDS = [
     pa.field("stage", pa.string()),
@@ -40,11 +45,15 @@ def reject_schema(row_schema: pa.Schema) -> pa.Schema:
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Select and cast `table` to `schema`, filling columns it lacks with nulls."""
+    """Select and cast `table` to `schema`, filling columns it lacks with nulls.
+
+    When a name appears more than once (a stage appended a column that the input already had,
+    e.g. an mmtok output read again), the last one wins: it is the newest value."""
+    last = {name: i for i, name in enumerate(table.column_names)}
     columns = []
     for field in schema:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
+        if field.name in last:
+            columns.append(table.column(last[field.name]).cast(field.type))
         else:
             columns.append(pa.nulls(table.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=schema)

@@ -47,7 +47,7 @@ def test_record_formats_round_trip_the_same_rows(tmp_path, fmt):
         write_csv(path, ROWS, "\t" if fmt == "tsv" else ",")
     inputs, rows, rejects = read_all([path])
     assert rejects == []
-    assert inputs.schema.names == ["id", "source", "image", "caption", "url"]
+    assert inputs.schema.names == ["id", "source", "image", "caption", "warning", "url"]
     assert [r["image"]["path"] for r in rows] == [
         str(tmp_path / "a.jpg"),
         str(tmp_path / "sub" / "b.png"),
@@ -174,7 +174,8 @@ def test_truncated_webdataset_keeps_earlier_samples(tmp_path, image_files):
     path.write_bytes(path.read_bytes()[: 512 + len(jpeg) + 512 + 1000])
     _, rows, rejects = read_all([path])
     assert len(rows) == 1
-    assert len(rejects) == 1 and "unreadable after sample 1" in rejects[0]["message"]
+    assert len(rejects) == 1 and "damaged after sample '000'" in rejects[0]["message"]
+    assert "member b'001.jpg' at byte 109,568 is cut" in rejects[0]["message"]
 
 
 def test_folder_with_sidecar_captions_and_odd_names(tmp_path, image_files):

@@ -1,0 +1,352 @@
+"""What every source shares: read options, the batch builder that turns row dicts into Arrow
+(repairing or rejecting the rows that do not convert), and the `Source` base class."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from mmtok.errors import MmtokError
+from mmtok.io.encoding import is_valid_text, path_text, valid_text
+from mmtok.io.schema import BASE_NAMES, LINEAGE_NAMES, make_rejects
+from mmtok.io.sources.values import (
+    add_warning,
+    caption_value,
+    image_value,
+    row_id,
+    short_repr,
+    valid_value,
+)
+from mmtok.reasons import Reason
+
+READ_STAGE = "read"
+DEFAULT_TEXT_COL = "caption"
+# What `pa.Table.from_pylist` raises for values that do not fit the schema.
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    image_col: str = "image"
+    text_col: str = DEFAULT_TEXT_COL
+    id_col: str | None = None  # None: the input's `id` column if it has one, else a hash
+    batch_rows: int = 256
+    batch_bytes: int = 32 << 20  # cut a batch early when its image bytes reach this
+
+
+@dataclass
+class SourceBatch:
+    rows: pa.Table
+    rejected: pa.Table | None = None  # records that could not be parsed (stage "read")
+
+    @property
+    def num_records(self) -> int:
+        return self.rows.num_rows + (self.rejected.num_rows if self.rejected is not None else 0)
+
+
+@dataclass
+class BadRecord:
+    """A record that cannot become a row: it becomes a `bad_record` reject of stage "read"."""
+
+    row: dict  # what is known of it: at least id and source
+    message: str
+
+
+@dataclass
+class ReadStats:
+    """What one pass over a source gave, for the warning at the end of a run."""
+
+    rows: int = 0
+    bad_records: int = 0
+    rows_without_image: int = 0
+    rows_with_warning: int = 0  # kept rows that reading had to repair (see their `warning`)
+    first_bad: str | None = None
+
+
+class _BatchBuilder:
+    """Accumulates rows and read rejects as Python values; emits conformed Arrow batches."""
+
+    def __init__(self, schema: pa.Schema, options: ReadOptions, text_columns: list[str], unit: str):
+        self.schema, self.options, self.unit = schema, options, unit
+        # Passthrough columns that inputs disagree on are text: other values become JSON text.
+        self.text_columns = text_columns
+        self.rows: list[dict] = []
+        self.where: list[int | str] = []  # a number of `unit`s, or a description
+        self.bad: list[tuple[dict, str]] = []
+        self.image_bytes = 0
+        self.stats = ReadStats()
+
+    def add(self, row: dict, where: int | str) -> SourceBatch | None:
+        for name in self.text_columns:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                row[name] = caption_value(value)
+        self.rows.append(row)
+        self.where.append(where)
+        image = row.get("image")
+        if image and image.get("bytes"):
+            self.image_bytes += len(image["bytes"])
+        return self._maybe_flush()
+
+    def reject(self, row: dict, message: str) -> SourceBatch | None:
+        self.bad.append((row, message))
+        return self._maybe_flush()
+
+    def _maybe_flush(self) -> SourceBatch | None:
+        full = len(self.rows) + len(self.bad) >= self.options.batch_rows
+        if full or self.image_bytes >= self.options.batch_bytes:
+            return self.flush()
+        return None
+
+    def flush(self) -> SourceBatch | None:
+        if not self.rows and not self.bad:
+            return None
+        try:
+            rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
+        except _CONVERSION_ERRORS:
+            # A dirty batch: find its bad rows by halves, repair or reject them.
+            rows = pa.concat_tables([self.schema.empty_table(), *self._dirty(0, len(self.rows))])
+        rejected = None
+        if self.bad:
+            bad_rows = [r for r, _ in self.bad]
+            try:
+                bad_table = pa.Table.from_pylist(bad_rows, schema=self.schema)
+            except _CONVERSION_ERRORS:  # keep what fits of a rejected record's columns
+                for row in bad_rows:
+                    self._repair(row)
+                bad_table = pa.Table.from_pylist(bad_rows, schema=self.schema)
+            rejected = make_rejects(
+                bad_table,
+                READ_STAGE,
+                [Reason.BAD_RECORD.value] * len(self.bad),
+                [m for _, m in self.bad],
+            )
+            self.stats.bad_records += len(self.bad)
+            self.stats.first_bad = self.stats.first_bad or self.bad[0][1]
+        self.stats.rows += rows.num_rows
+        self.stats.rows_without_image += rows.column("image").null_count
+        self.stats.rows_with_warning += rows.num_rows - rows.column("warning").null_count
+        self.rows, self.where, self.bad, self.image_bytes = [], [], [], 0
+        return SourceBatch(rows, rejected)
+
+    def place(self, where: int | str) -> str:
+        return where if isinstance(where, str) else f"{self.unit} {where}"
+
+    def _dirty(self, start: int, stop: int) -> list[pa.Table]:
+        """Rows [start, stop) of a batch that failed to convert, as tables: halves that convert
+        are kept whole, so only the dirty rows are looked at one by one (repaired, or moved
+        to the read rejects)."""
+        if stop - start > 1:
+            try:
+                return [pa.Table.from_pylist(self.rows[start:stop], schema=self.schema)]
+            except _CONVERSION_ERRORS:
+                mid = (start + stop) // 2
+                return self._dirty(start, mid) + self._dirty(mid, stop)
+        row = self.rows[start]
+        if problems := self._repair(row):
+            self.bad.append((row, f"{self.place(self.where[start])}: {'; '.join(problems)}"))
+            return []
+        return [pa.Table.from_pylist([row], schema=self.schema)]
+
+    def _repair(self, row: dict) -> list[str]:
+        """Make `row` convertible: text with lone surrogates made valid (with a warning);
+        values that do not fit their column are nulled and returned as problems."""
+        problems, repaired = [], []
+        for f in self.schema:
+            value = row.get(f.name)
+            if value is None:
+                continue
+            try:
+                pa.array([value], f.type)
+                continue
+            except _CONVERSION_ERRORS:
+                pass
+            if f.type == pa.string() and not isinstance(value, str):
+                value = caption_value(value)  # a text column: any value fits as its JSON text
+            valid = valid_value(value)
+            if valid != value:
+                repaired.append(f.name)
+            try:
+                pa.array([valid], f.type)
+                row[f.name] = valid
+            except _CONVERSION_ERRORS as e:
+                problem = f"{short_repr(valid)} does not fit {f.type} ({e})"
+                problems.append(f"column {f.name!r}: {problem}")
+                row[f.name] = None
+        if repaired:
+            add_warning(
+                row,
+                "text that was not valid UTF-8 (lone surrogates or bad bytes) replaced with "
+                f"U+FFFD in {', '.join(repaired)}",
+            )
+        return problems
+
+
+class Source:
+    """One input: a file or folder. Subclasses read it row by row or batch by batch."""
+
+    kind = "?"
+    unit = "row"  # what `where` counts in reject messages: line, row, item, ...
+
+    def __init__(self, path: str, options: ReadOptions, display: str | None = None):
+        self.path = path
+        self.display = display or path
+        self.source_text = (
+            self.display
+            if is_valid_text(self.display)
+            else path_text(os.path.abspath(self.display))
+        )
+        self.options = options
+        self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.notes: dict[str, int] = {}
+        self.stats = ReadStats()
+        self._output_names: dict[str, str | None] = {}
+        self._lineage: tuple[str, ...] = ()  # base columns of an earlier mmtok run, as text
+        self._dirty_names: frozenset[str] = frozenset()
+
+    @property
+    def id_key(self) -> str:
+        """What row ids hash: the absolute path, so the same file gives the same ids."""
+        return os.path.abspath(self.path) if self.display == self.path else self.display
+
+    def passthrough_fields(self) -> list[pa.Field]:
+        return []
+
+    def columns(self) -> list[str] | None:
+        """The input's column names, for checking --text-col; None: the source has no columns
+        of its own (a folder) or cannot tell without reading it all (a tar shard)."""
+        return None
+
+    def count_rows(self) -> int | None:
+        return None
+
+    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
+        """Rows in the output schema as dicts, or `BadRecord`s, in input order, each with
+        where it was: a number of `unit`s (line 12), or a description (sample abc)."""
+        raise NotImplementedError
+
+    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
+        own = {f.name: f.type for f in self.passthrough_fields()}
+        text_columns = [
+            f.name
+            for f in schema
+            if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
+        ]
+        builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
+        self.stats = builder.stats
+        for record, where in self.records():
+            if isinstance(record, BadRecord):
+                batch = builder.reject(record.row, f"{builder.place(where)}: {record.message}")
+            else:
+                batch = builder.add(record, where)
+            if batch:
+                yield batch
+        if batch := builder.flush():
+            yield batch
+
+    def fingerprint(self) -> dict:
+        st = os.stat(self.path)
+        return {
+            "path": self.source_text,
+            "kind": self.kind,
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+        }
+
+    def hint(self) -> str:
+        """What is probably wrong when this source gives no rows at all."""
+        return f"is it a {self.kind} file?"
+
+    # Shared by the record-oriented sources (JSON Lines, CSV, Parquet).
+    _id_col: str | None = None
+
+    def _find_id_col(self, names: list[str]) -> str | None:
+        """The id column: the one asked for, else the input's own `id` column if it has one."""
+        if self.options.id_col is None:
+            return "id" if "id" in names else None
+        if self.options.id_col not in names:
+            raise MmtokError(
+                f"{self.display}: no id column {self.options.id_col!r}; columns: {names}"
+            )
+        return self.options.id_col
+
+    def _require_image_col(self, names: list[str]) -> None:
+        if self.options.image_col not in names:
+            raise MmtokError(
+                f"{self.display}: no image column {self.options.image_col!r}; columns: {names}",
+                hint="choose it with --image-col",
+            )
+
+    def _set_lineage(self, text_typed: dict[str, bool]) -> None:
+        """Base columns of an earlier mmtok run (`source`, `warning`) are kept as lineage when
+        they hold text; with any other type they are the input's own data (`source_input`)."""
+        self._lineage = tuple(n for n in LINEAGE_NAMES if text_typed.get(n))
+
+    def _bad(self, key: str | int, message: str, **known) -> BadRecord:
+        row = {"id": row_id(self.id_key, key), "source": self.source_text, **known}
+        return BadRecord(row, message)
+
+    def _passthrough_name(self, name: str) -> str | None:
+        """Output name of an input column, or None when it is one of the role columns.
+
+        Called for every column of every row, so each name is worked out once per source."""
+        out = self._output_names.get(name, ...)
+        if out is ...:  # `_row` reads the cache itself (the hot path); this fills it
+            clean = valid_text(name)
+            if name in (self.options.image_col, self.options.text_col, self._id_col):
+                out = None
+            elif name in self._lineage:
+                out = None  # copied by `_row` when it holds text
+            elif clean in BASE_NAMES:
+                out = f"{clean}_input"  # a reserved name used for something else in this input
+            else:
+                out = clean
+            self._output_names[name] = out
+        return out
+
+    def _row(self, record: dict, rowno: int) -> dict:
+        """A row dict in the output schema from one input record (a dict of column values)."""
+        raw_id = record.get(self._id_col) if self._id_col else None
+        row = {
+            "id": str(raw_id) if raw_id is not None else row_id(self.id_key, rowno),
+            "source": self.source_text,
+            "image": image_value(record.get(self.options.image_col), self.base_dir),
+            "caption": caption_value(record.get(self.options.text_col)),
+        }
+        names = self._output_names
+        for name, value in record.items():
+            out = names.get(name, ...)
+            if out is ...:
+                out = self._passthrough_name(name)
+            if out is not None:
+                row[out] = value
+        for name in self._lineage:  # keep lineage from an earlier mmtok run
+            value = record.get(name)
+            if isinstance(value, str):
+                row[name] = value
+        if self._dirty_names and not self._dirty_names.isdisjoint(record):
+            dirty = sorted(valid_text(n) for n in self._dirty_names.intersection(record))
+            add_warning(row, f"column names not valid UTF-8, made valid with U+FFFD: {dirty}")
+        return row
+
+    def _bad_row(self, record: Any, key: str | int, message: str) -> BadRecord:
+        """A bad_record reject that keeps the input's own id and columns when it has them."""
+        known: dict[str, Any] = {}
+        if isinstance(record, dict):
+            raw_id = record.get(self._id_col) if self._id_col else None
+            if isinstance(raw_id, str | int):
+                known["id"] = str(raw_id)
+            caption = record.get(self.options.text_col)
+            if isinstance(caption, str):
+                known["caption"] = caption
+            for name, value in record.items():
+                out = self._passthrough_name(name)
+                if out is not None:
+                    known[out] = value
+        bad = self._bad(key, message)
+        bad.row.update(known)
+        return bad
