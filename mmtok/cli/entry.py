@@ -1,0 +1,32 @@
+"""The `mmtok` executable. It imports the commands only once it runs, so a Ctrl-C at any
+instant, even while Python loads them, ends in one line and exit 130; a bad flag is one line
+and exit 2, like every other user error."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        import typer
+
+        from mmtok.cli.app import app
+        from mmtok.cli.output import print_error
+        from mmtok.errors import MmtokError
+
+        try:
+            code = app(standalone_mode=False)
+        except typer.TyperException as e:  # the parser's errors: bad flags, bad values
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            ctx = getattr(e, "ctx", None)
+            hint = f"{ctx.command_path} --help" if ctx is not None else "mmtok --help"
+            if message.strip():  # (none when a bare `mmtok` printed its help)
+                print_error(MmtokError(message, hint=f"see {hint}"))
+            code = getattr(e, "exit_code", 2)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
