@@ -28,9 +28,9 @@ def reflow(text: str | None) -> str | None:
     return "\n\n".join(p if p.startswith(" ") else " ".join(p.split()) for p in paragraphs)
 
 
-def value_name(param: TyperOption | TyperArgument) -> str | None:
-    """What an option takes, as a word for people (N, TEXT), never a Python type name;
-    flags take nothing; None keeps Typer's own display (the choices of an enum)."""
+def value_name(param: TyperOption | TyperArgument) -> str:
+    """What an option takes, as a word for people (N, X, TEXT, CHOICE), never a Python type
+    name; flags take nothing."""
     if isinstance(param, TyperArgument):
         return (param.name or "").upper()  # the usage line reads `{INPUTS}...`
     if param.is_flag:
@@ -39,7 +39,7 @@ def value_name(param: TyperOption | TyperArgument) -> str | None:
     if get_origin(annotation) is list:
         (annotation,) = get_args(annotation)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return None
+        return "CHOICE"  # the help names the choices (a test checks it)
     return {int: "N", float: "X"}.get(annotation, "TEXT")
 
 
@@ -53,17 +53,15 @@ class _CleanHelp:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.help = reflow(self.help)
-        for param in self.params:
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # with --help and Typer's completion options
+        for param in params:
             if param.metavar is None:
                 param.metavar = value_name(param)
             if isinstance(param, TyperArgument):  # its name says what it takes: no type column
                 param.display_type_rich = _no_type
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+        return params
 
 
 class Command(_CleanHelp, TyperCommand):

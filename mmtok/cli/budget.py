@@ -161,9 +161,10 @@ def estimate_budget(
     [bold]Examples[/]
 
       mmtok estimate-budget data.jsonl -p llama3-336 -p qwen2-vl -p kimi-vl
-      mmtok estimate-budget 'shards/*.tar' -p qwen2-vl --sample 10000 --context 8192 --suggest
-      mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 --gpus 1024 \\
-          --tokens-per-gpu-second 3000 --read-gbps 20 --json
+      mmtok estimate-budget 'shards/*.tar' -p qwen2-vl --sample 10000 \\
+          --context 8192 --suggest
+      mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 \\
+          --gpus 1024 --tokens-per-gpu-second 3000 --read-gbps 20 --json
     """
     common = o.DatasetOptions.pick(locals())
     if preset_file:

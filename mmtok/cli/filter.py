@@ -115,7 +115,8 @@ def filter_rows(
 
     [bold]Examples[/]
 
-      mmtok filter pairs.jsonl -o clean/ --min-side 64 --max-aspect 4 --caption-min-words 3
+      mmtok filter pairs.jsonl -o clean/ --min-side 64 --max-aspect 4 \\
+          --caption-min-words 3
       mmtok filter pairs.jsonl -o clean/ --recipe filter.toml --lang en,de
       mmtok filter 'shards/*.tar' --preset qwen2-vl --max-tokens 4096 --dry-run
     """

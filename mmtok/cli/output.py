@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ _WHAT_TO_DO = {
     errno.EROFS: "it is on a read-only file system: choose another path",
     errno.ENOENT: "check the path (a folder to write into must exist)",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
-    errno.EEXIST: "a file is in the way (a part of the path is a file, not a folder)",
+    errno.EEXIST: "it is a file where a folder is needed: choose another path",
     errno.EISDIR: "it is a folder: give a file path",
     errno.ENOSPC: "free some space or choose another disk, then run the same command again",
     errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
@@ -111,22 +112,23 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NO_THREAD = ("Failed to launch worker thread", "can't start new thread")
 
 
-def user_error(error: BaseException, output: str | None = None) -> MmtokError | None:
+def user_error(error: BaseException, paths: tuple[str | None, ...] = ()) -> MmtokError | None:
     """The one-line error a person can act on, or None for a bug (which keeps its traceback).
 
     User errors: `MmtokError`; Ctrl-C; an OS error on a named path (a read-only folder, a
     missing folder, a file where a folder must be) or a full disk; a thread that cannot start
-    under a memory or process limit. `output` is the command's -o, named when the error has
-    no path of its own (pyarrow's write errors do not say which file)."""
+    under a memory or process limit. `paths`: what the command writes (-o, --rejects), named
+    when the error has no path of its own (pyarrow's write errors do not say which file)."""
     if isinstance(error, MmtokError):
         return error
     if isinstance(error, KeyboardInterrupt):
         return _error("interrupted", None, 130)
     if isinstance(error, OSError) and (error.filename is not None or error.errno in _NO_SPACE):
-        what = error.strerror or str(error)
-        path = error.filename if error.filename is not None else output
+        what = os.strerror(error.errno) if error.errno else str(error)
+        written = [p for p in paths if p and p != "-"]
+        path = error.filename if error.filename is not None else " or ".join(written)
         hint = _WHAT_TO_DO.get(error.errno)
-        if error.errno in _NO_SPACE and output and output != "-":
+        if error.errno in _NO_SPACE and paths and paths[0] not in (None, "-"):
             hint = f"{hint} with --resume"
         return _error(f"{path}: {what}" if path else what, hint, 2)
     if any(words in str(error) for words in _NO_THREAD):
@@ -164,7 +166,7 @@ def handle_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except (Exception, KeyboardInterrupt) as e:
-            error = user_error(e, kwargs.get("output"))
+            error = user_error(e, (kwargs.get("output"), kwargs.get("rejects")))
             if error is None:
                 raise
             print_error(error)
