@@ -83,9 +83,9 @@ def dedup(
     caption_threshold: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Jaccard similarity of caption word sets at which captions are duplicates.",
+            callback=o.share,
+            help="Jaccard similarity of caption word sets at which captions are duplicates "
+            "(above 0, at most 1).",
             rich_help_panel=DEDUP,
         ),
     ] = 0.8,

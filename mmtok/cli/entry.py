@@ -11,6 +11,7 @@ def main() -> None:
     try:
         import typer
 
+        from mmtok.cli import output
         from mmtok.cli.app import app
         from mmtok.cli.output import print_error
         from mmtok.errors import MmtokError
@@ -26,6 +27,8 @@ def main() -> None:
             code = getattr(e, "exit_code", 2)
         except typer.Abort:
             raise KeyboardInterrupt from None
+        if code == 130 and not output.errors_printed:  # Typer's own exit on a Ctrl-C
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         code = 130

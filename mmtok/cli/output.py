@@ -101,8 +101,8 @@ _WHAT_TO_DO = {
     errno.EPERM: "check its permissions, or choose another path",
     errno.EROFS: "it is on a read-only file system: choose another path",
     errno.ENOENT: "check the path (a folder to write into must exist)",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
-    errno.EEXIST: "it is a file where a folder is needed: choose another path",
+    errno.ENOTDIR: "choose a path that is not inside a file",
+    errno.EEXIST: "choose a path that is not inside a file",
     errno.EISDIR: "it is a folder: give a file path",
     errno.ENOSPC: "free some space or choose another disk, then run the same command again",
     errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
@@ -128,6 +128,8 @@ def user_error(error: BaseException, paths: tuple[str | None, ...] = ()) -> Mmto
         written = [p for p in paths if p and p != "-"]
         path = error.filename if error.filename is not None else " or ".join(written)
         hint = _WHAT_TO_DO.get(error.errno)
+        if error.errno in (errno.EEXIST, errno.ENOTDIR) and os.path.isfile(path):
+            what = "a file, where a folder is needed"
         if error.errno in _NO_SPACE and paths and paths[0] not in (None, "-"):
             hint = f"{hint} with --resume"
         return _error(f"{path}: {what}" if path else what, hint, 2)
@@ -147,9 +149,14 @@ def _error(message: str, hint: str | None, exit_code: int) -> MmtokError:
     return error
 
 
+errors_printed = 0  # so that the executable says "interrupted" once, when nothing else did
+
+
 def print_error(error: MmtokError) -> None:
     """One line on stderr: the message and what to do. Markup in it is printed as written
     (`pip install 'mmtok[plot]'` keeps its brackets)."""
+    global errors_printed
+    errors_printed += 1
     text = " ".join(str(error).split())  # one line, whatever the message holds
     if error.hint:
         text += f" (hint: {' '.join(error.hint.split())})"
