@@ -253,7 +253,7 @@ ZERO_IS_VALID = {
     ("dedup", "max_distance"): "0 bits: identical perceptual hashes only",
     ("filter", "lang_confidence"): "a probability: 0 drops every caption of another language",
 }
-REQUIRED = {"tile": ["-p", "qwen2-vl"], "estimate-budget": ["-p", "qwen2-vl"]}
+REQUIRED = {cmd: ["-p", "qwen2-vl"] for cmd in ("tile", "estimate-budget", "filter")}
 
 
 def _numeric_options():
