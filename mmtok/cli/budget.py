@@ -178,7 +178,7 @@ def estimate_budget(
         raise MmtokError("--gpus and --tokens-per-gpu-second go together")
     if plot:
         o.require_module("matplotlib", "plot", "--plot")
-        o.writable_file(plot, "--plot")
+        o.writable_file(plot, "--plot", output)
     text = TextCounter(tokenizer).setup()
     opts = b.Options(
         context=context,

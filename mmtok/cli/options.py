@@ -145,16 +145,20 @@ def require_module(module: str, extra: str, flag: str) -> None:
         ) from None
 
 
-def writable_file(path: str, flag: str) -> None:
-    """Fail before any work when a file that `flag` writes at the end cannot be created."""
+def writable_file(path: str, flag: str, output: str | None = None) -> None:
+    """Fail before any work when the file that `flag` writes at the end cannot be created: its
+    folder must exist, or be one the run creates for `output` (-o out/x creates out/)."""
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    made = output not in (None, "-") and (
+        os.path.commonpath([folder, os.path.abspath(output)]) == folder
+    )
+    if os.path.isdir(path):
+        raise MmtokError(f"{flag} {path} is a folder", hint="give a file path")
+    if not os.path.isdir(folder) and not made:
         raise MmtokError(
             f"{flag} {path}: the folder {folder} does not exist", hint="create it first"
         )
-    if os.path.isdir(path):
-        raise MmtokError(f"{flag} {path} is a folder", hint="give a file path")
-    if not os.access(folder, os.W_OK):
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
         raise MmtokError(
             f"{flag} {path}: cannot write in {folder}", hint="choose a folder you can write to"
         )

@@ -117,6 +117,13 @@ def test_plot_into_a_missing_folder_fails_before_the_run(pairs, tmp_path):
     assert not out.exists()  # checked before any work
 
 
+def test_plot_into_the_folder_that_output_creates(pairs, tmp_path):
+    out, plot = tmp_path / "new" / "budget", tmp_path / "new" / "budget.png"
+    result = mmtok("estimate-budget", str(pairs), "-p", "qwen2-vl", "--plot", str(plot), "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert plot.stat().st_size > 0 and out.is_dir()
+
+
 def test_disk_full_while_writing_shards(pairs, full_disk, tmp_path):
     many = tmp_path / "many.jsonl"
     many.write_text(pairs.read_text() * 6)  # raw tiles of 24 rows: about 10 MB
