@@ -1,22 +1,33 @@
-"""The `mmtok` command: a Typer app that registers one function per subcommand."""
+"""The `mmtok` command: a Typer app that registers one function per subcommand.
+
+Each command's module is imported only when the app that needs it is built: `mmtok layout`
+builds an app of `layout` alone and never loads pyarrow; `mmtok --help` builds them all (so
+does `from mmtok.cli.app import app`)."""
 
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
+from collections.abc import Iterable
 from typing import Annotated, Any, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 import mmtok
-from mmtok.cli.budget import estimate_budget
-from mmtok.cli.dedup import dedup
 from mmtok.cli.entry import main  # the executable (old installs name it here)
-from mmtok.cli.filter import filter_rows
-from mmtok.cli.presets import layout, presets
-from mmtok.cli.probe import probe
-from mmtok.cli.tile import tile
+
+# name -> (module, function), in the order `mmtok --help` lists them
+COMMANDS = {
+    "probe": ("mmtok.cli.probe", "probe"),
+    "presets": ("mmtok.cli.presets", "presets"),
+    "layout": ("mmtok.cli.presets", "layout"),
+    "tile": ("mmtok.cli.tile", "tile"),
+    "estimate-budget": ("mmtok.cli.budget", "estimate_budget"),
+    "filter": ("mmtok.cli.filter", "filter_rows"),
+    "dedup": ("mmtok.cli.dedup", "dedup"),
+}
 
 
 def reflow(text: str | None) -> str | None:
@@ -72,35 +83,12 @@ class Group(_CleanHelp, TyperGroup):
     pass
 
 
-app = typer.Typer(
-    name="mmtok",
-    cls=Group,
-    help="Prepare image-text data for multimodal LLM training, and count what it costs: "
-    "vision tokens per model, bytes per token, and a reason for every dropped row.",
-    rich_markup_mode="rich",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-for _name, _command in (
-    ("probe", probe),
-    ("presets", presets),
-    ("layout", layout),
-    ("tile", tile),
-    ("estimate-budget", estimate_budget),
-    ("filter", filter_rows),
-    ("dedup", dedup),
-):
-    app.command(_name, cls=Command)(_command)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mmtok {mmtok.__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -112,4 +100,31 @@ def _root(
     """mmtok: multimodal data preparation and vision-token budgets."""
 
 
-__all__ = ["app", "main"]
+def build(names: Iterable[str] = COMMANDS) -> typer.Typer:
+    """The app with the named commands (all by default), importing only their modules."""
+    app = typer.Typer(
+        name="mmtok",
+        cls=Group,
+        help="Prepare image-text data for multimodal LLM training, and count what it costs: "
+        "vision tokens per model, bytes per token, and a reason for every dropped row.",
+        rich_markup_mode="rich",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name in names:
+        module, function = COMMANDS[name]
+        app.command(name, cls=Command)(getattr(importlib.import_module(module), function))
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: every command, built on first use (PEP 562)."""
+    if name == "app":
+        globals()["app"] = build()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["COMMANDS", "build", "main"]  # and `app`, built on first use

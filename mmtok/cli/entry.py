@@ -4,6 +4,8 @@ and exit 2, like every other user error."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 
@@ -12,10 +14,13 @@ def main() -> None:
         import typer
 
         from mmtok.cli import output
-        from mmtok.cli.app import app
+        from mmtok.cli.app import COMMANDS, build
         from mmtok.cli.output import print_error
         from mmtok.errors import MmtokError
 
+        # the command is the first word that is not an option (the root has only flags)
+        name = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        app = build([name] if name in COMMANDS else COMMANDS)
         try:
             code = app(standalone_mode=False)
         except typer.TyperException as e:  # the parser's errors: bad flags, bad values
@@ -32,4 +37,11 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    # The outcome is decided and said. Python's shutdown (joining worker processes) can take a
+    # while, and a Ctrl-C in it would end the process by the signal, with no code: exit now,
+    # with the outcome's code.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, lambda *_: os._exit(code))
+    sys.exit(code)
