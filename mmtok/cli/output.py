@@ -133,7 +133,8 @@ def user_error(error: BaseException, paths: tuple[str | None, ...] = ()) -> Mmto
         if error.errno in _NO_SPACE and paths and paths[0] not in (None, "-"):
             hint = f"{hint} with --resume"
         return _error(f"{path}: {what}" if path else what, hint, 2)
-    if any(words in str(error) for words in _NO_THREAD):
+    arrow = type(error).__module__.startswith("pyarrow")
+    if (arrow or isinstance(error, RuntimeError)) and any(w in str(error) for w in _NO_THREAD):
         return _error(
             f"could not start a thread ({error})",
             "a memory limit (ulimit -v) or process limit (ulimit -u) is too low: raise it, "

@@ -187,6 +187,8 @@ def test_os_errors_without_a_path_and_other_exceptions_are_bugs():
     full = user_error(OSError(errno.ENOSPC, "No space left on device"), ("/big/out", None))
     assert full is not None and "/big/out" in str(full) and "--resume" in full.hint
     assert user_error(KeyboardInterrupt()).exit_code == 130
+    assert user_error(RuntimeError("can't start new thread")).exit_code == 2
+    assert user_error(ValueError("can't start new thread")) is None  # only where threads start
     concurrent = MmtokError("out is being written by another run (pid 12)")
     assert user_error(concurrent) is concurrent  # the losing side of two writers: one line
 
