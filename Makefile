@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing mmtok for the demo into $(VENV) (no torch: under a minute)..."
+	@echo "installing mmtok for the demo into $(VENV) (no torch)..."
 	$(BIN)/python -m pip install -qq -e '.[plot]'
 	@touch $(DEMO_STAMP)
 
@@ -28,10 +28,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	@touch $(DEV_STAMP) $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)  # the budget comparison: mmtok's main job
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/budget.sh
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/budget.sh
 
 demo-probe: $(DEMO_STAMP)
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest

@@ -48,6 +48,11 @@ def test_demo_installs_the_plot_extra_only(venv):
     assert "-e '.[plot]'" in plan and ".[dev]" not in plan
 
 
+def test_demo_finds_mmtok_in_a_venv_given_by_absolute_path(venv):
+    mark_done(venv, ".mmtok-demo")
+    assert f'PATH="{venv}/bin:$PATH" bash examples/budget.sh' in would_run(venv, "demo")
+
+
 def test_demo_then_test_installs_everything(venv):
     mark_done(venv, ".mmtok-demo")
     assert "-e '.[dev]'" in would_run(venv, "test")
