@@ -170,6 +170,8 @@ def dedup(
     )
     if out is None:
         raise MmtokError("give -o DIR (or -o - for JSON Lines)")
+    if clusters_path:  # written after all passes: check it before the first
+        o.writable_file(clusters_path, "--clusters", output)
     to_stdout = out.to_stdout
     if clusters_path is None and not to_stdout:
         clusters_path = f"{out.path.rstrip('/')}/clusters.parquet"

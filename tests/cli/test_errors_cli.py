@@ -117,6 +117,13 @@ def test_plot_into_a_missing_folder_fails_before_the_run(pairs, tmp_path):
     assert not out.exists()  # checked before any work
 
 
+def test_clusters_into_a_missing_folder_fails_before_the_run(pairs, tmp_path):
+    clusters = tmp_path / "no_such_folder" / "clusters.parquet"
+    result = mmtok("dedup", str(pairs), "-o", "-", "--clusters", str(clusters))
+    assert_one_line(result, 2, "--clusters", "no_such_folder", "does not exist")
+    assert result.stdout == ""  # no row written
+
+
 def test_plot_into_the_folder_that_output_creates(pairs, tmp_path):
     out, plot = tmp_path / "new" / "budget", tmp_path / "new" / "budget.png"
     result = mmtok("estimate-budget", str(pairs), "-p", "qwen2-vl", "--plot", str(plot), "-o", out)
