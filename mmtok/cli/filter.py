@@ -175,6 +175,6 @@ def render(console: Console, doc: dict[str, Any]) -> None:
         table.add_row(f"dropped: {reason}", f"{n:,}", f"{100 * n / total:.1f}%", meaning)
     console.print(table)
     rules = ", ".join(f"{k}={v}" for k, v in doc["rules"].items())
-    console.print(f"rules: {rules}")
+    console.print(f"rules: {rules}", markup=False)
     if doc["output"]:
-        console.print(f"output: {doc['output']} (dropped rows in rejects.parquet)")
+        console.print(f"output: {doc['output']} (dropped rows in rejects.parquet)", markup=False)

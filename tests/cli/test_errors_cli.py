@@ -310,3 +310,15 @@ def test_recipe_values_are_checked_like_flags(pairs, tmp_path):
     recipe.write_text("min-side = -5\n")
     result = runner.invoke(app, ["filter", str(pairs), "--dry-run", "--recipe", str(recipe)])
     assert result.exit_code == 2 and "--min-side must be a number above 0" in result.stderr
+
+
+def test_paths_with_brackets_are_printed_as_written(pairs, tmp_path):
+    """A path is not markup: rich would drop `[raw]` from `data/[raw]`."""
+    out = tmp_path / "[raw]"
+    wide = {"COLUMNS": "400"}  # the tmp path whole on one line
+    result = runner.invoke(app, ["probe", str(pairs), "-o", str(out), "-w", "1"], env=wide)
+    assert result.exit_code == 0 and "[raw]" in result.stdout
+    result = runner.invoke(
+        app, ["filter", str(pairs), "-o", str(tmp_path / "[kept]"), "--min-side", "2"], env=wide
+    )
+    assert result.exit_code == 0 and "[kept]" in result.stdout
