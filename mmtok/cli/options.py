@@ -34,17 +34,24 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="DIR",
         help="Output dataset folder, or - for JSON Lines on stdout.",
         rich_help_panel=IO_PANEL,
     ),
 ]
 ImageColOpt = Annotated[
-    str, typer.Option(help="Column with the image path or bytes.", rich_help_panel=IO_PANEL)
+    str,
+    typer.Option(
+        metavar="NAME", help="Column with the image path or bytes.", rich_help_panel=IO_PANEL
+    ),
 ]
-TextColOpt = Annotated[str, typer.Option(help="Column with the caption.", rich_help_panel=IO_PANEL)]
+TextColOpt = Annotated[
+    str, typer.Option(metavar="NAME", help="Column with the caption.", rich_help_panel=IO_PANEL)
+]
 IdColOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="NAME",
         help="Column with row ids. Default: the input's `id` column if it has one, "
         "else a stable hash of the source file and row number.",
         rich_help_panel=IO_PANEL,
@@ -67,7 +74,9 @@ ShardRowsOpt = Annotated[
 ShardBytesOpt = Annotated[
     str,
     typer.Option(
-        help="Target in-memory size per output shard (e.g. 512MB, 2GB).", rich_help_panel=IO_PANEL
+        metavar="SIZE",
+        help="Target in-memory size per output shard (e.g. 512MB, 2GB).",
+        rich_help_panel=IO_PANEL,
     ),
 ]
 ImageBytesOpt = Annotated[
@@ -82,6 +91,7 @@ RejectsOpt = Annotated[
     str | None,
     typer.Option(
         "--rejects",
+        metavar="FILE",
         help="With -o -: write rejected rows as JSON Lines here (default: stderr).",
         rich_help_panel=IO_PANEL,
     ),

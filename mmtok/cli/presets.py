@@ -18,7 +18,9 @@ from mmtok.presets import Refused, get_preset, list_presets, load_preset_file
 PresetFileOpt = Annotated[
     str | None,
     typer.Option(
-        "--preset-file", help="TOML file of your own presets, each based on a built-in one."
+        "--preset-file",
+        metavar="FILE",
+        help="TOML file of your own presets, each based on a built-in one.",
     ),
 ]
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*$")

@@ -170,7 +170,7 @@ def long_run(tmp_path, image_files) -> Path:
     return write_jsonl(tmp_path / "long.jsonl", [row] * 3000)
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.5, 0.8, 1.2])
+@pytest.mark.parametrize("delay", [0.3, 0.5, 0.65, 0.8, 0.95, 1.2])
 def test_ctrl_c_at_any_instant_of_start_up(long_run, tmp_path, delay):
     process = subprocess.Popen(
         [*MMTOK, "probe", str(long_run), "-o", str(tmp_path / "out"), "-w", "1", "--decode-check"],
