@@ -133,6 +133,13 @@ def user_error(error: BaseException, paths: tuple[str | None, ...] = ()) -> Mmto
         if error.errno in _NO_SPACE and paths and paths[0] not in (None, "-"):
             hint = f"{hint} with --resume"
         return _error(f"{path}: {what}" if path else what, hint, 2)
+    # A full disk also fails the clean-up that follows it (closing, flushing the shard):
+    # report the full disk, not the clean-up's error about a closed file.
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, OSError) and context.errno in _NO_SPACE:
+            return user_error(context, paths)
+        context = context.__context__
     arrow = type(error).__module__.startswith("pyarrow")
     if (arrow or isinstance(error, RuntimeError)) and any(w in str(error) for w in _NO_THREAD):
         return _error(

@@ -142,6 +142,20 @@ def test_disk_full_while_writing_shards(pairs, full_disk, tmp_path):
     assert_one_line(result, 2, "No space left on device", str(out), "--resume")
 
 
+def test_disk_full_between_shards_then_resume(pairs, full_disk, tmp_path):
+    """Small shards: the disk fills mid-run, the clean-up fails on the closed file too, and
+    the one line still says what happened; with space again, --resume finishes the run."""
+    many = tmp_path / "many.jsonl"
+    many.write_text(pairs.read_text() * 6)
+    out = full_disk / "tiles"
+    args = ["tile", str(many), "-p", "qwen2-vl", "--emit", "tiles", "--tile-format", "raw"]
+    args += ["-o", str(out), "-w", "1", "--shard-rows", "4"]
+    assert_one_line(mmtok(*args), 2, "No space left on device", "--resume")
+    subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)
+    result = mmtok(*args, "--resume", "--json")
+    assert result.returncode == 0, result.stderr
+
+
 def test_disk_full_on_rejects_without_a_file_name():
     # /dev/full: every write fails with ENOSPC, and the error carries no file name
     result = mmtok("probe", "-", "-o", "-", "--rejects", "/dev/full", input='{"image": "x.png"}\n')
@@ -194,6 +208,13 @@ def test_os_errors_without_a_path_and_other_exceptions_are_bugs():
     full = user_error(OSError(errno.ENOSPC, "No space left on device"), ("/big/out", None))
     assert full is not None and "/big/out" in str(full) and "--resume" in full.hint
     assert user_error(KeyboardInterrupt()).exit_code == 130
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise ValueError("Operation on closed file") from None
+    except ValueError as cleanup:
+        assert "No space left" in str(user_error(cleanup, ("/big/out",)))
     assert user_error(RuntimeError("can't start new thread")).exit_code == 2
     assert user_error(ValueError("can't start new thread")) is None  # only where threads start
     concurrent = MmtokError("out is being written by another run (pid 12)")
