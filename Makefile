@@ -2,35 +2,44 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.mmtok-installed
+# Two stamps, one per install: the demo needs mmtok and matplotlib (header-only work, no torch);
+# the tests need everything. Installing everything also satisfies the demo, so `make test`
+# then `make demo` installs nothing more, and `make demo` then `make test` installs the rest.
+DEMO_STAMP := $(VENV)/.mmtok-demo
+DEV_STAMP  := $(VENV)/.mmtok-dev
 
 .PHONY: install demo demo-probe test lint bench clean
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing mmtok for the demo into $(VENV) (no torch)..."
+	$(BIN)/python -m pip install -qq -e '.[plot]'
+	@touch $(DEMO_STAMP)
+
 # torch and torchvision come as a pinned pair from pyproject.toml (the `models` extra), so pip
 # cannot pick a torch whose torchvision is missing. The first install takes a few minutes.
-$(STAMP): pyproject.toml | $(BIN)/python
-	@echo "installing mmtok and its dependencies into $(VENV) (first time: a few minutes)..."
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing mmtok and every dependency into $(VENV) (first time: a few minutes)..."
 	$(BIN)/python -m pip install -qq -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(DEV_STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)  # the budget comparison: mmtok's main job
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/budget.sh
+demo: $(DEMO_STAMP)  # the budget comparison: mmtok's main job
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/budget.sh
 
-demo-probe: $(STAMP)
-	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+demo-probe: $(DEMO_STAMP)
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check mmtok tests benchmarks examples
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/probe.py
 	$(BIN)/python benchmarks/layout.py
 	$(BIN)/python benchmarks/tile.py

@@ -1,3 +1,3 @@
-from mmtok.cli.app import main
+from mmtok.cli.entry import main
 
 main()

@@ -17,6 +17,30 @@ from mmtok.errors import MmtokError
 from mmtok.reasons import Reason
 from mmtok.text.caption import mojibake, words
 
+# The languages py3langid's bundled model knows (its `nb_classes`; tests check the two agree),
+# so `--lang` can be checked without loading the model (2 s).
+_CODES = """ace af am an ar ary arz as az ba bcl be bg bn br bs ca crh cs cy da de dz el en eo es et
+    eu ext fa fi fo fr fuv fy ga gcf gcr gd gl gom grc gu gug guw ha hbo he hi hr ht hu hy id ig
+    is it ja jv ka kab kik kk km kn ko ku ky la lb lg lij ln lo lt ltg lv mg mk ml mn mr ms mt my
+    ne nl nn no nso oc om or pa pcm pl ps pt qu ro ru rw sa sdh se si sk sl sn so sq sr st sv sw
+    ta te tg th tk tl tr tt ug uk ur uz uzs vec vi vo wa wuu xh yo yue zh zu zxx"""
+LANGUAGES = frozenset(_CODES.split())
+# Rules that are counts or sizes: 0 or less is a typo, not a rule.
+POSITIVE = (
+    "min_side",
+    "max_side",
+    "min_pixels",
+    "max_pixels",
+    "max_aspect",
+    "min_bytes",
+    "max_bytes",
+    "min_tokens",
+    "max_tokens",
+    "caption_min_words",
+    "caption_max_words",
+    "caption_min_chars",
+)
+
 
 @dataclass(frozen=True)
 class FilterRules:
@@ -63,6 +87,18 @@ class FilterRules:
         return rules
 
     def validate(self) -> None:
+        for name in POSITIVE:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                flag = "--" + name.replace("_", "-")
+                raise MmtokError(f"{flag} must be a number above 0, not {value!r}")
+        if self.lang is not None:
+            unknown = [code for code in self.lang if code not in LANGUAGES]
+            if unknown or not self.lang:
+                raise MmtokError(
+                    f"--lang: unknown language code {', '.join(unknown) or '(none given)'}",
+                    hint="give ISO 639-1 codes (en, de, zh); known: " + " ".join(sorted(LANGUAGES)),
+                )
         if (self.min_tokens is not None or self.max_tokens is not None) and not self.preset:
             raise MmtokError("--min-tokens and --max-tokens need --preset")
         for low, high in (

@@ -71,44 +71,60 @@ def estimate_budget(
         int | None,
         typer.Option(min=1, help="Estimate from N random rows (seeded) with 95% intervals."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of --sample and the bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of --sample and the bootstrap.")] = 0,
     context: Annotated[
         int | None, typer.Option(min=1, help="Context length: overflow rows, packing.")
     ] = None,
     target_tokens: Annotated[
         float | None,
-        typer.Option(help="Compute tokens to train on (e.g. 1e12).", rich_help_panel=PROJECTION),
+        typer.Option(
+            callback=o.positive,
+            help="Compute tokens to train on (e.g. 1e12).",
+            rich_help_panel=PROJECTION,
+        ),
     ] = None,
     samples: Annotated[
         float | None,
         typer.Option(
-            help="Samples to train on, instead of --target-tokens.", rich_help_panel=PROJECTION
+            callback=o.positive,
+            help="Samples to train on, instead of --target-tokens.",
+            rich_help_panel=PROJECTION,
         ),
     ] = None,
-    gpus: Annotated[int | None, typer.Option(min=1, rich_help_panel=PROJECTION)] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(min=1, help="GPUs that train together.", rich_help_panel=PROJECTION),
+    ] = None,
     tokens_per_gpu_second: Annotated[
         float | None,
-        typer.Option(help="Training throughput per GPU.", rich_help_panel=PROJECTION),
+        typer.Option(
+            callback=o.positive,
+            help="Training throughput per GPU, in tokens per second.",
+            rich_help_panel=PROJECTION,
+        ),
     ] = None,
     read_gbps: Annotated[
         float | None,
         typer.Option(
+            callback=o.positive,
             help="Storage read rate in GB/s (bytes) for epoch read time.",
             rich_help_panel=PROJECTION,
         ),
     ] = None,
     embed_dim: Annotated[
-        int | None, typer.Option(help="Also price precomputed fp16 embeddings of this width.")
+        int | None,
+        typer.Option(min=1, help="Also price precomputed fp16 embeddings of this width."),
     ] = None,
     suggest: Annotated[
         bool,
         typer.Option("--suggest", help="Search each preset's size parameter to fit --context."),
     ] = False,
     fit_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of rows --suggest fits.")
+        float,
+        typer.Option(callback=o.share, help="Share of rows --suggest fits: above 0, at most 1."),
     ] = 0.99,
     max_image_tokens: Annotated[
-        int | None, typer.Option(help="--suggest: cap on image tokens.")
+        int | None, typer.Option(min=1, help="--suggest: cap on image tokens.")
     ] = None,
     images_per_sample: Annotated[
         int, typer.Option(min=1, help="--suggest: images per sample.")
@@ -144,9 +160,10 @@ def estimate_budget(
     [bold]Examples[/]
 
       mmtok estimate-budget data.jsonl -p llama3-336 -p qwen2-vl -p kimi-vl
-      mmtok estimate-budget 'shards/*.tar' -p qwen2-vl --sample 10000 --context 8192 --suggest
-      mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 --gpus 1024 \\
-          --tokens-per-gpu-second 3000 --read-gbps 20 --json
+      mmtok estimate-budget 'shards/*.tar' -p qwen2-vl --sample 10000 \\
+          --context 8192 --suggest
+      mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 \\
+          --gpus 1024 --tokens-per-gpu-second 3000 --read-gbps 20 --json
     """
     common = o.DatasetOptions.pick(locals())
     if preset_file:
@@ -158,6 +175,9 @@ def estimate_budget(
         raise MmtokError("give --target-tokens or --samples, not both")
     if bool(gpus) != bool(tokens_per_gpu_second):
         raise MmtokError("--gpus and --tokens-per-gpu-second go together")
+    if plot:
+        o.require_module("matplotlib", "plot", "--plot")
+        o.writable_file(plot, "--plot", output)
     text = TextCounter(tokenizer).setup()
     opts = b.Options(
         context=context,

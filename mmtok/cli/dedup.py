@@ -83,9 +83,9 @@ def dedup(
     caption_threshold: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Jaccard similarity of caption word sets at which captions are duplicates.",
+            callback=o.share,
+            help="Jaccard similarity of caption word sets at which captions are duplicates "
+            "(above 0, at most 1).",
             rich_help_panel=DEDUP,
         ),
     ] = 0.8,
@@ -170,6 +170,8 @@ def dedup(
     )
     if out is None:
         raise MmtokError("give -o DIR (or -o - for JSON Lines)")
+    if clusters_path:  # written after all passes: check it before the first
+        o.writable_file(clusters_path, "--clusters", output)
     to_stdout = out.to_stdout
     if clusters_path is None and not to_stdout:
         clusters_path = f"{out.path.rstrip('/')}/clusters.parquet"

@@ -115,7 +115,8 @@ def filter_rows(
 
     [bold]Examples[/]
 
-      mmtok filter pairs.jsonl -o clean/ --min-side 64 --max-aspect 4 --caption-min-words 3
+      mmtok filter pairs.jsonl -o clean/ --min-side 64 --max-aspect 4 \\
+          --caption-min-words 3
       mmtok filter pairs.jsonl -o clean/ --recipe filter.toml --lang en,de
       mmtok filter 'shards/*.tar' --preset qwen2-vl --max-tokens 4096 --dry-run
     """
@@ -174,6 +175,6 @@ def render(console: Console, doc: dict[str, Any]) -> None:
         table.add_row(f"dropped: {reason}", f"{n:,}", f"{100 * n / total:.1f}%", meaning)
     console.print(table)
     rules = ", ".join(f"{k}={v}" for k, v in doc["rules"].items())
-    console.print(f"rules: {rules}")
+    console.print(f"rules: {rules}", markup=False)
     if doc["output"]:
-        console.print(f"output: {doc['output']} (dropped rows in rejects.parquet)")
+        console.print(f"output: {doc['output']} (dropped rows in rejects.parquet)", markup=False)

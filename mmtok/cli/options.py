@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,17 +35,24 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="DIR",
         help="Output dataset folder, or - for JSON Lines on stdout.",
         rich_help_panel=IO_PANEL,
     ),
 ]
 ImageColOpt = Annotated[
-    str, typer.Option(help="Column with the image path or bytes.", rich_help_panel=IO_PANEL)
+    str,
+    typer.Option(
+        metavar="NAME", help="Column with the image path or bytes.", rich_help_panel=IO_PANEL
+    ),
 ]
-TextColOpt = Annotated[str, typer.Option(help="Column with the caption.", rich_help_panel=IO_PANEL)]
+TextColOpt = Annotated[
+    str, typer.Option(metavar="NAME", help="Column with the caption.", rich_help_panel=IO_PANEL)
+]
 IdColOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="NAME",
         help="Column with row ids. Default: the input's `id` column if it has one, "
         "else a stable hash of the source file and row number.",
         rich_help_panel=IO_PANEL,
@@ -66,7 +75,9 @@ ShardRowsOpt = Annotated[
 ShardBytesOpt = Annotated[
     str,
     typer.Option(
-        help="Target in-memory size per output shard (e.g. 512MB, 2GB).", rich_help_panel=IO_PANEL
+        metavar="SIZE",
+        help="Target in-memory size per output shard (e.g. 512MB, 2GB).",
+        rich_help_panel=IO_PANEL,
     ),
 ]
 ImageBytesOpt = Annotated[
@@ -81,6 +92,7 @@ RejectsOpt = Annotated[
     str | None,
     typer.Option(
         "--rejects",
+        metavar="FILE",
         help="With -o -: write rejected rows as JSON Lines here (default: stderr).",
         rich_help_panel=IO_PANEL,
     ),
@@ -113,7 +125,54 @@ def parse_size(text: str) -> int:
     if not match:
         raise MmtokError(f"not a size: {text!r}", hint="write e.g. 512MB or 2GB")
     scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[match.group(2).upper()]
-    return int(float(match.group(1)) * scale)
+    size = int(float(match.group(1)) * scale)
+    if size < 1:
+        raise MmtokError(f"a size must be at least 1 byte, not {text!r}", hint="e.g. 512MB")
+    return size
+
+
+def positive(value: float | None) -> float | None:
+    """Typer callback: a rate or an amount that must be above 0 (None: not given)."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be above 0, not {value:g}")
+    return value
+
+
+def share(value: float) -> float:
+    """Typer callback: a share of rows, above 0 and at most 1."""
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"must be above 0 and at most 1, not {value:g}")
+    return value
+
+
+def require_module(module: str, extra: str, flag: str) -> None:
+    """Fail before any work when `flag` needs an optional dependency that is not installed."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MmtokError(
+            f"{flag} needs {module}, which is not installed",
+            hint=f"pip install 'mmtok[{extra}]'",
+        ) from None
+
+
+def writable_file(path: str, flag: str, output: str | None = None) -> None:
+    """Fail before any work when the file that `flag` writes at the end cannot be created: its
+    folder must exist, or be one the run creates for `output` (-o out/x creates out/)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    made = output not in (None, "-") and (
+        os.path.commonpath([folder, os.path.abspath(output)]) == folder
+    )
+    if os.path.isdir(path):
+        raise MmtokError(f"{flag} {path} is a folder", hint="give a file path")
+    if not os.path.isdir(folder) and not made:
+        raise MmtokError(
+            f"{flag} {path}: the folder {folder} does not exist", hint="create it first"
+        )
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        raise MmtokError(
+            f"{flag} {path}: cannot write in {folder}", hint="choose a folder you can write to"
+        )
 
 
 def build_inputs(

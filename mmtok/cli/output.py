@@ -3,7 +3,9 @@ tables or one JSON document, nothing but errors with --quiet, and clean error me
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -114,18 +117,96 @@ class Reporter:
             render(self.out)
 
 
+# What a person can do about an OS error on one of their paths, by errno.
+_WHAT_TO_DO = {
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EROFS: "it is on a read-only file system: choose another path",
+    errno.ENOENT: "check the path (a folder to write into must exist)",
+    errno.ENOTDIR: "choose a path that is not inside a file",
+    errno.EEXIST: "choose a path that is not inside a file",
+    errno.EISDIR: "it is a folder: give a file path",
+    errno.ENOSPC: "free some space or choose another disk, then run the same command again",
+    errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
+}
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# pyarrow's and Python's words when a thread cannot start (a memory or process limit)
+_NO_THREAD = ("Failed to launch worker thread", "can't start new thread")
+
+
+def user_error(error: BaseException, paths: tuple[str | None, ...] = ()) -> MmtokError | None:
+    """The one-line error a person can act on, or None for a bug (which keeps its traceback).
+
+    User errors: `MmtokError`; Ctrl-C; an OS error on a named path (a read-only folder, a
+    missing folder, a file where a folder must be) or a full disk; a thread that cannot start
+    under a memory or process limit. `paths`: what the command writes (-o, --rejects), named
+    when the error has no path of its own (pyarrow's write errors do not say which file)."""
+    if isinstance(error, MmtokError):
+        return error
+    if isinstance(error, KeyboardInterrupt):
+        return _error("interrupted", None, 130)
+    if isinstance(error, OSError) and (error.filename is not None or error.errno in _NO_SPACE):
+        what = os.strerror(error.errno) if error.errno else str(error)
+        written = [p for p in paths if p and p != "-"]
+        path = error.filename if error.filename is not None else " or ".join(written)
+        hint = _WHAT_TO_DO.get(error.errno)
+        if error.errno in (errno.EEXIST, errno.ENOTDIR) and os.path.isfile(path):
+            what = "a file, where a folder is needed"
+        if error.errno in _NO_SPACE and paths and paths[0] not in (None, "-"):
+            hint = f"{hint} with --resume"
+        return _error(f"{path}: {what}" if path else what, hint, 2)
+    # A full disk also fails the clean-up that follows it (closing, flushing the shard):
+    # report the full disk, not the clean-up's error about a closed file.
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, OSError) and context.errno in _NO_SPACE:
+            return user_error(context, paths)
+        context = context.__context__
+    arrow = type(error).__module__.startswith("pyarrow")
+    if (arrow or isinstance(error, RuntimeError)) and any(w in str(error) for w in _NO_THREAD):
+        return _error(
+            f"could not start a thread ({error})",
+            "a memory limit (ulimit -v) or process limit (ulimit -u) is too low: raise it, "
+            "or use fewer --workers",
+            2,
+        )
+    return None
+
+
+def _error(message: str, hint: str | None, exit_code: int) -> MmtokError:
+    error = MmtokError(message, hint)
+    error.exit_code = exit_code
+    return error
+
+
+errors_printed = 0  # so that the executable says "interrupted" once, when nothing else did
+
+
+def print_error(error: MmtokError) -> None:
+    """One line on stderr: the message and what to do. Markup in it is printed as written
+    (`pip install 'mmtok[plot]'` keeps its brackets)."""
+    global errors_printed
+    errors_printed += 1
+    text = " ".join(str(error).split())  # one line, whatever the message holds
+    if error.hint:
+        text += f" (hint: {' '.join(error.hint.split())})"
+    console = Console(file=sys.stderr, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+
+
 def handle_errors(command: Callable) -> Callable:
-    """Turn `MmtokError` into a clean message and exit code, never a traceback."""
+    """Turn a user error (see `user_error`) into one line and its exit code, never a
+    traceback; anything else is a bug and keeps its traceback."""
 
     @wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except MmtokError as e:
-            console = Console(file=sys.stderr, soft_wrap=True)
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            if e.hint:
-                console.print(f"[dim]hint:[/] {e.hint}", highlight=False)
-            raise typer.Exit(e.exit_code) from None
+        except (Exception, KeyboardInterrupt) as e:
+            error = user_error(e, (kwargs.get("output"), kwargs.get("rejects")))
+            if error is None:
+                raise
+            print_error(error)
+            raise typer.Exit(error.exit_code) from None
 
     return wrapper

@@ -18,7 +18,9 @@ from mmtok.presets import Refused, get_preset, list_presets, load_preset_file
 PresetFileOpt = Annotated[
     str | None,
     typer.Option(
-        "--preset-file", help="TOML file of your own presets, each based on a built-in one."
+        "--preset-file",
+        metavar="FILE",
+        help="TOML file of your own presets, each based on a built-in one.",
     ),
 ]
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×,]\s*(\d+)\s*$")
@@ -85,15 +87,16 @@ def layout(
 ) -> None:
     """Print what a model does with images of the given sizes: one JSON object per size.
 
-    Fields: preset, width, height, resized [w, h], canvas [w, h], grid [rows, cols], num_tiles,
-    image_tokens, prompt_tokens, pixel_bytes_uint8, pixel_bytes_fp32. Sizes the model refuses
-    give {width, height, error}. Pure arithmetic: no image is read.
+    Fields: preset, width, height, resized \\[w, h], canvas \\[w, h], grid \\[rows, cols],
+    num_tiles, image_tokens, prompt_tokens, pixel_bytes_uint8, pixel_bytes_fp32. Sizes the
+    model refuses give {width, height, error}. Pure arithmetic: no image is read.
 
     [bold]Examples[/]
 
       mmtok layout mllama 1920x1080 561x560
       mmtok layout qwen2-vl:max_pixels=1003520 4032x3024
-      mmtok probe photos/ -o - | jq -r '"\\(.width)x\\(.height)"' | mmtok layout internvl
+      mmtok probe photos/ -o - | jq -r '"\\(.width)x\\(.height)"' \\
+          | mmtok layout internvl
     """
     if preset_file:
         load_preset_file(preset_file)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
@@ -106,7 +107,7 @@ def render_summary(console: Console, doc: dict[str, Any]) -> None:
     head.add_row("probed", f"{counts['out']:,}")
     head.add_row("rejected", f"{counts['rejected']:,}")
     if doc["output"]:
-        head.add_row("output", str(doc["output"]))
+        head.add_row("output", Text(str(doc["output"])))  # a path, not markup
     timing = doc.get("timing") or {}
     if timing.get("rows_per_second"):
         workers = timing["workers"]

@@ -131,7 +131,8 @@ def tile(
 
       mmtok tile captions.jsonl --preset mllama -o tiled/
       mmtok tile 'shards/*.tar' --preset qwen2-vl:max_pixels=1003520 --json
-      mmtok tile captions.jsonl --preset internvl --emit tiles --tile-format raw -o tiles/
+      mmtok tile captions.jsonl --preset internvl --emit tiles --tile-format raw \\
+          -o tiles/
     """
     common = o.DatasetOptions.pick(locals())
     if preset_file:
