@@ -18,6 +18,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
+from mmtok.images.png_header import read_png_tail
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
@@ -145,7 +146,7 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 def pillow_info(fp: BinaryIO, size: int, max_pixels: int) -> ImageInfo:
     """The header facts as Pillow reads them (call inside `decoder_errors`)."""
     im = open_image(fp, max_pixels)
-    orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
+    orientation = header_exif(im, fp, size).get(EXIF_ORIENTATION_TAG)
     return ImageInfo(
         width=im.width,
         height=im.height,
@@ -155,6 +156,22 @@ def pillow_info(fp: BinaryIO, size: int, max_pixels: int) -> ImageInfo:
         exif_orientation=int(orientation) if isinstance(orientation, int) else None,
         file_bytes=size,
     )
+
+
+def header_exif(im: Image.Image, fp: BinaryIO, size: int) -> Image.Exif:
+    """`im.getexif()` without the pixel load Pillow does for a PNG whose eXIf chunk is not
+    before the image data: `read_png_tail` finds it by walking the chunks instead."""
+    if im.format != "PNG" or "exif" in im.info or not im.tile:
+        return im.getexif()
+    tail = read_png_tail(fp, im.tile[0][2] - 8, size, getattr(im, "is_animated", False))
+    if tail is None:
+        return im.getexif()  # Pillow's rules: it loads the image
+    if tail.exif is not None:
+        im.info["exif"] = b"Exif\x00\x00" + tail.exif  # what Pillow's eXIf handler stores
+        return im.getexif()
+    # Nothing after the pixels that getexif reads: the base class answers from the header
+    # info, exactly what PngImageFile.getexif returns after its load.
+    return Image.Image.getexif(im)
 
 
 _URI_SCHEME = ("http://", "https://", "s3://", "gs://", "ftp://", "hf://")
