@@ -10,37 +10,19 @@ from __future__ import annotations
 
 import math
 
-from mmtok.presets.layout import Layout, Refused, pixel_bytes
+from mmtok.presets.layout import Layout, Refused, Rule, new_tuple, refuse_empty
 
 MAX_RATIO = 200
 
 
-def smart_resize(
-    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
-) -> tuple[int, int]:
-    """(height, width) as in transformers; raises ValueError above a 200:1 aspect ratio."""
-    if max(height, width) / min(height, width) > MAX_RATIO:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than {MAX_RATIO}, "
-            f"got {max(height, width) / min(height, width)}"
-        )
-    h_bar = round(height / factor) * factor  # Python's round: halves go to the even number
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+def refuse_ratio(width: int, height: int) -> Refused:
+    ratio = max(height, width) / min(height, width)
+    return Refused(
+        width, height, f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {ratio}"
+    )
 
 
 def dynamic_resolution(
-    width: int,
-    height: int,
-    *,
     patch_size: int,
     merge_size: int,
     min_pixels: int,
@@ -48,20 +30,39 @@ def dynamic_resolution(
     temporal_patch_size: int,
     prompt_extra: int,
     row_end_tokens: bool,
-) -> Layout | Refused:
+) -> Rule:
     factor = patch_size * merge_size
-    try:
-        h, w = smart_resize(height, width, factor, min_pixels, max_pixels)
-    except ValueError as e:
-        return Refused(width, height, str(e))
-    rows, cols = h // factor, w // factor
-    tokens = rows * cols
-    # Qwen: <|vision_start|> pads <|vision_end|>. Emu3: one end-of-line placeholder per row.
-    prompt = tokens + (rows if row_end_tokens else 0) + prompt_extra
     # Qwen duplicates a still image to temporal_patch_size frames inside every patch.
-    elements = (
-        (h // patch_size) * (w // patch_size) * 3 * temporal_patch_size * patch_size * patch_size
-    )
-    return Layout(
-        width, height, (w, h), None, (rows, cols), 1, tokens, prompt, *pixel_bytes(elements)
-    )
+    values_per_patch = 3 * temporal_patch_size * patch_size * patch_size
+    sqrt, floor, ceil = math.sqrt, math.floor, math.ceil
+    # Qwen: <|vision_start|> pads <|vision_end|>. Emu3: one end-of-line placeholder per row.
+    row_extra = 1 if row_end_tokens else 0
+    max_ratio = MAX_RATIO
+
+    def layout(width: int, height: int) -> Layout | Refused:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        # transformers' smart_resize(height, width, factor, min_pixels, max_pixels), inlined
+        if (width / height if width > height else height / width) > max_ratio:
+            return refuse_ratio(width, height)
+        h = round(height / factor) * factor  # Python's round: halves go to the even number
+        w = round(width / factor) * factor
+        if h * w > max_pixels:
+            beta = sqrt((height * width) / max_pixels)
+            h = max(factor, floor(height / beta / factor) * factor)
+            w = max(factor, floor(width / beta / factor) * factor)
+        elif h * w < min_pixels:
+            beta = sqrt(min_pixels / (height * width))
+            h = ceil(height * beta / factor) * factor
+            w = ceil(width * beta / factor) * factor
+        rows = h // factor
+        cols = w // factor
+        tokens = rows * cols
+        values = (h // patch_size) * (w // patch_size) * values_per_patch
+        return new_tuple(
+            Layout,
+            (width, height, (w, h), None, (rows, cols), 1, tokens,
+             tokens + rows * row_extra + prompt_extra, values, 4 * values),
+        )  # fmt: skip
+
+    return layout
