@@ -19,6 +19,7 @@ from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
 from mmtok.images.png_header import read_png_tail
+from mmtok.images.webp_header import read_webp_header
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
@@ -129,14 +130,21 @@ def open_image(fp: BinaryIO, max_pixels: int) -> Image.Image:
 def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read the header of one image; raises `BadImage` for bad data.
 
-    Plain JPEGs are read by `read_jpeg_header` (same facts, several times faster); everything
-    else, and any JPEG it is unsure of, by Pillow."""
+    Plain JPEGs and WebPs are read by `read_jpeg_header` and `read_webp_header` (same facts,
+    several to fifty times faster); everything else, and any file they are unsure of, by Pillow
+    (a PNG's EXIF after its pixels by `read_png_tail`, without the pixel load)."""
     with open_source(src) as (fp, size):
         jpeg = read_jpeg_header(fp)  # pure Python: nothing to map, so outside decoder_errors
         if jpeg is not None:
             check_pixels(jpeg.width, jpeg.height, max_pixels)
             return ImageInfo(
                 jpeg.width, jpeg.height, "jpeg", jpeg.mode, 1, jpeg.exif_orientation, size
+            )
+        webp = read_webp_header(fp, size)
+        if webp is not None:
+            check_pixels(webp.width, webp.height, max_pixels)
+            return ImageInfo(
+                webp.width, webp.height, "webp", webp.mode, webp.frames, webp.exif_orientation, size
             )
         fp.seek(0)
         with decoder_errors():
