@@ -21,7 +21,8 @@ import io
 import os
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -44,9 +45,12 @@ class PngTail:
 def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> PngTail | None:
     """The chunks after the image data whose first IDAT chunk begins at `idat_start`; None
     when Pillow must decide (it then has to load the image)."""
-    read_at = _reader(fp)
-    pos = idat_start
-    head = read_at(pos, 8)
+    with _contents(fp) as data:
+        return _walk(data, idat_start, size, animated)
+
+
+def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> PngTail | None:
+    head = data[pos : pos + 8]
     if len(head) < 8 or head[4:] != b"IDAT":
         return None
     # The run of IDAT chunks the decoder reads: all of it must be in the file.
@@ -55,7 +59,7 @@ def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> P
         if pos + 8 + length > size:
             return None  # cut inside the pixel data: truncated or not, only a decode knows
         pos += 12 + length
-        head = read_at(pos, 8)
+        head = data[pos : pos + 8]
         if head[4:] != b"IDAT":
             break
     if len(head) < 8 or not _IS_CID(head[4:]):
@@ -71,7 +75,7 @@ def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> P
             break
         if pos + 8 + length > size:
             return None  # Pillow's `_safe_read` raises on it
-        body = read_at(pos + 4, length + 8)  # type, data, CRC
+        body = data[pos + 4 : pos + 12 + length]  # type, data, CRC
         if zlib.crc32(body[:-4]) != int.from_bytes(body[-4:], "big"):
             # Pillow reads on, but a chunk that does not add up may be pixel data the walk
             # misread after a corrupt IDAT length: a decode must decide
@@ -87,14 +91,23 @@ def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> P
             return None  # its handler may change info or raise (an IDAT after other chunks
             # may be pixel data the decoder still wants): Pillow's own rules
         pos += 12 + length
-        head = read_at(pos, 8)
+        head = data[pos : pos + 8]
     return PngTail(exif)
 
 
-def _reader(fp: BinaryIO) -> Callable[[int, int], bytes]:
-    """Positional reads: `pread` on a file (no buffer refill per chunk), slices on bytes."""
+class _Positional:
+    """Slices of a file by `pread` (one system call each, no buffer refill), or of bytes."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __getitem__(self, at: slice) -> bytes:
+        return os.pread(self.fd, at.stop - at.start, at.start)
+
+
+@contextmanager
+def _contents(fp: BinaryIO) -> Iterator[bytes | _Positional]:
     if isinstance(fp, io.BytesIO):
-        data = fp.getvalue()  # the caller's bytes object itself while unmodified: no copy
-        return lambda at, n: data[at : at + n]
-    fd = fp.fileno()
-    return lambda at, n: os.pread(fd, n, at)
+        yield fp.getvalue()  # the caller's bytes object itself while unmodified: no copy
+    else:
+        yield _Positional(fp.fileno())

@@ -177,9 +177,15 @@ def header_exif(im: Image.Image, fp: BinaryIO, size: int) -> Image.Exif:
     if tail.exif is not None:
         im.info["exif"] = b"Exif\x00\x00" + tail.exif  # what Pillow's eXIf handler stores
         return im.getexif()
+    if not _EXIF_INFO_KEYS & im.info.keys():
+        return Image.Exif()  # what getexif builds from nothing (the common PNG, in 0 us)
     # Nothing after the pixels that getexif reads: the base class answers from the header
     # info, exactly what PngImageFile.getexif returns after its load.
     return Image.Image.getexif(im)
+
+
+# The info keys `Image.getexif` reads (EXIF as hex text, XMP orientation): Pillow 13.0.
+_EXIF_INFO_KEYS = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
 _URI_SCHEME = ("http://", "https://", "s3://", "gs://", "ftp://", "hf://")
