@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from mmtok.images.jpeg_header import Unsure, exif_orientation
+
 # Chunk types Pillow's PngStream has a handler for (its `chunk_*` methods).
 _HANDLED = frozenset(
     {b"IHDR", b"IDAT", b"IEND", b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"iCCP",
@@ -40,6 +42,85 @@ _IS_CID = re.compile(rb"\w\w\w\w").match  # Pillow's `is_cid`
 @dataclass(frozen=True, slots=True)
 class PngTail:
     exif: bytes | None  # the last eXIf chunk after the image data (raw TIFF bytes), if any
+
+
+@dataclass(frozen=True, slots=True)
+class PngHeader:
+    width: int
+    height: int
+    mode: str
+    exif_orientation: int | None
+
+
+# (bit depth, colour type) -> mode: Pillow's PngImagePlugin._MODES
+_MODES = {(1, 0): "1", (2, 0): "L", (4, 0): "L", (8, 0): "L", (16, 0): "I;16", (8, 2): "RGB",
+          (16, 2): "RGB", (1, 3): "P", (2, 3): "P", (4, 3): "P", (8, 3): "P", (8, 4): "LA",
+          (16, 4): "RGBA", (8, 6): "RGBA", (16, 6): "RGBA"}  # fmt: skip
+# Chunks before the image data read here: Pillow's handler only checks a minimum length
+# (raising below it) or nothing at all; PLTE and tRNS only set palette and transparency.
+_MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"PLTE": 0, b"eXIf": 0,
+               b"tEXt": 0}  # fmt: skip
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
+    """The header facts of a plain still PNG, as Pillow's open and `getexif()` give them (the
+    EXIF looked for after the image data too, by `read_png_tail`'s walk), or None: then Pillow
+    decides. Chunks before the first IDAT must be whole, with right CRCs (Pillow checks them),
+    IHDR first, and only kinds whose handler is simple (`_MIN_LENGTH`, tRNS) or unknown ones."""
+    with _contents(fp) as data:
+        if data[0:8] != _SIGNATURE:
+            return None
+        try:
+            return _header(data, size)
+        except Unsure:
+            return None
+
+
+def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
+    pos, mode, dims, exif, text = 8, None, (0, 0), None, 0
+    while True:
+        if pos + 12 > size:
+            raise Unsure
+        head = data[pos : pos + 8]
+        length, cid = int.from_bytes(head[:4], "big"), head[4:]
+        if cid == b"IDAT":
+            break
+        if (mode is None and cid != b"IHDR") or pos + 12 + length > size or not _IS_CID(cid):
+            raise Unsure
+        chunk = data[pos + 4 : pos + 12 + length]
+        if zlib.crc32(chunk[:-4]) != int.from_bytes(chunk[-4:], "big"):
+            raise Unsure  # Pillow: "broken PNG file"
+        body = chunk[4:-4]
+        if cid == b"IHDR":
+            if mode is not None or length != 13 or body[11] or (body[8], body[9]) not in _MODES:
+                raise Unsure
+            dims = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+            mode = _MODES[(body[8], body[9])]
+        elif cid == b"tRNS":
+            if mode in ("1", "L", "I;16", "RGB") and length < (6 if mode == "RGB" else 2):
+                raise Unsure  # "Truncated tRNS chunk"
+        elif cid in _MIN_LENGTH:
+            if length < _MIN_LENGTH[cid]:
+                raise Unsure
+            if cid == b"eXIf":
+                exif = body  # the last one before the image data, as Pillow's info keeps
+            elif cid == b"tEXt":
+                text += length
+                if body.split(b"\0", 1)[0] in _EXIF_TEXT_KEYS or text > _MAX_TAIL_TEXT:
+                    raise Unsure
+        elif cid in _HANDLED:
+            raise Unsure  # iCCP, zTXt, iTXt, APNG chunks, IEND: Pillow's own rules
+        pos += 12 + length
+    if mode is None or not dims[0] or not dims[1] or dims[0] >= 1 << 31 or dims[1] >= 1 << 31:
+        raise Unsure
+    if exif is None:  # Pillow's getexif loads the pixels: walk the chunks after them instead
+        tail = _walk(data, pos, size, animated=False)
+        if tail is None:
+            raise Unsure
+        exif = tail.exif
+    orientation = exif_orientation(exif) if exif is not None else None
+    return PngHeader(dims[0], dims[1], mode, orientation)
 
 
 def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> PngTail | None:
@@ -96,12 +177,16 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
 
 
 class _Positional:
-    """Slices of a file by `pread` (one system call each, no buffer refill), or of bytes."""
+    """Slices of a file by `pread` (one system call each, no buffer refill); the first 8 KiB
+    (where the header chunks are) read once."""
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.head = os.pread(fd, 8192, 0)
 
     def __getitem__(self, at: slice) -> bytes:
+        if at.stop <= len(self.head):
+            return self.head[at]
         return os.pread(self.fd, at.stop - at.start, at.start)
 
 
