@@ -1,8 +1,13 @@
-"""A PNG's EXIF without inflating its pixels: walk the chunks that follow the image data.
+"""A PNG's header facts and EXIF without inflating its pixels.
 
-Pillow's header open of a PNG stops at the first IDAT chunk, so an `eXIf` chunk written after
-the pixels (where most writers put it) is only found by `getexif()`, which loads, that is
-inflates and unfilters, the whole image (seconds and gigabytes for a 169-megapixel file). This
+`read_png_header` reads a plain still PNG alone (Pillow's open rules for the chunks before the
+image data, then the walk below); `read_png_tail` is the walk, used after Pillow's own open
+for the files the header reader leaves to Pillow.
+
+Pillow's header open of a PNG stops at the first IDAT chunk, so unless an `eXIf` chunk comes
+before the pixels, `getexif()` looks for one after them by loading, that is inflating and
+unfiltering, the whole image: for nearly every PNG (most have no EXIF at all), seconds and
+gigabytes for a 169-megapixel file. This
 walks the same chunks by their lengths instead, with the rules of Pillow's `load_read` and
 `load_end` (`PngImagePlugin`, Pillow 13.0): IDAT chunks are skipped, a chunk header that cannot
 be read ends the walk, IEND ends it, so does an fcTL in an animated file; an `eXIf` chunk gives

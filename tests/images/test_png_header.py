@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from mmtok.images import BadImage, decode_image, probe_image
-from mmtok.images.png_header import read_png_tail
+from mmtok.images.png_header import read_png_header, read_png_tail
 from mmtok.reasons import Reason
 from tests.conftest import build_image_files, encode, photo
 from tests.images.header_oracle import pillow_only, probed
@@ -258,3 +258,21 @@ def test_a_169_megapixel_png_probes_in_milliseconds_with_little_memory(tmp_path)
     assert (int(width), int(height), mode, int(orientation)) == (13000, 13000, "L", 6)
     assert float(took) < 0.05  # a decode takes seconds
     assert int(grew_kb) < 20_000  # a decode needs 169 MB
+
+
+def test_the_header_reader_answers_plain_files_and_steps_aside_otherwise():
+    cases = png_cases()
+
+    def header(name):
+        return read_png_header(io.BytesIO(cases[name]), len(cases[name]))
+
+    for name in ("rgb", "exif_before_idat_6", "exif_after_idat_6", "two_exif_after_idat",
+                 "text_after_idat", "gray16", "palette_transparency", "la", "bilevel"):  # fmt: skip
+        assert header(name) is not None, name
+    assert header("exif_before_idat_6").exif_orientation == 6
+    assert header("exif_before_and_after").exif_orientation == 2  # no load: the first wins
+    assert header("two_exif_after_idat").exif_orientation == 5
+    assert (header("gray16").mode, header("bilevel").mode, header("la").mode) == ("I;16", "1", "LA")
+    # iCCP (Pillow inflates it), APNG, XMP and compressed text: Pillow's own rules
+    for name in ("rgba_icc_text", "apng_3_frames", "xmp_before_idat", "ztxt_after_idat"):
+        assert header(name) is None, name
