@@ -32,36 +32,41 @@ def dynamic_resolution(
     row_end_tokens: bool,
 ) -> Rule:
     factor = patch_size * merge_size
-    # Qwen duplicates a still image to temporal_patch_size frames inside every patch.
-    values_per_patch = 3 * temporal_patch_size * patch_size * patch_size
+    area_per_token = factor * factor
+    # Qwen duplicates a still image to temporal_patch_size frames inside every patch: values
+    # per merged token = merge^2 patches of 3 * temporal * patch^2.
+    values_per_token = merge_size * merge_size * 3 * temporal_patch_size * patch_size * patch_size
     sqrt, floor, ceil = math.sqrt, math.floor, math.ceil
     # Qwen: <|vision_start|> pads <|vision_end|>. Emu3: one end-of-line placeholder per row.
     row_extra = 1 if row_end_tokens else 0
-    max_ratio = MAX_RATIO
+    max_ratio, new, record = MAX_RATIO, new_tuple, Layout  # closure cells: the fastest lookups
 
     def layout(width: int, height: int) -> Layout | Refused:
-        if width < 1 or height < 1:
-            return refuse_empty(width, height)
-        # transformers' smart_resize(height, width, factor, min_pixels, max_pixels), inlined
-        if (width / height if width > height else height / width) > max_ratio:
-            return refuse_ratio(width, height)
-        h = round(height / factor) * factor  # Python's round: halves go to the even number
-        w = round(width / factor) * factor
-        if h * w > max_pixels:
+        # transformers' smart_resize(height, width, factor, min_pixels, max_pixels), inlined and
+        # counted in merged tokens (h_bar = rows * factor), which keeps every product exact
+        # (long / short > 200 in floats is long > 200 * short in integers: the two can only
+        # disagree within a float rounding of 200, for sides beyond 10^13 px)
+        if width > height:
+            if height < 1 or width > max_ratio * height:
+                return refuse_empty(width, height) if height < 1 else refuse_ratio(width, height)
+        elif width < 1 or height > max_ratio * width:
+            return refuse_empty(width, height) if width < 1 else refuse_ratio(width, height)
+        rows = round(height / factor)  # Python's round: halves go to the even number
+        cols = round(width / factor)
+        area = rows * cols * area_per_token  # h_bar * w_bar
+        if area > max_pixels:
             beta = sqrt((height * width) / max_pixels)
-            h = max(factor, floor(height / beta / factor) * factor)
-            w = max(factor, floor(width / beta / factor) * factor)
-        elif h * w < min_pixels:
+            rows = max(1, floor(height / beta / factor))
+            cols = max(1, floor(width / beta / factor))
+        elif area < min_pixels:
             beta = sqrt(min_pixels / (height * width))
-            h = ceil(height * beta / factor) * factor
-            w = ceil(width * beta / factor) * factor
-        rows = h // factor
-        cols = w // factor
+            rows = ceil(height * beta / factor)
+            cols = ceil(width * beta / factor)
         tokens = rows * cols
-        values = (h // patch_size) * (w // patch_size) * values_per_patch
-        return new_tuple(
-            Layout,
-            (width, height, (w, h), None, (rows, cols), 1, tokens,
+        values = tokens * values_per_token
+        return new(
+            record,
+            (width, height, (cols * factor, rows * factor), None, (rows, cols), 1, tokens,
              tokens + rows * row_extra + prompt_extra, values, 4 * values),
         )  # fmt: skip
 

@@ -84,3 +84,22 @@ def test_presets_travel_to_workers_with_their_rule():
         assert copy == preset and copy.layout(1920, 1080) == preset.layout(1920, 1080)
     tuned = get_preset("qwen2-vl:max_pixels=1003520")
     assert pickle.loads(pickle.dumps(tuned)).layout(1920, 1080).image_tokens == 1222
+
+
+@pytest.mark.parametrize("name", ["qwen2-vl", "qwen3-vl", "emu3"])
+def test_smart_resize_in_tokens_equals_transformers(name):
+    """The inlined smart_resize (counted in merged tokens) against transformers' own."""
+    qwen2 = pytest.importorskip("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
+    p = get_preset(name).params
+    factor = p["patch_size"] * p["merge_size"]
+    layout = get_preset(name).layout
+    for w, h in sizes(5, unit=factor) + [(1, 200), (200, 1), (1, 201), (14, 2800), (5, 900)]:
+        try:
+            h_bar, w_bar = qwen2.smart_resize(h, w, factor, p["min_pixels"], p["max_pixels"])
+        except ValueError as e:
+            assert layout(w, h).error == str(e), (w, h)
+            continue
+        x = layout(w, h)
+        assert x.resized == (w_bar, h_bar) and x.image_tokens == (h_bar // factor) * (
+            w_bar // factor
+        )
