@@ -40,6 +40,7 @@ _HANDLED = frozenset(
 )  # fmt: skip
 # tEXt keys whose value `Image.getexif` reads (or trips on): leave those files to Pillow.
 _EXIF_TEXT_KEYS = frozenset({b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"})
+_MAX_TEXT_CHUNK = 1 << 20  # Pillow's PngImagePlugin.MAX_TEXT_CHUNK (ImageFile.SAFEBLOCK)
 _MAX_TAIL_TEXT = 1 << 20  # far below Pillow's MAX_TEXT_MEMORY (64 MiB over the whole file)
 _IS_CID = re.compile(rb"\w\w\w\w").match  # Pillow's `is_cid`
 
@@ -72,7 +73,7 @@ def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
     """The header facts of a plain still PNG, as Pillow's open and `getexif()` give them (the
     EXIF looked for after the image data too, by `read_png_tail`'s walk), or None: then Pillow
     decides. Chunks before the first IDAT must be whole, with right CRCs (Pillow checks them),
-    IHDR first, and only kinds whose handler is simple (`_MIN_LENGTH`, tRNS) or unknown ones."""
+    IHDR first, and only kinds whose handler is simple (`_MIN_LENGTH`, tRNS, iCCP) or unknown."""
     with _contents(fp) as data:
         if data[0:8] != _SIGNATURE:
             return None
@@ -114,8 +115,10 @@ def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
                 text += length
                 if body.split(b"\0", 1)[0] in _EXIF_TEXT_KEYS or text > _MAX_TAIL_TEXT:
                     raise Unsure
+        elif cid == b"iCCP":
+            _check_icc(body)
         elif cid in _HANDLED:
-            raise Unsure  # iCCP, zTXt, iTXt, APNG chunks, IEND: Pillow's own rules
+            raise Unsure  # zTXt, iTXt, APNG chunks, IEND: Pillow's own rules
         pos += 12 + length
     if mode is None or not dims[0] or not dims[1] or dims[0] >= 1 << 31 or dims[1] >= 1 << 31:
         raise Unsure
@@ -126,6 +129,21 @@ def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
         exif = tail.exif
     orientation = exif_orientation(exif) if exif is not None else None
     return PngHeader(dims[0], dims[1], mode, orientation)
+
+
+def _check_icc(body: bytes) -> None:
+    """Pillow's iCCP handler raises on a missing name terminator, a compression method other
+    than 0, or a profile inflating past MAX_TEXT_CHUNK (a zlib error it ignores)."""
+    name_end = body.find(b"\0")
+    if name_end < 0 or name_end + 1 >= len(body) or body[name_end + 1] != 0:
+        raise Unsure
+    inflate = zlib.decompressobj()
+    try:
+        inflate.decompress(body[name_end + 2 :], _MAX_TEXT_CHUNK)
+    except zlib.error:
+        return
+    if inflate.unconsumed_tail:
+        raise Unsure
 
 
 def read_png_tail(fp: BinaryIO, idat_start: int, size: int, animated: bool) -> PngTail | None:

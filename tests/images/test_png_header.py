@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmtok.images import BadImage, decode_image, probe_image
+from mmtok.images import BadImage, ImageInfo, decode_image, probe_image
 from mmtok.images.png_header import read_png_header, read_png_tail
 from mmtok.reasons import Reason
 from tests.conftest import build_image_files, encode, photo
@@ -77,6 +77,12 @@ def split_idat(png: bytes, size: int) -> bytes:
     return build(parts[:first] + idat + rest)
 
 
+def ImageCms_profile() -> bytes:  # noqa: N802 - named after the module it comes from
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
 def apng(frames: int = 3) -> bytes:
     ims = [photo(40, 30, seed=i) for i in range(frames)]
     return encode(ims[0], "PNG", save_all=True, append_images=ims[1:])
@@ -129,6 +135,12 @@ def png_cases() -> dict[str, bytes]:
         "bilevel": encode(photo(30, 20).convert("1"), "PNG"),
         "rgba_icc_text": encode(
             photo(30, 20).convert("RGBA"), "PNG", icc_profile=b"\0" * 200, dpi=(72, 72)
+        ),
+        "icc_real_profile": encode(photo(30, 20), "PNG", icc_profile=ImageCms_profile()),
+        "icc_method_1": rearranged(rgb, before=[(b"iCCP", b"icc\0\x01" + zlib.compress(b"x"))]),
+        "icc_not_zlib": rearranged(rgb, before=[(b"iCCP", b"icc\0\0not zlib at all")]),
+        "icc_too_large": rearranged(
+            rgb, before=[(b"iCCP", b"icc\0\0" + zlib.compress(bytes(1_100_000)))]
         ),
         "apng_3_frames": apng(),
         "apng_exif_after_first_frame": rearranged(apng(), after=[(b"eXIf", tiff_orientation(6))]),
@@ -273,6 +285,31 @@ def test_the_header_reader_answers_plain_files_and_steps_aside_otherwise():
     assert header("exif_before_and_after").exif_orientation == 2  # no load: the first wins
     assert header("two_exif_after_idat").exif_orientation == 5
     assert (header("gray16").mode, header("bilevel").mode, header("la").mode) == ("I;16", "1", "LA")
-    # iCCP (Pillow inflates it), APNG, XMP and compressed text: Pillow's own rules
-    for name in ("rgba_icc_text", "apng_3_frames", "xmp_before_idat", "ztxt_after_idat"):
+    assert header("rgba_icc_text").mode == "RGBA"  # the ICC profile inflates as Pillow's does
+    # APNG, XMP and compressed text: Pillow's own rules
+    for name in ("apng_3_frames", "xmp_before_idat", "ztxt_after_idat", "icc_method_1"):
         assert header(name) is None, name
+
+
+def test_flips_with_right_crcs_match_pillow_wherever_the_pixels_load():
+    """A flipped header or tail byte with its chunk's CRC recomputed passes Pillow's checks:
+    the facts must then be Pillow's. Where the pixels no longer decode under the changed
+    header (Pillow's getexif load fails), the header probe answers and the decode rejects."""
+    rng = np.random.default_rng(22)
+    for name, data in png_cases().items():
+        spans, pos = [], 8
+        for kind, body in chunks(data):
+            if kind not in (b"IDAT", b"fdAT"):
+                spans.append((pos, len(body)))
+            pos += 12 + len(body)
+        for _ in range(40):
+            corrupt = bytearray(data)
+            start, n = spans[int(rng.integers(len(spans)))]
+            corrupt[start + 4 + int(rng.integers(0, n + 4))] = int(rng.integers(0, 256))
+            crc = zlib.crc32(bytes(corrupt[start + 4 : start + 8 + n])) & 0xFFFFFFFF
+            corrupt[start + 8 + n : start + 12 + n] = struct.pack(">I", crc)
+            got, want = probed(bytes(corrupt)), pillow_only(bytes(corrupt))
+            if got != want:
+                assert isinstance(got, ImageInfo) and want in ("decode_error", "truncated"), name
+                with pytest.raises(BadImage):
+                    decode_image(bytes(corrupt))
