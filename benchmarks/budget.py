@@ -1,23 +1,32 @@
-"""`estimate-budget` throughput with 3 presets (header only) next to a reference image processor
-on the same images, in one run, and peak memory at two dataset sizes.
+"""`estimate-budget` (3 presets, header only) against a bare Pillow header loop, on two data
+lines in one run, with peak memory at two row counts.
 
-  python benchmarks/budget.py            # 100,000 image headers (files generated once)
-  python benchmarks/budget.py --quick    # 10,000
+  python benchmarks/budget.py                          # 20,000 and 200,000 rows
+  python benchmarks/budget.py --rows 20000             # one row count
+  python benchmarks/budget.py --mmtok-root /work/main  # the same, with another checkout's mmtok
 
-Reference: transformers' Qwen2-VL PIL processor on the same files (open, RGB, processor), timed
-on the first 200 images: what a team runs today to count tokens. mmtok: the whole command on
-all cores (`-w 2` here), timed by its manifest (after imports), then peak RSS (largest single
-process of the run) for 10% of the rows and for all of them (memory must not grow with the rows).
+Data lines (rows repeat a set of distinct files, warm page cache, as a crawl re-reads nothing):
+- JPEGs of mixed sizes (200-4000 px);
+- a crawl-like mix: 70% JPEG, 25% PNG (a third of them with EXIF: half before the pixel data,
+  as Pillow and libpng write it, half after it, as tools that append metadata do), 5% WebP.
+Reference: one process running `Image.open(p).size` per row (the least a header probe can do),
+over the same rows in the same run. mmtok: the whole command in a fresh process (start-up,
+default workers, Parquet output), timed by the wall clock; ratio > 1: mmtok is faster. Peak RSS
+is the largest single process of the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,84 +35,145 @@ from PIL import Image
 PRESETS = ["llama3-336", "qwen2-vl", "kimi-vl"]
 
 
-def make_files(folder: Path, count: int) -> list[Path]:
-    """`count` rows over 2,000 distinct JPEGs (sizes 200-4000 px); rows repeat files, as the
-    header probe reads each row's file anyway (warm cache, as the issue's figures)."""
+def photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """Smooth colour plus noise: encodes like a photo (PNGs get realistic sizes)."""
+    small = rng.integers(0, 255, (max(h // 48, 2), max(w // 48, 2), 3), dtype=np.uint8)
+    im = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
+    noise = rng.integers(-6, 7, im.shape)
+    return Image.fromarray(np.clip(im.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def exif(orientation: int) -> bytes:
+    e = Image.Exif()
+    e[0x0112] = orientation
+    return e.tobytes()
+
+
+def exif_after_pixels(png: bytes, tiff: bytes) -> bytes:
+    """The PNG with an eXIf chunk inserted just before IEND."""
+    crc = zlib.crc32(b"eXIf" + tiff) & 0xFFFFFFFF
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", crc)
+    return png[:-12] + chunk + png[-12:]
+
+
+def make_jpegs(folder: Path, n: int) -> list[Path]:
     rng = np.random.default_rng(0)
-    distinct = []
-    for i in range(2000):
+    paths = []
+    for i in range(n):
         w, h = (int(v) for v in rng.integers(200, 4001, 2))
-        path = folder / f"{i:05d}_{w}x{h}.jpg"
-        Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 255, 3))).save(
-            path, quality=80
-        )
-        distinct.append(path)
-    return [distinct[i % len(distinct)] for i in range(count)]
+        path = folder / f"j{i:05d}_{w}x{h}.jpg"
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        Image.new("RGB", (w, h), colour).save(path, quality=80)
+        paths.append(path)
+    return paths
 
 
-def reference_rate(paths: list[Path]) -> float:
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+def make_mix(folder: Path, n: int) -> list[Path]:
+    """n distinct files in the crawl proportions (70 JPEG : 25 PNG : 5 WebP), interleaved."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        kind = i % 20
+        w, h = (int(v) for v in rng.integers(160, 1400, 2))
+        im = photo(rng, w, h)
+        if kind < 14:
+            path = folder / f"m{i:05d}_{w}x{h}.jpg"
+            im.save(path, "JPEG", quality=int(rng.integers(70, 95)))
+        elif kind < 19:
+            path = folder / f"m{i:05d}_{w}x{h}.png"
+            buf = Path(path)
+            if kind == 14:  # EXIF before the pixel data (Pillow, libpng)
+                im.save(buf, "PNG", exif=exif(6))
+            elif kind == 15:  # EXIF appended after the pixel data
+                im.save(buf, "PNG")
+                buf.write_bytes(exif_after_pixels(buf.read_bytes(), exif(6)[6:]))
+            else:
+                im.save(buf, "PNG")
+        else:
+            path = folder / f"m{i:05d}_{w}x{h}.webp"
+            im.save(path, "WEBP", quality=80)
+        paths.append(path)
+    return paths
 
-    proc = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 3136, "longest_edge": 12845056},
-        patch_size=14,
-        merge_size=2,
-        temporal_patch_size=2,
-    )
+
+def dataset(cache: Path, name: str, n: int, make) -> list[Path]:
+    folder = cache / name
+    done = folder / "done.json"
+    if done.exists():
+        return [folder / p for p in json.loads(done.read_text())]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     t0 = time.perf_counter()
-    for path in paths:
-        with Image.open(path) as im:
-            proc(im.convert("RGB"))
+    paths = make(folder, n)
+    done.write_text(json.dumps([p.name for p in paths]))
+    size = sum(p.stat().st_size for p in paths) / 1e6
+    print(f"  made {n:,} {name} files ({size:,.0f} MB) in {time.perf_counter() - t0:.0f} s")
+    return paths
+
+
+def pillow_rate(paths: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for p in paths:
+        Image.open(p).size  # noqa: B018 - the header read is the point
     return len(paths) / (time.perf_counter() - t0)
 
 
-def run_budget(source: Path, rows: int, work: Path) -> tuple[float, float]:
-    """(rows/s by the manifest's clock, peak RSS MB of the mmtok process tree)."""
-    cmd = [sys.executable, "-m", "mmtok", "estimate-budget", str(source), "-w", "2", "--json"]
+def mmtok_run(rows_file: Path, rows: int, out: Path, root: Path) -> tuple[float, float]:
+    """(rows/s over the whole command's wall time, peak RSS MB of its largest process)."""
+    cmd = [sys.executable, "-m", "mmtok", "estimate-budget", str(rows_file), "--json"]
     cmd += sum((["-p", p] for p in PRESETS), [])
-    cmd += ["-o", str(work / f"out{rows}"), "--overwrite"]
+    cmd += ["-o", str(out), "--overwrite"]
     # a fresh wrapper per run: RUSAGE_CHILDREN is a running maximum over a process's children
     wrapper = (
-        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)"
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
+    env = {**os.environ, "PYTHONPATH": str(root)}
     result = subprocess.run(
-        [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True
+        [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, cwd=root
     )
-    doc = json.loads(result.stdout)
-    assert doc["counts"]["in"] == rows
-    peak_kb = int(result.stderr.strip().splitlines()[-1])
-    return rows / doc["timing"]["seconds"], peak_kb / 1024
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-2000:])
+    seconds, peak_kb = result.stdout.split()
+    return rows / float(seconds), int(peak_kb) / 1024
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--distinct", type=int, default=1000, help="distinct files per line")
+    parser.add_argument("--lines", nargs="+", default=["jpeg", "mix"], choices=["jpeg", "mix"])
+    parser.add_argument("--mmtok-root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mmtok-bench")
     args = parser.parse_args()
-    count = 10_000 if args.quick else 100_000
+    cores = len(os.sched_getaffinity(0))
+    print(f"machine: {cores} cores; Pillow {Image.__version__}; mmtok from {args.mmtok_root}")
+    makers = {"jpeg": make_jpegs, "mix": make_mix}
+    labels = {"jpeg": "JPEGs of mixed sizes", "mix": "70% JPEG, 25% PNG, 5% WebP"}
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "img").mkdir()
-        paths = make_files(work / "img", count)
-        ref = reference_rate(paths[:200])
-        small, full = work / "small.jsonl", work / "full.jsonl"
-        for path, n in ((small, count // 10), (full, count)):
-            path.write_text(
-                "".join(
-                    json.dumps({"image": str(p), "caption": "a photo " * 8}) + "\n"
-                    for p in paths[:n]
-                )
-            )
-        rate_small, rss_small = run_budget(small, count // 10, work)
-        rate, rss = run_budget(full, count, work)
-        print(f"{count:,} image headers, 3 presets ({', '.join(PRESETS)}), 2 workers")
-        print(f"reference Qwen2-VL processor: {ref:,.1f} images/s (one core)")
+        for line in args.lines:
+            distinct = dataset(args.cache, line, args.distinct, makers[line])
+            for rows in args.rows:
+                paths = [distinct[i % len(distinct)] for i in range(rows)]
+                rows_file = Path(tmp) / f"{line}{rows}.jsonl"
+                rows_file.write_text(
+                    "".join(json.dumps({"image": str(p), "caption": "a photo " * 8}) + "\n"
+                            for p in paths)
+                )  # fmt: skip
+                pillow = pillow_rate(paths)
+                rate, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", args.mmtok_root)
+                results.append((labels[line], rows, rate, pillow, rss))
+                print(f"  {labels[line]}, {rows:,} rows: done", flush=True)
+    print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
+    print(f"{'data':<30}{'rows':>9}{'mmtok rows/s':>14}{'Pillow loop/s':>15}{'ratio':>7}"
+          f"{'peak RSS MB':>13}")  # fmt: skip
+    for label, rows, rate, pillow, rss in results:
         print(
-            f"mmtok estimate-budget:        {rate:,.0f} images/s  = {rate / ref:,.0f}x the reference"
-        )
-        print(f"  at {count // 10:,} rows: {rate_small:,.0f} images/s")
-        print(
-            f"peak RSS: {rss_small:,.0f} MB at {count // 10:,} rows, {rss:,.0f} MB at {count:,} rows ({rss / rss_small:.2f}x)"
+            f"{label:<30}{rows:>9,}{rate:>14,.0f}{pillow:>15,.0f}{rate / pillow:>7.2f}{rss:>13,.0f}"
         )
 
 

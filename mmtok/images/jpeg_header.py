@@ -39,7 +39,7 @@ class JpegHeader:
     exif_orientation: int | None
 
 
-class _Unsure(Exception):
+class Unsure(Exception):
     """The file is not plain enough to answer without Pillow."""
 
 
@@ -50,7 +50,7 @@ def read_jpeg_header(fp: BinaryIO) -> JpegHeader | None:
         return None
     try:
         return _walk(fp, buf)
-    except _Unsure:
+    except Unsure:
         return None
 
 
@@ -63,24 +63,24 @@ def _walk(fp: BinaryIO, buf: bytes) -> JpegHeader:
         if len(buf) < pos + 4:
             buf += fp.read(_FIRST_READ)
             if len(buf) < pos + 4:
-                raise _Unsure  # EOF before the scan
+                raise Unsure  # EOF before the scan
         if buf[pos] != 0xFF:
-            raise _Unsure  # junk between markers: Pillow skips it; leave that to Pillow
+            raise Unsure  # junk between markers: Pillow skips it; leave that to Pillow
         marker = buf[pos + 1]
         length = (buf[pos + 2] << 8) | buf[pos + 3]
         if length < 2:
-            raise _Unsure
+            raise Unsure
         end = pos + 2 + length
         if len(buf) < end:
             buf += fp.read(max(end - len(buf), _FIRST_READ))
             if len(buf) < end:
-                raise _Unsure  # truncated segment
+                raise Unsure  # truncated segment
         if marker == _SOS:
             break  # Pillow reads the scan header (above), then stops
         body = buf[pos + 4 : end]
         if marker in _SOF:
             if len(body) < 6 or body[0] != 8 or body[5] not in _MODES:
-                raise _Unsure  # Pillow raises for these
+                raise Unsure  # Pillow raises for these
             size = ((body[3] << 8) | body[4], (body[1] << 8) | body[2])
             mode = _MODES[body[5]]
         elif marker == _DQT:
@@ -88,25 +88,25 @@ def _walk(fp: BinaryIO, buf: bytes) -> JpegHeader:
         elif marker in _SKIP:
             if marker == _APP1 and body.startswith(b"Exif\0\0"):
                 if exif is not None:
-                    raise _Unsure  # Pillow concatenates several EXIF segments
+                    raise Unsure  # Pillow concatenates several EXIF segments
                 exif = body
             elif marker == _APP1 and body.startswith(_XMP):
                 xmp = True
             elif marker == _APP2 and body.startswith(b"MPF\0"):
-                raise _Unsure  # maybe an MPO (several frames)
+                raise Unsure  # maybe an MPO (several frames)
             elif len(body) < 7 and (
                 (marker == _APP0 and body.startswith(b"JFIF"))
                 or (marker == _APP14 and body.startswith(b"Adobe"))
             ):
-                raise _Unsure  # Pillow reads a 16-bit field at offset 5 unguarded
+                raise Unsure  # Pillow reads a 16-bit field at offset 5 unguarded
         else:
-            raise _Unsure  # RSTn, SOI, EOI, JPGn, fill bytes: rare, Pillow's own rules
+            raise Unsure  # RSTn, SOI, EOI, JPGn, fill bytes: rare, Pillow's own rules
         pos = end
     if size is None or mode is None or size[0] <= 0 or size[1] <= 0:
-        raise _Unsure
-    orientation = _exif_orientation(exif[6:]) if exif is not None else None
+        raise Unsure
+    orientation = exif_orientation(exif[6:]) if exif is not None else None
     if orientation is None and xmp:
-        raise _Unsure  # Pillow then takes tiff:Orientation from the XMP packet
+        raise Unsure  # Pillow then takes tiff:Orientation from the XMP packet
     return JpegHeader(size[0], size[1], mode, orientation)
 
 
@@ -115,23 +115,23 @@ def _check_dqt(body: bytes) -> None:
     while pos < len(body):
         table = 1 + (64 if body[pos] < 16 else 128)
         if len(body) - pos < table:
-            raise _Unsure  # "bad quantization table marker"
+            raise Unsure  # "bad quantization table marker"
         pos += table
 
 
-def _exif_orientation(tiff: bytes) -> int | None:
-    """IFD0's Orientation as Pillow's `Exif` reads it; `_Unsure` on anything it might read
+def exif_orientation(tiff: bytes) -> int | None:
+    """IFD0's Orientation as Pillow's `Exif` reads it; `Unsure` on anything it might read
     differently (a truncated IFD, an out-of-range value, an odd type)."""
     if tiff[:4] == b"II*\0":
         order = "little"
     elif tiff[:4] == b"MM\0*":
         order = "big"
     else:
-        raise _Unsure
+        raise Unsure
 
     def u(at: int, n: int) -> int:
         if at + n > len(tiff):
-            raise _Unsure
+            raise Unsure
         return int.from_bytes(tiff[at : at + n], order)
 
     ifd = u(4, 4)
@@ -141,14 +141,14 @@ def _exif_orientation(tiff: bytes) -> int | None:
         entry = ifd + 2 + 12 * i
         tag, kind, n = u(entry, 2), u(entry + 2, 2), u(entry + 4, 4)
         if kind not in _TIFF_SIZES:
-            raise _Unsure
+            raise Unsure
         size = _TIFF_SIZES[kind] * n
         # Pillow stops reading the IFD at the first value out of range
         if size > 4 and u(entry + 8, 4) + size > len(tiff):
-            raise _Unsure
+            raise Unsure
         if tag == _ORIENTATION:
             if kind != 3 or n != 1:
-                raise _Unsure
+                raise Unsure
             orientation = u(entry + 8, 2)
     u(ifd + 2 + 12 * count, 4)  # the next-IFD pointer Pillow reads after the entries
     return orientation

@@ -18,6 +18,8 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
+from mmtok.images.png_header import read_png_header, read_png_tail
+from mmtok.images.webp_header import read_webp_header
 from mmtok.io.encoding import local_path
 from mmtok.reasons import Reason, RowRejected
 
@@ -129,14 +131,26 @@ def open_image(fp: BinaryIO, max_pixels: int) -> Image.Image:
 def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read the header of one image; raises `BadImage` for bad data.
 
-    Plain JPEGs are read by `read_jpeg_header` (same facts, several times faster); everything
-    else, and any JPEG it is unsure of, by Pillow."""
+    Plain JPEGs, PNGs and WebPs are read by `read_jpeg_header`, `read_png_header` and
+    `read_webp_header` (same facts, two to fifty times faster); everything else, and any file
+    they are unsure of, by Pillow (a PNG's EXIF after its pixels still by `read_png_tail`'s
+    chunk walk, never by a pixel load)."""
     with open_source(src) as (fp, size):
         jpeg = read_jpeg_header(fp)  # pure Python: nothing to map, so outside decoder_errors
         if jpeg is not None:
             check_pixels(jpeg.width, jpeg.height, max_pixels)
             return ImageInfo(
                 jpeg.width, jpeg.height, "jpeg", jpeg.mode, 1, jpeg.exif_orientation, size
+            )
+        png = read_png_header(fp, size)
+        if png is not None:
+            check_pixels(png.width, png.height, max_pixels)
+            return ImageInfo(png.width, png.height, "png", png.mode, 1, png.exif_orientation, size)
+        webp = read_webp_header(fp, size)
+        if webp is not None:
+            check_pixels(webp.width, webp.height, max_pixels)
+            return ImageInfo(
+                webp.width, webp.height, "webp", webp.mode, webp.frames, webp.exif_orientation, size
             )
         fp.seek(0)
         with decoder_errors():
@@ -146,7 +160,7 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 def pillow_info(fp: BinaryIO, size: int, max_pixels: int) -> ImageInfo:
     """The header facts as Pillow reads them (call inside `decoder_errors`)."""
     im = open_image(fp, max_pixels)
-    orientation = im.getexif().get(EXIF_ORIENTATION_TAG)
+    orientation = header_exif(im, fp, size).get(EXIF_ORIENTATION_TAG)
     return ImageInfo(
         width=im.width,
         height=im.height,
@@ -156,6 +170,28 @@ def pillow_info(fp: BinaryIO, size: int, max_pixels: int) -> ImageInfo:
         exif_orientation=int(orientation) if isinstance(orientation, int) else None,
         file_bytes=size,
     )
+
+
+def header_exif(im: Image.Image, fp: BinaryIO, size: int) -> Image.Exif:
+    """`im.getexif()` without the pixel load Pillow does for a PNG whose eXIf chunk is not
+    before the image data: `read_png_tail` finds it by walking the chunks instead."""
+    if im.format != "PNG" or "exif" in im.info or not im.tile:
+        return im.getexif()
+    tail = read_png_tail(fp, im.tile[0][2] - 8, size, getattr(im, "is_animated", False))
+    if tail is None:
+        return im.getexif()  # Pillow's rules: it loads the image
+    if tail.exif is not None:
+        im.info["exif"] = b"Exif\x00\x00" + tail.exif  # what Pillow's eXIf handler stores
+        return im.getexif()
+    if not _EXIF_INFO_KEYS & im.info.keys():
+        return Image.Exif()  # what getexif builds from nothing (the common PNG, in 0 us)
+    # Nothing after the pixels that getexif reads: the base class answers from the header
+    # info, exactly what PngImageFile.getexif returns after its load.
+    return Image.Image.getexif(im)
+
+
+# The info keys `Image.getexif` reads (EXIF as hex text, XMP orientation): Pillow 13.0.
+_EXIF_INFO_KEYS = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
 _URI_SCHEME = ("http://", "https://", "s3://", "gs://", "ftp://", "hf://")

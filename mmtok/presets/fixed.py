@@ -12,39 +12,39 @@ from __future__ import annotations
 
 import math
 
-from mmtok.presets.layout import Layout, pixel_bytes
+from mmtok.presets.layout import Layout, Rule, new_tuple, refuse_empty
 
 
-def fixed_square(width: int, height: int, *, size: int, tokens: int, prompt_extra: int) -> Layout:
-    return Layout(
-        width,
-        height,
-        (size, size),
-        None,
-        (1, 1),
-        1,
-        tokens,
-        tokens + prompt_extra,
-        *pixel_bytes(3 * size * size),
-    )
+def fixed_square(size: int, tokens: int, prompt_extra: int) -> Rule:
+    values = 3 * size * size
+
+    def layout(width: int, height: int) -> Layout:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        return new_tuple(
+            Layout,
+            (width, height, (size, size), None, (1, 1), 1, tokens, tokens + prompt_extra, values,
+             4 * values),
+        )  # fmt: skip
+
+    return layout
 
 
-def letterbox(
-    width: int, height: int, *, size: int, min_size: int, tokens: int, prompt_extra: int
-) -> Layout:
-    scale = size / max(width, height)
-    content = (max(round(width * scale), min_size), max(round(height * scale), min_size))
-    return Layout(
-        width,
-        height,
-        content,
-        (size, size),
-        (1, 1),
-        1,
-        tokens,
-        tokens + prompt_extra,
-        *pixel_bytes(3 * size * size),
-    )
+def letterbox(size: int, min_size: int, tokens: int, prompt_extra: int) -> Rule:
+    values = 3 * size * size
+
+    def layout(width: int, height: int) -> Layout:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        scale = size / (width if width > height else height)
+        content = (max(round(width * scale), min_size), max(round(height * scale), min_size))
+        return new_tuple(
+            Layout,
+            (width, height, content, (size, size), (1, 1), 1, tokens, tokens + prompt_extra,
+             values, 4 * values),
+        )  # fmt: skip
+
+    return layout
 
 
 def pan_and_scan_crops(
@@ -63,33 +63,32 @@ def pan_and_scan_crops(
 
 
 def gemma3(
-    width: int,
-    height: int,
-    *,
     size: int,
     tokens_per_image: int,
     pan_and_scan: bool,
     min_crop_size: int,
     max_num_crops: int,
     min_ratio_to_activate: float,
-) -> Layout:
-    rows, cols = (0, 0)
-    if pan_and_scan:
-        rows, cols = pan_and_scan_crops(
-            width, height, min_crop_size, max_num_crops, min_ratio_to_activate
-        )
-    images = 1 + rows * cols
-    tokens = images * tokens_per_image
-    # per image: "\n\n" <start_of_image> tokens <end_of_image> "\n\n" (each "\n\n" is one token)
-    prompt = images * (tokens_per_image + 4)
-    return Layout(
-        width,
-        height,
-        (size, size),
-        None,
-        (max(rows, 1), max(cols, 1)),
-        images,
-        tokens,
-        prompt,
-        *pixel_bytes(images * 3 * size * size),
-    )
+) -> Rule:
+    image_values = 3 * size * size
+
+    def layout(width: int, height: int) -> Layout:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        rows, cols = (0, 0)
+        if pan_and_scan:
+            rows, cols = pan_and_scan_crops(
+                width, height, min_crop_size, max_num_crops, min_ratio_to_activate
+            )
+        images = 1 + rows * cols
+        tokens = images * tokens_per_image
+        # per image: "\n\n" <start_of_image> tokens <end_of_image> "\n\n" (each "\n\n" one token)
+        prompt = images * (tokens_per_image + 4)
+        values = images * image_values
+        return new_tuple(
+            Layout,
+            (width, height, (size, size), None, (max(rows, 1), max(cols, 1)), images, tokens,
+             prompt, values, 4 * values),
+        )  # fmt: skip
+
+    return layout

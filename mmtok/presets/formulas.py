@@ -11,64 +11,62 @@ from __future__ import annotations
 
 import math
 
-from mmtok.presets.layout import Layout, Refused, pixel_bytes
+from mmtok.presets.layout import Layout, Refused, Rule, new_tuple, refuse_empty
 
 
 def openai_tiles(
-    width: int,
-    height: int,
-    *,
-    fit_size: int,
-    short_side: int,
-    tile_size: int,
-    base_tokens: int,
-    tile_tokens: int,
-) -> Layout:
-    s1 = min(1.0, fit_size / max(width, height))
-    w1, h1 = width * s1, height * s1
-    s2 = min(1.0, short_side / min(w1, h1))
-    w2, h2 = w1 * s2, h1 * s2
-    rows, cols = math.ceil(h2 / tile_size), math.ceil(w2 / tile_size)
-    tokens = base_tokens + tile_tokens * rows * cols
-    resized = (max(round(w2), 1), max(round(h2), 1))
-    return Layout(
-        width, height, resized, None, (rows, cols), rows * cols, tokens, tokens, None, None
-    )
+    fit_size: int, short_side: int, tile_size: int, base_tokens: int, tile_tokens: int
+) -> Rule:
+    ceil = math.ceil
+
+    def layout(width: int, height: int) -> Layout:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        s1 = min(1.0, fit_size / max(width, height))
+        w1, h1 = width * s1, height * s1
+        s2 = min(1.0, short_side / min(w1, h1))
+        w2, h2 = w1 * s2, h1 * s2
+        rows, cols = ceil(h2 / tile_size), ceil(w2 / tile_size)
+        tokens = base_tokens + tile_tokens * rows * cols
+        resized = (max(round(w2), 1), max(round(h2), 1))
+        return new_tuple(
+            Layout,
+            (width, height, resized, None, (rows, cols), rows * cols, tokens, tokens, None, None),
+        )
+
+    return layout
 
 
 def moonvit(
-    width: int,
-    height: int,
-    *,
-    patch_size: int,
-    merge_size: int,
-    in_token_limit: int,
-    max_patches_per_side: int,
-) -> Layout | Refused:
-    w, h = width, height
-    patches = (w // patch_size) * (h // patch_size)
-    if patches > in_token_limit:
-        scale = math.sqrt(in_token_limit / patches)
-        w, h = int(w * scale), int(h * scale)
+    patch_size: int, merge_size: int, in_token_limit: int, max_patches_per_side: int
+) -> Rule:
     unit = patch_size * merge_size
-    pad_w, pad_h = math.ceil(w / unit) * unit, math.ceil(h / unit) * unit
-    if pad_w // patch_size >= max_patches_per_side or pad_h // patch_size >= max_patches_per_side:
-        return Refused(
-            width,
-            height,
-            f"Exceed pos emb: {pad_w // patch_size}x{pad_h // patch_size} patches "
-            f"(limit {max_patches_per_side} per side)",
-        )
-    rows, cols = pad_h // unit, pad_w // unit
-    tokens = rows * cols
-    return Layout(
-        width,
-        height,
-        (w, h),
-        (pad_w, pad_h),
-        (rows, cols),
-        1,
-        tokens,
-        tokens,
-        *pixel_bytes(3 * pad_w * pad_h),
-    )
+    sqrt, ceil = math.sqrt, math.ceil
+
+    def layout(width: int, height: int) -> Layout | Refused:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        w, h = width, height
+        patches = (w // patch_size) * (h // patch_size)
+        if patches > in_token_limit:
+            scale = sqrt(in_token_limit / patches)
+            w, h = int(w * scale), int(h * scale)
+        pad_w, pad_h = ceil(w / unit) * unit, ceil(h / unit) * unit
+        side = max_patches_per_side
+        if pad_w // patch_size >= side or pad_h // patch_size >= side:
+            return Refused(
+                width,
+                height,
+                f"Exceed pos emb: {pad_w // patch_size}x{pad_h // patch_size} patches "
+                f"(limit {max_patches_per_side} per side)",
+            )
+        rows, cols = pad_h // unit, pad_w // unit
+        tokens = rows * cols
+        values = 3 * pad_w * pad_h
+        return new_tuple(
+            Layout,
+            (width, height, (w, h), (pad_w, pad_h), (rows, cols), 1, tokens, tokens, values,
+             4 * values),
+        )  # fmt: skip
+
+    return layout

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from mmtok.presets.layout import Layout, pixel_bytes
+from mmtok.presets.layout import Layout, Rule, new_tuple, refuse_empty
 
 MAX_IMAGE_SIZE = 4096
 
@@ -36,58 +36,45 @@ def rescale_to_max_len(width: int, height: int, max_len: int) -> tuple[int, int]
     return max(width, 1), max(height, 1)
 
 
-def snap_to_tiles(width: int, height: int, tile: int) -> tuple[int, int]:
-    aspect = width / height
-    if width >= height:
-        width = math.ceil(width / tile) * tile
-        height = math.ceil(int(width / aspect) / tile) * tile
-    else:
-        height = math.ceil(height / tile) * tile
-        width = math.ceil(int(height * aspect) / tile) * tile
-    return width, height
-
-
 def split_image(
-    width: int,
-    height: int,
-    *,
-    longest_edge: int,
-    max_image_size: int,
-    image_seq_len: int,
-    do_image_splitting: bool,
-) -> Layout:
-    resized = rescale_to_max_len(width, height, longest_edge)
-    if not do_image_splitting:
-        tile = max_image_size
-        return Layout(
-            width,
-            height,
-            (tile, tile),
-            None,
-            (1, 1),
-            1,
-            image_seq_len,
-            image_seq_len + 3,
-            *pixel_bytes(3 * tile * tile),
-        )
-    canvas = snap_to_tiles(*resized, max_image_size)
-    cols, rows = canvas[0] // max_image_size, canvas[1] // max_image_size
-    if rows * cols == 1:
-        # <fake_token_around_image><global-img> tokens <fake_token_around_image>
-        tiles, prompt = 1, image_seq_len + 3
-    else:
-        tiles = rows * cols + 1
-        # per tile: <fake_token_around_image><row_r_col_c> + tokens; "\n" per row;
-        # then "\n<fake_token_around_image><global-img>" + tokens + "<fake_token_around_image>"
-        prompt = rows * cols * (image_seq_len + 2) + rows + 4 + image_seq_len
-    return Layout(
-        width,
-        height,
-        canvas,
-        canvas,
-        (rows, cols),
-        tiles,
-        tiles * image_seq_len,
-        prompt,
-        *pixel_bytes(tiles * 3 * max_image_size * max_image_size),
-    )
+    longest_edge: int, max_image_size: int, image_seq_len: int, do_image_splitting: bool
+) -> Rule:
+    tile = max_image_size
+    tile_values = 3 * tile * tile
+    ceil = math.ceil
+
+    def layout(width: int, height: int) -> Layout:
+        if width < 1 or height < 1:
+            return refuse_empty(width, height)
+        if not do_image_splitting:
+            return new_tuple(
+                Layout,
+                (width, height, (tile, tile), None, (1, 1), 1, image_seq_len, image_seq_len + 3,
+                 tile_values, 4 * tile_values),
+            )  # fmt: skip
+        w, h = rescale_to_max_len(width, height, longest_edge)
+        # snap to whole tiles (resize_for_vision_encoder)
+        aspect = w / h
+        if w >= h:
+            w = ceil(w / tile) * tile
+            h = ceil(int(w / aspect) / tile) * tile
+        else:
+            h = ceil(h / tile) * tile
+            w = ceil(int(h * aspect) / tile) * tile
+        cols, rows = w // tile, h // tile
+        if rows * cols == 1:
+            # <fake_token_around_image><global-img> tokens <fake_token_around_image>
+            tiles, prompt = 1, image_seq_len + 3
+        else:
+            tiles = rows * cols + 1
+            # per tile: <fake_token_around_image><row_r_col_c> + tokens; "\n" per row;
+            # then "\n<fake_token_around_image><global-img>" + tokens + "<fake_token_around_image>"
+            prompt = rows * cols * (image_seq_len + 2) + rows + 4 + image_seq_len
+        values = tiles * tile_values
+        return new_tuple(
+            Layout,
+            (width, height, (w, h), (w, h), (rows, cols), tiles, tiles * image_seq_len, prompt,
+             values, 4 * values),
+        )  # fmt: skip
+
+    return layout

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(NamedTuple):
     """One image under one preset. Sizes are (width, height); grids are (rows, cols).
 
     `image_tokens`: vision embeddings the LLM consumes for the image. `prompt_tokens`: what the
     image adds to the text sequence (placeholders plus marker tokens; 1 for cross-attention
     models). `pixel_bytes_*`: size of the pixel tensor the processor hands the vision encoder
     (None where the model is only reachable through an API).
+
+    A named tuple: immutable like a frozen dataclass, and built 4x faster (0.23 us against
+    1.0 us here), which is a quarter of a whole layout (benchmarks/layout.py).
     """
 
     width: int
@@ -54,6 +57,14 @@ class Refused:
         return {"width": self.width, "height": self.height, "error": self.error}
 
 
-def pixel_bytes(elements: int) -> tuple[int, int]:
-    """(uint8, float32) bytes of a tensor with `elements` values."""
-    return elements, 4 * elements
+Rule = Callable[[int, int], "Layout | Refused"]
+"""A preset's pure `layout(width, height)`: a family's factory builds it once from the
+published parameters (bound as closure variables: a layout is a few hundred nanoseconds)."""
+
+new_tuple = tuple.__new__
+"""`new_tuple(Layout, fields)`: a `Layout` from its ten fields in order, without the Python-level
+`__new__` of a named tuple (0.19 us against 0.53 us here: a third of a fast layout)."""
+
+
+def refuse_empty(width: int, height: int) -> Refused:
+    return Refused(width, height, "width and height must be at least 1")

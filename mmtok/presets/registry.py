@@ -28,12 +28,11 @@ from mmtok.presets import (
     pixtral,
     smart_resize,
 )
-from mmtok.presets.layout import Layout, Refused
+from mmtok.presets.layout import Rule
 from mmtok.presets.pixels import RESAMPLE, pixel_settings
 
-Rule = Callable[..., Layout | Refused]
-
-FAMILIES: dict[str, Rule] = {
+# A family builds a preset's pure `layout(width, height)` from the published parameters.
+FAMILIES: dict[str, Callable[..., Rule]] = {
     "fit_to_canvas": fit_to_canvas.fit_to_canvas,
     "smart_resize": smart_resize.dynamic_resolution,
     "anyres": anyres.anyres,
@@ -56,15 +55,17 @@ class Preset:
     source: str
     aliases: tuple[str, ...] = field(default=())
     pixels: dict[str, Any] = field(default_factory=dict)  # resample filter, pad value (pixels.py)
+    # `layout(width, height)`: the image's Layout, or Refused where the model refuses the size.
+    # Built once from the family and the parameters, so a layout is a single call.
+    layout: Rule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "_rule", FAMILIES[self.family])
+        object.__setattr__(self, "layout", FAMILIES[self.family](**self.params))
 
-    def layout(self, width: int, height: int) -> Layout | Refused:
-        """The layout of a `width` x `height` image, or `Refused` if the model refuses it."""
-        if width < 1 or height < 1:
-            return Refused(width, height, "width and height must be at least 1")
-        return self._rule(width, height, **self.params)
+    def __reduce__(self):
+        # The rule is a closure: a worker rebuilds it from the preset's data.
+        args = (self.name, self.family, self.params, self.source, self.aliases, self.pixels)
+        return Preset, args
 
     def pixel_settings(self) -> dict[str, Any]:
         """How `--emit tiles` renders pixels: the family's reference settings, then the preset's."""

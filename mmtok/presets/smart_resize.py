@@ -10,37 +10,19 @@ from __future__ import annotations
 
 import math
 
-from mmtok.presets.layout import Layout, Refused, pixel_bytes
+from mmtok.presets.layout import Layout, Refused, Rule, new_tuple, refuse_empty
 
 MAX_RATIO = 200
 
 
-def smart_resize(
-    height: int, width: int, factor: int, min_pixels: int, max_pixels: int
-) -> tuple[int, int]:
-    """(height, width) as in transformers; raises ValueError above a 200:1 aspect ratio."""
-    if max(height, width) / min(height, width) > MAX_RATIO:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than {MAX_RATIO}, "
-            f"got {max(height, width) / min(height, width)}"
-        )
-    h_bar = round(height / factor) * factor  # Python's round: halves go to the even number
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+def refuse_ratio(width: int, height: int) -> Refused:
+    ratio = max(height, width) / min(height, width)
+    return Refused(
+        width, height, f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {ratio}"
+    )
 
 
 def dynamic_resolution(
-    width: int,
-    height: int,
-    *,
     patch_size: int,
     merge_size: int,
     min_pixels: int,
@@ -48,20 +30,44 @@ def dynamic_resolution(
     temporal_patch_size: int,
     prompt_extra: int,
     row_end_tokens: bool,
-) -> Layout | Refused:
+) -> Rule:
     factor = patch_size * merge_size
-    try:
-        h, w = smart_resize(height, width, factor, min_pixels, max_pixels)
-    except ValueError as e:
-        return Refused(width, height, str(e))
-    rows, cols = h // factor, w // factor
-    tokens = rows * cols
+    area_per_token = factor * factor
+    # Qwen duplicates a still image to temporal_patch_size frames inside every patch: values
+    # per merged token = merge^2 patches of 3 * temporal * patch^2.
+    values_per_token = merge_size * merge_size * 3 * temporal_patch_size * patch_size * patch_size
+    sqrt, floor, ceil = math.sqrt, math.floor, math.ceil
     # Qwen: <|vision_start|> pads <|vision_end|>. Emu3: one end-of-line placeholder per row.
-    prompt = tokens + (rows if row_end_tokens else 0) + prompt_extra
-    # Qwen duplicates a still image to temporal_patch_size frames inside every patch.
-    elements = (
-        (h // patch_size) * (w // patch_size) * 3 * temporal_patch_size * patch_size * patch_size
-    )
-    return Layout(
-        width, height, (w, h), None, (rows, cols), 1, tokens, prompt, *pixel_bytes(elements)
-    )
+    row_extra = 1 if row_end_tokens else 0
+    max_ratio, new, record = MAX_RATIO, new_tuple, Layout  # closure cells: the fastest lookups
+
+    def layout(width: int, height: int) -> Layout | Refused:
+        # transformers' smart_resize(height, width, factor, min_pixels, max_pixels), inlined and
+        # counted in merged tokens (h_bar = rows * factor), which keeps every product exact
+        # (long / short > 200 in floats is long > 200 * short in integers: the two can only
+        # disagree within a float rounding of 200, for sides beyond 10^13 px)
+        if width > height:
+            if height < 1 or width > max_ratio * height:
+                return refuse_empty(width, height) if height < 1 else refuse_ratio(width, height)
+        elif width < 1 or height > max_ratio * width:
+            return refuse_empty(width, height) if width < 1 else refuse_ratio(width, height)
+        rows = round(height / factor)  # Python's round: halves go to the even number
+        cols = round(width / factor)
+        area = rows * cols * area_per_token  # h_bar * w_bar
+        if area > max_pixels:
+            beta = sqrt((height * width) / max_pixels)
+            rows = max(1, floor(height / beta / factor))
+            cols = max(1, floor(width / beta / factor))
+        elif area < min_pixels:
+            beta = sqrt(min_pixels / (height * width))
+            rows = ceil(height * beta / factor)
+            cols = ceil(width * beta / factor)
+        tokens = rows * cols
+        values = tokens * values_per_token
+        return new(
+            record,
+            (width, height, (cols * factor, rows * factor), None, (rows, cols), 1, tokens,
+             tokens + rows * row_extra + prompt_extra, values, 4 * values),
+        )  # fmt: skip
+
+    return layout

@@ -10,9 +10,9 @@ fields are then null). A size one preset refuses is not a reject: the others sti
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from mmtok.engine.stage import Stage, StageResult
@@ -72,53 +72,87 @@ class BudgetStage(Stage):
     def setup(self) -> None:
         self.text.setup()
         # Sizes repeat across a dataset (cameras, thumbnails, crawled sizes): lay each one out
-        # once per worker. Bounded, so memory does not grow with the rows.
-        self._layouts = {
-            label: functools.lru_cache(maxsize=LAYOUT_CACHE)(preset.layout)
-            for label, preset in self.presets.items()
-        }
+        # once per worker and keep its numbers. Bounded, so memory does not grow with the rows.
+        self._known: dict[str, dict[int, tuple[int, ...]]] = {label: {} for label in self.presets}
+        self._errors: dict[str, dict[int, str]] = {label: {} for label in self.presets}
 
     def process(self, rows: pa.Table) -> StageResult:
-        width = rows.column("width").to_pylist()
-        height = rows.column("height").to_pylist()
-        orientation = rows.column("exif_orientation").to_pylist()
-        file_bytes = rows.column("file_bytes").to_pylist()
-        text_tokens = self.text.count(rows.column("caption").to_pylist())
-        sizes = [
-            (h, w) if self.apply_exif and o in SWAPS_SIDES else (w, h)
-            for w, h, o in zip(width, height, orientation, strict=True)
-        ]
-        out = rows.append_column(
-            "rgb_bytes", pa.array([w * h * 3 for w, h in sizes], pa.int64())
-        ).append_column("text_tokens", pa.array(text_tokens, pa.int64()))
-        for label, layout in self._layouts.items():
-            column = self._column([layout(*size) for size in sizes], file_bytes, text_tokens)
+        """Columnar: each distinct (width, height) is laid out once per preset and worker, and
+        the per-row columns are gathered from those numbers with numpy."""
+        width = _ints(rows.column("width"))
+        height = _ints(rows.column("height"))
+        if self.apply_exif:
+            swap = np.isin(_ints(rows.column("exif_orientation")), list(SWAPS_SIDES))
+            width, height = np.where(swap, height, width), np.where(swap, width, height)
+        file_bytes = _ints(rows.column("file_bytes"))
+        text_tokens = np.asarray(self.text.count(rows.column("caption").to_pylist()), np.int64)
+        keys, inverse = np.unique((width << 32) | height, return_inverse=True)
+        out = rows.append_column("rgb_bytes", pa.array(width * height * 3, pa.int64()))
+        out = out.append_column("text_tokens", pa.array(text_tokens, pa.int64()))
+        for label in self.presets:
+            numbers, errors = self._numbers(label, keys.tolist())
+            column = self._column(numbers[inverse], errors, inverse, file_bytes, text_tokens)
             out = out.append_column(pa.field(label, PRESET_TYPE), column)
         return StageResult(out, make_rejects(rows.slice(0, 0), self.name, [], []))
 
-    def _column(self, layouts: list, file_bytes: list[int], text_tokens: list[int]) -> pa.Array:
-        """One preset's struct column, built field by field (no per-row dicts)."""
-        ok = [not isinstance(x, Refused) for x in layouts]
-        good = [x if k else None for x, k in zip(layouts, ok, strict=True)]
-        image = [x.image_tokens if x else None for x in good]
-        prompt = [x.prompt_tokens if x else None for x in good]
-        sequence = [
-            p + t if p is not None else None for p, t in zip(prompt, text_tokens, strict=True)
+    def _numbers(self, label: str, keys: list[int]) -> tuple[np.ndarray, list[str | None]]:
+        """Per distinct size: (refused, image, prompt, tiles, uint8 bytes, fp32 bytes, no
+        pixels) as an int64 array, and the refusal messages."""
+        known, refusals, layout = (
+            self._known[label],
+            self._errors[label],
+            self.presets[label].layout,
+        )
+        numbers = []
+        for key in keys:
+            row = known.get(key)
+            if row is None:
+                x = layout(key >> 32, key & 0xFFFFFFFF)
+                if isinstance(x, Refused):
+                    row = (1, 0, 0, 0, 0, 0, 1)
+                    refusals[key] = x.error
+                else:
+                    u8, fp32 = x.pixel_bytes_uint8, x.pixel_bytes_fp32
+                    row = (0, x.image_tokens, x.prompt_tokens, x.num_tiles, u8 or 0, fp32 or 0,
+                           int(u8 is None))  # fmt: skip
+                if len(known) < LAYOUT_CACHE:
+                    known[key] = row
+            numbers.append(row)
+        errors = [refusals.get(key) for key in keys] if refusals else [None] * len(keys)
+        return np.array(numbers, np.int64).reshape(-1, 7), errors
+
+    def _column(
+        self,
+        numbers: np.ndarray,
+        errors: list[str | None],
+        inverse: np.ndarray,
+        file_bytes: np.ndarray,
+        text_tokens: np.ndarray,
+    ) -> pa.Array:
+        """One preset's struct column from the rows' numbers (null where refused)."""
+        null, image, prompt = numbers[:, 0] == 1, numbers[:, 1], numbers[:, 2]
+        no_pixels = numbers[:, 6] == 1
+        sequence = prompt + text_tokens
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_token = file_bytes / image
+        if self.context:
+            overflow, overflow_null = sequence > self.context, null
+        else:
+            overflow, overflow_null = np.zeros(len(null), bool), np.ones(len(null), bool)
+        arrays = [
+            pa.array(image, pa.int64(), mask=null),
+            pa.array(prompt, pa.int64(), mask=null),
+            pa.array(numbers[:, 3], pa.int32(), mask=null),
+            pa.array(numbers[:, 4], pa.int64(), mask=no_pixels),
+            pa.array(numbers[:, 5], pa.int64(), mask=no_pixels),
+            pa.array(per_token, pa.float64(), mask=null | (image == 0)),
+            pa.array(sequence, pa.int64(), mask=null),
+            pa.array(overflow, pa.bool_(), mask=overflow_null),
+            pa.array(errors, pa.string()).take(pa.array(inverse)),
         ]
-        fields = {
-            "image_tokens": image,
-            "prompt_tokens": prompt,
-            "num_tiles": [x.num_tiles if x else None for x in good],
-            "pixel_bytes_uint8": [x.pixel_bytes_uint8 if x else None for x in good],
-            "pixel_bytes_fp32": [x.pixel_bytes_fp32 if x else None for x in good],
-            "bytes_per_token": [
-                n / i if i else None for n, i in zip(file_bytes, image, strict=True)
-            ],
-            "sequence_tokens": sequence,
-            "overflow": [
-                q > self.context if q is not None and self.context else None for q in sequence
-            ],
-            "error": [None if k else x.error for x, k in zip(layouts, ok, strict=True)],
-        }
-        arrays = [pa.array(fields[f.name], f.type) for f in PRESET_TYPE]
         return pa.StructArray.from_arrays(arrays, fields=list(PRESET_TYPE))
+
+
+def _ints(column: pa.ChunkedArray) -> np.ndarray:
+    """An integer column as int64, nulls as 0 (exif_orientation is null when absent)."""
+    return column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)

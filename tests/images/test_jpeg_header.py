@@ -14,30 +14,9 @@ import pytest
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
-from mmtok.images.probe import (
-    DEFAULT_MAX_PIXELS,
-    BadImage,
-    decoder_errors,
-    open_source,
-    pillow_info,
-    probe_image,
-)
+from mmtok.images.probe import BadImage, probe_image
 from tests.conftest import build_image_files, encode, photo
-
-
-def pillow_only(data: bytes):
-    try:
-        with open_source(data) as (fp, size), decoder_errors():
-            return pillow_info(fp, size, DEFAULT_MAX_PIXELS)
-    except BadImage as e:
-        return e.reason
-
-
-def probed(data: bytes):
-    try:
-        return probe_image(data)
-    except BadImage as e:
-        return e.reason
+from tests.images.header_oracle import pillow_only, probed
 
 
 def exif_bytes(big_endian: bool = False, **tags) -> bytes:
