@@ -9,6 +9,7 @@ import typer
 import mmtok
 from mmtok.cli.budget import estimate_budget
 from mmtok.cli.dedup import dedup
+from mmtok.cli.embed import embed
 from mmtok.cli.filter import filter_rows
 from mmtok.cli.presets import layout, presets
 from mmtok.cli.probe import probe
@@ -30,6 +31,7 @@ app.command("tile")(tile)
 app.command("estimate-budget")(estimate_budget)
 app.command("filter")(filter_rows)
 app.command("dedup")(dedup)
+app.command("embed")(embed)
 
 
 def _version(value: bool) -> None:
