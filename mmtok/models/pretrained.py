@@ -167,16 +167,26 @@ def form(text: str) -> Preprocess:
     return FORMS[text]
 
 
+def _same_for_every_arch(tag: str) -> TagConfig | None:
+    """A tag that means one preprocessing and activation for every architecture in the table
+    (e.g. `webli`: SigLIP's squash + 0.5/0.5 for 26 architectures; `openai`: CLIP + QuickGELU),
+    so a custom architecture trained that way gets them too."""
+    seen = {c for (_, t), c in PRETRAINED.items() if t == tag}
+    archs = sum(1 for (_, t) in PRETRAINED if t == tag)
+    return seen.pop() if len(seen) == 1 and archs >= 2 else None
+
+
 def tag_config(arch: str, tag: str) -> TagConfig | None:
-    """The preprocessing and activation of `arch` trained as `tag`, or None if nobody knows."""
+    """The preprocessing and activation of `arch` trained as `tag`, or None if nobody knows:
+    mmtok's table, then open_clip's own, then a tag that means the same for every architecture."""
     if (arch, tag) in PRETRAINED:
         return PRETRAINED[arch, tag]
-    import open_clip  # other tags: open_clip's own table, if it has one
+    import open_clip
 
     cfg = open_clip.get_pretrained_cfg(arch, tag)
-    if not cfg:
-        return None
-    return TagConfig("open_clip", Preprocess.from_open_clip(cfg), bool(cfg.get("quick_gelu")))
+    if cfg:
+        return TagConfig("open_clip", Preprocess.from_open_clip(cfg), bool(cfg.get("quick_gelu")))
+    return _same_for_every_arch(tag)
 
 
 def with_size(p: Preprocess, size: tuple[int, int]) -> Preprocess:

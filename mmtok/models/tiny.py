@@ -16,7 +16,13 @@ def tiny_model_cfg(image_size: int = 64, embed_dim: int = 32) -> dict[str, Any]:
     return {
         "embed_dim": embed_dim,
         "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
     }
 
 

@@ -40,7 +40,9 @@ def test_model_input_equals_open_clip_eval_transform(tmp_path, kw, size):
         path = tmp_path / f"photo_{w}x{h}.jpg"
         path.write_bytes(encode(photo(w, h, seed=i), "JPEG", quality=90))
         pair = (size, size) if isinstance(size, int) else size
-        ours = model_input(decode_image(str(path), exif_transpose=False), Preprocess(size=pair, **kw))
+        ours = model_input(
+            decode_image(str(path), exif_transpose=False), Preprocess(size=pair, **kw)
+        )
         theirs = open_clip_pixels(Image.open(path), size, **kw)
         assert ours.shape == (*pair, 3) and ours.dtype == np.uint8
         assert np.array_equal(ours, theirs), (w, h)

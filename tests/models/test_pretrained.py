@@ -47,3 +47,10 @@ def test_other_tags_fall_back_to_open_clip_and_unknown_ones_to_none():
     fallback = tag_config("RN50", "openai")
     assert fallback is not None and fallback.form == "open_clip" and fallback.quick_gelu
     assert tag_config("ViT-B-32", "no-such-tag") is None
+
+
+def test_a_tag_with_one_meaning_carries_over_to_a_custom_architecture():
+    assert tag_config("my-SigLIP-finetune", "webli") == PRETRAINED["ViT-B-16-SigLIP", "webli"]
+    assert tag_config("my-clip", "openai").quick_gelu
+    # laion2b_s32b_b82k exists for one architecture only: not enough to generalise
+    assert tag_config("my-clip", "laion2b_s32b_b82k") is None
