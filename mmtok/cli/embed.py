@@ -16,6 +16,7 @@ from rich.table import Table
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
 from mmtok.engine.pipeline import Observer
+from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.stats import PercentileSample
 
@@ -26,6 +27,10 @@ class Precision(StrEnum):
     AUTO = "auto"  # bf16 autocast on CUDA, fp32 on CPU
     FP32 = "fp32"
     BF16 = "bf16"
+
+
+class Emit(StrEnum):
+    NPY = "npy"  # also clip-retrieval's img_emb/ text_emb/ metadata/ layout
 
 
 class ScoreSummary:
@@ -95,6 +100,24 @@ def embed(
             "--text", help="Also embed captions, and add clip_score.", rich_help_panel=MODEL_PANEL
         ),
     ] = False,
+    min_clip_score: Annotated[
+        float | None,
+        typer.Option(
+            help="With --text: reject rows whose clip_score is below this (`low_clip_score`; "
+            "rows without a caption go as `no_caption`). DataComp used 0.28 / 0.3 with "
+            "OpenAI ViT-L-14 / ViT-B-32.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None,
+    emit: Annotated[
+        Emit | None,
+        typer.Option(
+            help="`npy`: also write clip-retrieval's layout (img_emb/, text_emb/, metadata/; "
+            "float16 .npy per shard, same row order) under OUT/__mmtok__/clip_retrieval/, "
+            "for autofaiss.",
+            rich_help_panel=o.IO_PANEL,
+        ),
+    ] = None,
     device: Annotated[
         str,
         typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=o.RUN_PANEL),
@@ -153,6 +176,10 @@ def embed(
       mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu --pretrained-tag openai
     """
     common = o.DatasetOptions.pick(locals())
+    if min_clip_score is not None and not text:
+        raise MmtokError("--min-clip-score needs --text (the score compares image and caption)")
+    if emit is Emit.NPY and (output is None or output == "-"):
+        raise MmtokError("--emit npy writes files next to the shards", hint="give -o DIR")
     from mmtok.models.clip import resolve_model
     from mmtok.models.inputs import ModelInputStage
     from mmtok.models.runtime import resolve_device
@@ -167,6 +194,7 @@ def embed(
         device=resolve_device(device),
         batch_size=batch_size,
         precision=precision.value,
+        min_clip_score=min_clip_score,
     )
     stage.setup()  # a checkpoint that does not fit fails here, before any data is read
     scores = ScoreSummary()
@@ -178,8 +206,14 @@ def embed(
         observers,
         batch_rows=stage.rows_per_batch,
     )
+    exported = None
+    if emit is Emit.NPY:
+        from mmtok.models.interchange import export_clip_retrieval
+
+        exported = str(export_clip_retrieval(out.path))
     document = {
         "output": out.path if out else None,
+        "clip_retrieval": exported,
         "model": resolved.info(),
         "dim": stage.dim,
         "device": stage.device,

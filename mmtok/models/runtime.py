@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmtok.engine.local import BatchResult
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
-from mmtok.io.schema import conform, make_rejects, with_fields
+from mmtok.io.schema import conform, make_rejects, reject_schema, with_fields
 from mmtok.models.inputs import PIXELS
 
 if TYPE_CHECKING:
@@ -81,6 +82,15 @@ def fp16_vectors(vectors: np.ndarray) -> pa.FixedSizeListArray:
         if n
         else pa.array([], pa.list_(pa.float16(), dim))
     )
+
+
+@dataclass
+class RowVerdicts:
+    """Which rows of a batch a device stage keeps, and why the others go (in row order)."""
+
+    keep: np.ndarray  # bool, one per row
+    reasons: list[str]  # one per rejected row
+    messages: list[str]
 
 
 @dataclass
@@ -158,15 +168,24 @@ class DeviceStage(Stage):
             else "fp32"
         )
 
+    def rejects(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> RowVerdicts | None:
+        """Rows the stage rejects after the model (e.g. a low CLIP score); None keeps all."""
+        return None
+
     def output_schema(self, worker_schema: pa.Schema) -> pa.Schema:
+        """The kept rows' schema: the workers' columns less the consumed ones, plus ours.
+
+        The workers' stages before a device stage add only what it consumes, so the input
+        columns are the workers' columns less those; rejects carry them."""
         names = [n for n in worker_schema.names if n not in self.consumes]
-        kept = pa.schema([worker_schema.field(n) for n in names], metadata=worker_schema.metadata)
-        return with_fields(kept, self.output_fields())
+        base = pa.schema([worker_schema.field(n) for n in names], metadata=worker_schema.metadata)
+        self._reject_schema = reject_schema(base)
+        return with_fields(base, self.output_fields())
 
     def process(self, rows: pa.Table) -> StageResult:
         """One batch, synchronously (tests and single calls); `run_stream` is the fast path."""
-        kept = self._finish(self._stage(self._host(rows)), rows)
-        return StageResult(kept, make_rejects(rows.slice(0, 0), self.name, [], []))
+        kept, rejected = self._finish(self._stage(self._host(rows)), rows)
+        return StageResult(kept, rejected or make_rejects(rows.slice(0, 0), self.name, [], []))
 
     def run_stream(self, results: Iterator[BatchResult]) -> Iterator[BatchResult]:
         """The workers' results with this stage's columns, in order, overlapping host work,
@@ -205,10 +224,9 @@ class DeviceStage(Stage):
                     staged = None if item is _END else (item[0], self._stage(item[1]))
                     if pending is not None:  # batch k runs while batch k+1 is copied
                         result, inputs = pending
-                        kept = self._finish(inputs, result.kept)
-                        if not _put(
-                            finished, BatchResult(kept, result.rejected, result.num_records), stop
-                        ):
+                        kept, rejected = self._finish(inputs, result.kept)
+                        rejects = [*result.rejected, *([rejected] if rejected else [])]
+                        if not _put(finished, BatchResult(kept, rejects, result.num_records), stop):
                             return
                     if staged is None:
                         _put(finished, _END, stop)
@@ -273,7 +291,7 @@ class DeviceStage(Stage):
         # The host tensors stay referenced until the copy is done (the event is waited on).
         return {"tensors": tensors, "event": event, "host": inputs}
 
-    def _finish(self, staged: dict[str, Any], kept: pa.Table) -> pa.Table:
+    def _finish(self, staged: dict[str, Any], kept: pa.Table) -> tuple[pa.Table, pa.Table | None]:
         tensors = staged["tensors"]
         if staged["event"] is not None:
             import torch
@@ -283,11 +301,19 @@ class DeviceStage(Stage):
             for t in tensors.values():
                 t.record_stream(current)  # the copy stream's memory is now used here
         outputs = self._forward_in_chunks(tensors, kept.num_rows)
+        schema = self.output_schema(kept.schema)
         table = kept.drop_columns([c for c in self.consumes if c in kept.column_names])
         for name, column in self.columns(outputs, kept).items():
             table = table.drop_columns([name]) if name in table.column_names else table
             table = table.append_column(name, column)
-        return conform(table, self.output_schema(kept.schema))
+        verdicts = self.rejects(outputs, kept)
+        if verdicts is None or verdicts.keep.all():
+            return conform(table, schema), None
+        keep = pa.array(verdicts.keep, pa.bool_())
+        dropped = make_rejects(
+            table.filter(pc.invert(keep)), self.name, verdicts.reasons, verdicts.messages
+        )
+        return conform(table.filter(keep), schema), conform(dropped, self._reject_schema)
 
     def _forward_in_chunks(self, tensors: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:
         import torch

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from mmtok.engine.stage import RowStage
 from mmtok.models.clip import ClipModel, ResolvedModel, load_clip
 from mmtok.models.inputs import PIXELS
-from mmtok.models.runtime import DeviceStage, fp16_vectors, pixels_array
+from mmtok.models.runtime import DeviceStage, RowVerdicts, fp16_vectors, pixels_array
+from mmtok.reasons import Reason, RowRejected
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +24,17 @@ if TYPE_CHECKING:
 IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 CLIP_SCORE = "clip_score"
+LOW_CLIP_SCORE = "low_clip_score"
+
+
+def clip_score_violation(score: float | None, minimum: float) -> tuple[str, str] | None:
+    """DataComp-style CLIP-score filtering: the reason and message for a row to drop, or None.
+    A row without a caption has no score to judge: it goes as `no_caption`."""
+    if score is None or score != score:
+        return Reason.NO_CAPTION.value, "no caption to score the image against"
+    if score < minimum:
+        return LOW_CLIP_SCORE, f"clip_score={score:.4f} < min_clip_score={minimum:g}"
+    return None
 
 
 def embedding_type(dim: int) -> pa.DataType:
@@ -43,10 +56,14 @@ class EmbedStage(DeviceStage):
         batch_size: int | None = None,
         precision: str = "auto",
         caption_column: str = "caption",
+        min_clip_score: float | None = None,
     ):
         super().__init__(device=device, batch_size=batch_size, precision=precision)
+        if min_clip_score is not None and not text:
+            raise ValueError("min_clip_score needs text embeddings")
         self.resolved = resolved
         self.text = text
+        self.min_clip_score = min_clip_score
         self.caption_column = caption_column
         self.clip: ClipModel | None = None
 
@@ -67,6 +84,7 @@ class EmbedStage(DeviceStage):
         return {
             **self.resolved.info(),
             "text": self.text,
+            "min_clip_score": self.min_clip_score,
             "precision": self.precision_name,
             "embedding": f"l2-normalised float32, stored as float16[{self.dim}]",
         }
@@ -102,6 +120,50 @@ class EmbedStage(DeviceStage):
             columns[TEXT_EMBEDDING] = pa.FixedSizeListArray.from_arrays(
                 vectors.values, self.dim, mask=mask
             )
-            score = np.einsum("nd,nd->n", image, text).astype(np.float32)
-            columns[CLIP_SCORE] = pa.array(score, pa.float32(), mask=missing)
+            columns[CLIP_SCORE] = self._scores(outputs, kept)
         return columns
+
+    def _scores(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> pa.Array:
+        """The cosine of the float32 embeddings; null where the caption is null."""
+        n = kept.num_rows
+        image = outputs.get("image", np.zeros((n, self.dim), np.float32))
+        text = outputs.get("text", np.zeros((n, self.dim), np.float32))
+        missing = kept.column(self.caption_column).is_null().to_numpy(zero_copy_only=False)
+        score = np.einsum("nd,nd->n", image, text).astype(np.float32)
+        return pa.array(score, pa.float32(), mask=missing)
+
+    def rejects(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> RowVerdicts | None:
+        if self.min_clip_score is None:
+            return None
+        return score_verdicts(self._scores(outputs, kept), self.min_clip_score)
+
+
+def score_verdicts(scores: pa.Array, minimum: float) -> RowVerdicts:
+    keep, reasons, messages = [], [], []
+    for score in scores.to_pylist():
+        violation = clip_score_violation(score, minimum)
+        keep.append(violation is None)
+        if violation is not None:
+            reasons.append(violation[0])
+            messages.append(violation[1])
+    return RowVerdicts(np.array(keep, bool), reasons, messages)
+
+
+class ClipScoreFilterStage(RowStage):
+    """`--min-clip-score` over rows that already have a `clip_score` column (an `mmtok embed
+    --text` output): the same rule as `mmtok embed --min-clip-score`."""
+
+    name: ClassVar[str] = "clip_score_filter"
+    input_columns: ClassVar[tuple[str, ...]] = (CLIP_SCORE,)
+
+    def __init__(self, min_clip_score: float):
+        self.min_clip_score = min_clip_score
+
+    def config(self) -> dict[str, Any]:
+        return {"min_clip_score": self.min_clip_score}
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        violation = clip_score_violation(row[CLIP_SCORE], self.min_clip_score)
+        if violation is not None:
+            raise RowRejected(*violation)
+        return {}

@@ -19,11 +19,20 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
+from mmtok.engine.pipeline import OutputOptions, run_pipeline
+from mmtok.io.layout import SIDE_DIR
+from mmtok.io.sources import Inputs, ReadOptions
 from mmtok.models.clip import sha256_of
 from mmtok.models.tiny import random_weights, register_arch, tiny_model_cfg, write_local_dir
+from mmtok.stages.embed import ClipScoreFilterStage
 
 runner = CliRunner()
 F16_TOL = 1e-3
+
+
+def side(out, name):
+    """A side file of an output folder (under __mmtok__/, or at the top in the older layout)."""
+    return out / SIDE_DIR / name if (out / SIDE_DIR / name).exists() else out / name
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +139,7 @@ def test_embeddings_and_clip_score_equal_open_clip(tmp_path, model_dir, images):
     assert doc["clip_score"]["scored"] == 6
     assert doc["clip_score"]["mean"] == pytest.approx(cosine.mean(), abs=1e-5)
 
-    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(side(tmp_path / "out", "rejects.parquet")).to_pylist()
     assert {r["id"]: r["reason"] for r in rejects} == {
         "r2": "truncated",
         "r5": "missing_file",
@@ -144,7 +153,7 @@ def test_metadata_and_manifest_hold_the_model_and_its_preprocessing(tmp_path, mo
     _, _, parts = embed(tmp_path, source, "--model", f"local-dir:{model_dir}", "-w", "1")
     metadata = pq.read_schema(parts[0]).metadata
     stages = json.loads(metadata[b"mmtok_stages"])
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads(side(tmp_path / "out", "manifest.json").read_text())
     for recorded in (stages, manifest["stages"]):
         info = next(s for s in recorded if s["stage"] == "embed")
         assert info["model"] == f"local-dir:{model_dir}"
@@ -254,3 +263,48 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, model_dir):
         pytest.skip("this machine has a GPU")
     message = fails(tmp_path, "--model", f"local-dir:{model_dir}", "--device", "cuda")
     assert "no CUDA GPU" in message
+
+
+def test_min_clip_score_rejects_low_scores_with_the_value(tmp_path, model_dir, images):
+    source = dataset(tmp_path, images)
+    model = ["--model", f"local-dir:{model_dir}", "--text", "-w", "1"]
+    _, everything, _ = embed(tmp_path, source, *model, out="all")
+    scores = {r["id"]: r["clip_score"] for r in everything.select(["id", "clip_score"]).to_pylist()}
+    limit = float(np.median([v for v in scores.values() if v is not None]))
+    doc, kept, _ = embed(tmp_path, source, *model, "--min-clip-score", str(limit), out="cut")
+    assert kept.column("id").to_pylist() == [i for i, v in scores.items() if v and v >= limit]
+    rejects = pq.read_table(side(tmp_path / "cut", "rejects.parquet")).to_pylist()
+    by_id = {r["id"]: r for r in rejects if r["stage"] == "embed"}
+    assert by_id["r1"]["reason"] == "no_caption"
+    low = {i for i, v in scores.items() if v is not None and v < limit}
+    assert {i for i, r in by_id.items() if r["reason"] == "low_clip_score"} == low
+    some = by_id[sorted(low)[0]]
+    assert some["message"] == f"clip_score={scores[sorted(low)[0]]:.4f} < min_clip_score={limit:g}"
+    counts = doc["counts"]
+    assert counts["in"] == counts["out"] + counts["rejected"] == 10
+
+    # the same rule over an existing clip_score column (for `mmtok filter --min-clip-score`)
+    inputs = Inputs([str(tmp_path / "all")], ReadOptions())
+    stages = [ClipScoreFilterStage(limit)]
+    manifest = run_pipeline(inputs, stages, OutputOptions(str(tmp_path / "refilter")), workers=1)
+    again = pq.read_table(tmp_path / "refilter" / "part-00000.parquet")
+    assert again.column("id").to_pylist() == kept.column("id").to_pylist()
+    assert manifest["counts"]["rejected_by_reason"] == {"low_clip_score": len(low), "no_caption": 1}
+
+
+def test_emit_npy_writes_clip_retrievals_layout_in_row_order(tmp_path, model_dir, images):
+    source = dataset(tmp_path, images)
+    model = ["--model", f"local-dir:{model_dir}", "--text", "-w", "1", "--shard-rows", "4"]
+    model += ["--batch-size", "2"]  # shards close between batches
+    doc, table, parts = embed(tmp_path, source, *model, "--emit", "npy")
+    assert len(parts) == 2
+    folder = tmp_path / "out" / SIDE_DIR / "clip_retrieval"
+    assert doc["clip_retrieval"] == str(folder)
+    img = np.concatenate([np.load(p) for p in sorted((folder / "img_emb").glob("*.npy"))])
+    txt = np.concatenate([np.load(p) for p in sorted((folder / "text_emb").glob("*.npy"))])
+    meta = pa.concat_tables(pq.read_table(p) for p in sorted((folder / "metadata").glob("*")))
+    assert img.dtype == np.float16 and img.shape == (7, 32)
+    assert np.array_equal(img, vectors(table, "image_embedding").astype(np.float16))
+    assert meta.column("id").to_pylist() == table.column("id").to_pylist()
+    assert meta.column_names == ["image_path", "caption", "id", "clip_score"]
+    assert not txt[1].any() and txt[0].any()  # row r1 has no caption
