@@ -308,3 +308,17 @@ def test_emit_npy_writes_clip_retrievals_layout_in_row_order(tmp_path, model_dir
     assert meta.column("id").to_pylist() == table.column("id").to_pylist()
     assert meta.column_names == ["image_path", "caption", "id", "clip_score"]
     assert not txt[1].any() and txt[0].any()  # row r1 has no caption
+
+
+def test_the_cli_imports_no_torch_until_a_model_runs():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmtok.cli.app, mmtok.cli.embed, mmtok.stages.embed, mmtok.models.runtime;"
+        "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
+    result = runner.invoke(app, ["embed", "--help"])
+    assert result.exit_code == 0 and "--min-clip-score" in result.output
