@@ -240,6 +240,7 @@ class ClipModel:
     model: Any  # open_clip CLIP / CustomTextCLIP
     device: str
     tokenizer: Any = None
+    _mean_std: tuple | None = None
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 on the device -> (N, D) l2-normalised float32.
@@ -248,9 +249,12 @@ class ClipModel:
         `div(std)`), on the device."""
         import torch
 
-        p = self.resolved.preprocess
-        mean = torch.tensor(p.mean, device=pixels.device).view(-1, 1, 1)
-        std = torch.tensor(p.std, device=pixels.device).view(-1, 1, 1)
+        if self._mean_std is None:  # once: a small copy to the device would sync each batch
+            p = self.resolved.preprocess
+            self._mean_std = tuple(
+                torch.tensor(v, device=pixels.device).view(-1, 1, 1) for v in (p.mean, p.std)
+            )
+        mean, std = self._mean_std
         x = pixels.permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
         return torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1)
 

@@ -111,6 +111,15 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
+
+
 class DeviceStage(Stage):
     """A stage that runs in the main process over the CPU workers' results.
 
@@ -217,7 +226,9 @@ class DeviceStage(Stage):
 
                     torch.cuda.set_device(self.device)
                 while True:
-                    item = prepared.get()
+                    item = _get(prepared, stop)
+                    if item is None:  # the caller stopped early
+                        return
                     if isinstance(item, _Failure):
                         _put(finished, item, stop)
                         return

@@ -133,3 +133,28 @@ def test_devices():
             resolve_device(text)
     with pytest.raises(MmtokError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_a_caller_that_stops_early_ends_both_threads():
+    import threading
+
+    from mmtok.engine.local import BatchResult
+
+    stage = MeanColour(batch_size=2)
+    size = SIZE * SIZE * 3
+    pixels = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(size), 2, [None, pa.py_buffer(bytes(i % 256 for i in range(2 * size)))]
+    )
+    pulled = []
+
+    def batches():
+        for i in range(100):
+            pulled.append(i)
+            yield BatchResult(pa.table({"id": [f"a{i}", f"b{i}"], PIXELS: pixels}), [], 2)
+
+    stream = stage.run_stream(batches())
+    first = next(stream)
+    assert first.kept.column_names == ["id", "mean_colour"] and first.kept.num_rows == 2
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("mmtok-")]
+    assert len(pulled) < 100  # the feeder stopped pulling work
