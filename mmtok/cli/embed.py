@@ -233,6 +233,8 @@ def render(console: Console, doc: dict[str, Any]) -> None:
     table.add_row("rows in", f"{counts['in']:,}")
     table.add_row("embedded", f"{counts['out']:,}")
     table.add_row("rejected", f"{counts['rejected']:,}")
+    for reason, n in (counts.get("rejected_by_reason") or {}).items():
+        table.add_row(f"  {reason}", f"{n:,}")
     if doc["output"]:
         table.add_row("output", str(doc["output"]))
     table.add_row(

@@ -135,8 +135,12 @@ def _hub_cache_file(arch: str, tag: str) -> str | None:
         return None
     repo, filename = os.path.split(hub)  # "org/repo/" or "org/repo/file" (pretrained.py)
     filenames = (filename,) if filename else HUB_WEIGHT_FILES
+    # Read the cache location now (huggingface_hub fixes it at import): HF_HUB_CACHE, HF_HOME.
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+    )
     for name in filenames:
-        found = try_to_load_from_cache(repo, name)
+        found = try_to_load_from_cache(repo, name, cache_dir=cache)
         if isinstance(found, str):
             return found
     return None

@@ -322,3 +322,21 @@ def test_the_cli_imports_no_torch_until_a_model_runs():
     assert done.stdout.strip() == "[]", done.stderr
     result = runner.invoke(app, ["embed", "--help"])
     assert result.exit_code == 0 and "--min-clip-score" in result.output
+
+
+def test_a_tag_already_in_the_hugging_face_cache_is_used_without_a_download(tmp_path, monkeypatch):
+    """The cache layout huggingface_hub writes: refs/main names the snapshot holding the file."""
+    from mmtok.models.clip import resolve_model
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"  # the tag's hf_hub
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    resolved = resolve_model("ViT-B-32", pretrained_tag="laion2b_s34b_b79k")
+    assert resolved.checkpoint == str(snapshot / "open_clip_model.safetensors")
+    assert resolved.preprocess.size == (224, 224) and not resolved.quick_gelu
+    assert resolved.preprocess_source == "pretrained tag laion2b_s34b_b79k"
