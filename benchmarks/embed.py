@@ -149,11 +149,13 @@ def run_plain_loop(paths, model, preprocess, args, device, gpu) -> dict:
         persistent_workers=False,
         multiprocessing_context="spawn" if args.workers else None,
     )
-    n = 0
+    n, first, n_first = 0, None, 0
     with GpuSampler(gpu) as sampler:
         t0 = time.perf_counter()
         with torch.inference_mode():
             for x in loader:
+                if first is None:  # the DataLoader's workers have started (each imports torch)
+                    first, n_first = time.perf_counter(), len(x)
                 x = x.to(device, non_blocking=True)
                 if autocast is not None:
                     with autocast:
@@ -163,9 +165,11 @@ def run_plain_loop(paths, model, preprocess, args, device, gpu) -> dict:
                 torch.nn.functional.normalize(emb.float(), dim=-1).half().cpu()
                 n += len(x)
         seconds = time.perf_counter() - t0
+    steady = (n - n_first) / (t0 + seconds - first) if n > n_first else None
     return {
         "seconds": round(seconds, 2),
         "images_per_s": round(n / seconds, 1),
+        "after_first_batch_images_per_s": round(steady, 1) if steady else None,
         "gpu_util_pct": sampler.mean,
     }
 
