@@ -131,6 +131,16 @@ def embed(
             rich_help_panel=o.RUN_PANEL,
         ),
     ] = None,
+    gpu_decode: Annotated[
+        bool,
+        typer.Option(
+            "--gpu-decode",
+            help="CUDA only: decode baseline JPEGs in batches on the GPU (nvJPEG) and resize "
+            "them there (antialiased, within 1-2 levels of Pillow); other images on the CPU. "
+            "Adds a decode_path column. For models the CPU cannot feed (ViT-B/32).",
+            rich_help_panel=o.RUN_PANEL,
+        ),
+    ] = False,
     precision: Annotated[
         Precision,
         typer.Option(
@@ -188,10 +198,16 @@ def embed(
     resolved = resolve_model(
         model, checkpoint=checkpoint, pretrained_tag=pretrained_tag, preprocess=preprocess
     )
+    chosen_device = resolve_device(device)
+    if gpu_decode and not chosen_device.startswith("cuda"):
+        raise MmtokError("--gpu-decode needs a CUDA device", hint="leave it out on CPU")
+    if gpu_decode and exif:
+        raise MmtokError("--gpu-decode does not rotate by EXIF", hint="leave out --exif")
     stage = EmbedStage(
         resolved,
         text=text,
-        device=resolve_device(device),
+        device=chosen_device,
+        device_decode=gpu_decode,
         batch_size=batch_size,
         precision=precision.value,
         min_clip_score=min_clip_score,
@@ -201,7 +217,12 @@ def embed(
     observers = [Observer(ScoreSummary.columns, scores.add)] if text else []
     manifest, out, reporter = o.run_dataset(
         common,
-        [ModelInputStage(resolved.preprocess, exif=exif, max_pixels=max_pixels), stage],
+        [
+            ModelInputStage(
+                resolved.preprocess, exif=exif, max_pixels=max_pixels, device_decode=gpu_decode
+            ),
+            stage,
+        ],
         f"embedding with {model}",
         observers,
         batch_rows=stage.rows_per_batch,

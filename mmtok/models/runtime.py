@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from mmtok.engine.local import BatchResult
 from mmtok.engine.stage import Stage, StageResult
@@ -296,11 +295,19 @@ class DeviceStage(Stage):
         if stream is None:
             stream = self._copy_stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(stream):
-            tensors = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+            tensors = {
+                k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in inputs.items()
+            }
             event = torch.cuda.Event()
             event.record(stream)
         # The host tensors stay referenced until the copy is done (the event is waited on).
         return {"tensors": tensors, "event": event, "host": inputs}
+
+    def on_device(self, tensors: dict[str, Any], kept: pa.Table) -> RowVerdicts | None:
+        """Work on the device before the model that may find bad rows (e.g. decoding JPEGs);
+        may replace entries of `tensors`. None keeps all rows."""
+        return None
 
     def _finish(self, staged: dict[str, Any], kept: pa.Table) -> tuple[pa.Table, pa.Table | None]:
         tensors = staged["tensors"]
@@ -310,21 +317,33 @@ class DeviceStage(Stage):
             current = torch.cuda.current_stream(self.device)
             current.wait_event(staged["event"])
             for t in tensors.values():
-                t.record_stream(current)  # the copy stream's memory is now used here
-        outputs = self._forward_in_chunks(tensors, kept.num_rows)
+                if isinstance(t, torch.Tensor):
+                    t.record_stream(current)  # the copy stream's memory is now used here
         schema = self.output_schema(kept.schema)
+        dropped = []
+        early = self.on_device(tensors, kept)
+        if early is not None and not early.keep.all():
+            keep = np.asarray(early.keep, bool)
+            dropped.append(self._reject(kept, ~keep, early))
+            kept = kept.filter(pa.array(keep))
+            index = np.flatnonzero(keep)
+            tensors = {k: v[index] if hasattr(v, "shape") else v for k, v in tensors.items()}
+        outputs = self._forward_in_chunks(tensors, kept.num_rows)
         table = kept.drop_columns([c for c in self.consumes if c in kept.column_names])
         for name, column in self.columns(outputs, kept).items():
             table = table.drop_columns([name]) if name in table.column_names else table
             table = table.append_column(name, column)
-        verdicts = self.rejects(outputs, kept)
-        if verdicts is None or verdicts.keep.all():
-            return conform(table, schema), None
-        keep = pa.array(verdicts.keep, pa.bool_())
-        dropped = make_rejects(
-            table.filter(pc.invert(keep)), self.name, verdicts.reasons, verdicts.messages
-        )
-        return conform(table.filter(keep), schema), conform(dropped, self._reject_schema)
+        late = self.rejects(outputs, kept)
+        if late is not None and not late.keep.all():
+            dropped.append(self._reject(table, ~np.asarray(late.keep, bool), late))
+            table = table.filter(pa.array(np.asarray(late.keep, bool)))
+        rejected = pa.concat_tables(dropped) if dropped else None
+        return conform(table, schema), rejected
+
+    def _reject(self, rows: pa.Table, mask: np.ndarray, verdicts: RowVerdicts) -> pa.Table:
+        chosen = rows.filter(pa.array(mask))
+        table = make_rejects(chosen, self.name, verdicts.reasons, verdicts.messages)
+        return conform(table, self._reject_schema)
 
     def _forward_in_chunks(self, tensors: dict[str, torch.Tensor], n: int) -> dict[str, np.ndarray]:
         import torch
@@ -338,7 +357,7 @@ class DeviceStage(Stage):
         start = 0
         while start < n:
             size = min(self._batch, n - start)
-            chunk = {k: v[start : start + size] for k, v in tensors.items()}
+            chunk = {k: v[start : start + size] for k, v in tensors.items() if hasattr(v, "shape")}
             try:
                 with torch.inference_mode(), autocast:
                     out = self.forward(chunk)

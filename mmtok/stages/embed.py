@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from mmtok.engine.stage import RowStage
 from mmtok.models.clip import ClipModel, ResolvedModel, load_clip
-from mmtok.models.inputs import PIXELS
+from mmtok.models.device_decode import decode_jpegs, tensor_model_input
+from mmtok.models.inputs import JPEG, PIXELS
 from mmtok.models.runtime import DeviceStage, RowVerdicts, fp16_vectors, pixels_array
 from mmtok.reasons import Reason, RowRejected
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 CLIP_SCORE = "clip_score"
+DECODE_PATH = "decode_path"  # with device decode: "device" or "pillow", per row
 LOW_CLIP_SCORE = "low_clip_score"
 
 
@@ -57,8 +59,10 @@ class EmbedStage(DeviceStage):
         precision: str = "auto",
         caption_column: str = "caption",
         min_clip_score: float | None = None,
+        device_decode: bool = False,
     ):
         super().__init__(device=device, batch_size=batch_size, precision=precision)
+        self.device_decode = device_decode
         if min_clip_score is not None and not text:
             raise ValueError("min_clip_score needs text embeddings")
         self.resolved = resolved
@@ -71,8 +75,12 @@ class EmbedStage(DeviceStage):
     def dim(self) -> int:
         return int(self.resolved.model_cfg["embed_dim"])
 
+    consumes: ClassVar[tuple[str, ...]] = (PIXELS, JPEG)
+
     def output_fields(self) -> list[pa.Field]:
         fields = [pa.field(IMAGE_EMBEDDING, embedding_type(self.dim))]
+        if self.device_decode:
+            fields.append(pa.field(DECODE_PATH, pa.string()))
         if self.text:
             fields += [
                 pa.field(TEXT_EMBEDDING, embedding_type(self.dim)),
@@ -85,6 +93,7 @@ class EmbedStage(DeviceStage):
             **self.resolved.info(),
             "text": self.text,
             "min_clip_score": self.min_clip_score,
+            "device_decode": self.device_decode,
             "precision": self.precision_name,
             "embedding": f"l2-normalised float32, stored as float16[{self.dim}]",
         }
@@ -97,10 +106,31 @@ class EmbedStage(DeviceStage):
         self.setup()
         height, width = self.resolved.preprocess.size
         inputs = {"pixels": self.host_tensor(pixels_array(kept.column(PIXELS), height, width))}
+        if self.device_decode:
+            inputs.update(encoded_jpegs(kept))
         if self.text:
             captions = [c or "" for c in kept.column(self.caption_column).to_pylist()]
             inputs["tokens"] = self.host_tensor(self.clip.tokenize(captions).numpy())
         return inputs
+
+    def on_device(self, tensors: dict[str, Any], kept: pa.Table) -> RowVerdicts | None:
+        """Decode this batch's baseline JPEGs on the device, resize them there, and put them in
+        their rows of the pixel batch; a file the decoder refuses becomes a `decode_error`."""
+        rows, files = tensors.pop("jpeg_rows", None), tensors.pop("jpegs", None)
+        if rows is None or len(rows) == 0:
+            return None
+        decoded = decode_jpegs(files, self.device)
+        pixels = tensors["pixels"].clone()  # the staged batch may be a read-only Arrow view
+        keep = np.ones(kept.num_rows, bool)
+        messages = []
+        for row, image in zip(rows.tolist(), decoded, strict=True):
+            if isinstance(image, str):
+                keep[row] = False
+                messages.append(f"device JPEG decoder: {image}")
+            else:
+                pixels[row] = tensor_model_input(image, self.resolved.preprocess)
+        tensors["pixels"] = pixels
+        return RowVerdicts(keep, [Reason.DECODE_ERROR.value] * len(messages), messages)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {"image": self.clip.encode_images(inputs["pixels"])}
@@ -112,6 +142,9 @@ class EmbedStage(DeviceStage):
         n = kept.num_rows
         image = outputs.get("image", np.zeros((n, self.dim), np.float32))
         columns = {IMAGE_EMBEDDING: fp16_vectors(image)}
+        if self.device_decode:
+            on_device = kept.column(JPEG).is_valid().to_pylist()
+            columns[DECODE_PATH] = pa.array(["device" if d else "pillow" for d in on_device])
         if self.text:
             text = outputs.get("text", np.zeros((n, self.dim), np.float32))
             missing = kept.column(self.caption_column).is_null().to_numpy(zero_copy_only=False)
@@ -136,6 +169,16 @@ class EmbedStage(DeviceStage):
         if self.min_clip_score is None:
             return None
         return score_verdicts(self._scores(outputs, kept), self.min_clip_score)
+
+
+def encoded_jpegs(kept: pa.Table) -> dict[str, Any]:
+    """The rows whose JPEG the device decodes, and their bytes as CPU uint8 tensors."""
+    import torch
+
+    files = kept.column(JPEG).to_pylist()
+    rows = np.array([i for i, f in enumerate(files) if f is not None], np.int64)
+    datas = [torch.frombuffer(bytearray(files[i]), dtype=torch.uint8) for i in rows]
+    return {"jpeg_rows": rows, "jpegs": datas}
 
 
 def score_verdicts(scores: pa.Array, minimum: float) -> RowVerdicts:
