@@ -2,6 +2,7 @@
 
     python benchmarks/embed.py                                  # tiny random model, CPU
     python benchmarks/embed.py --arch ViT-B-32 --device cuda --images 20000 --workers 14
+    python benchmarks/embed.py --arch ViT-B-32 --device cuda --images 20000 --workers 14 --gpu-decode
     python benchmarks/embed.py --arch ViT-L-14 --device cuda --images 8000 --workers 14
 
 Three figures on the same JPEG files and the same weights (random weights of `--arch` written as
@@ -106,6 +107,8 @@ def run_mmtok(listing, model_dir, out, args, gpu) -> dict:
     command += ["--workers", str(args.workers), "--overwrite"]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
+    if args.gpu_decode:
+        command += ["--gpu-decode"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with GpuSampler(gpu) as sampler:
         t0 = time.perf_counter()
@@ -212,6 +215,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--gpu-decode", action="store_true", help="mmtok embed --gpu-decode")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # open_clip: "initialized randomly" (we load next)
@@ -249,6 +253,7 @@ def main() -> None:
             "model": args.arch or "tiny 2-layer ViT at 64 px (random)",
             "images": args.images,
             "workers": args.workers,
+            "gpu_decode": args.gpu_decode,
             "setup_s": round(setup_s, 1),
             "model_only": run_model_only(model, size, args, device, gpu),
             "plain_loop": run_plain_loop(paths, model, preprocess, args, device, gpu),
