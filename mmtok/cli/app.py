@@ -27,6 +27,7 @@ COMMANDS = {
     "estimate-budget": ("mmtok.cli.budget", "estimate_budget"),
     "filter": ("mmtok.cli.filter", "filter_rows"),
     "dedup": ("mmtok.cli.dedup", "dedup"),
+    "embed": ("mmtok.cli.embed", "embed"),
 }
 
 

@@ -70,7 +70,11 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing)."""
     workers = workers or default_workers()
-    row_schema = with_fields(inputs.schema, [f for s in stages for f in s.output_fields()])
+    # A device stage (a model) runs last, in this process, over the workers' results.
+    device = stages[-1] if stages and hasattr(stages[-1], "run_stream") else None
+    cpu_stages = stages[:-1] if device else stages
+    worker_schema = with_fields(inputs.schema, [f for s in cpu_stages for f in s.output_fields()])
+    row_schema = device.output_schema(worker_schema) if device else worker_schema
     rejects = reject_schema(inputs.schema)
     fingerprint, input_parts = inputs.fingerprint()
     stage_configs = [{"stage": s.name, **s.config()} for s in stages]
@@ -127,10 +131,11 @@ def run_pipeline(
         on_start(total, done)
 
     started, t0, done_before = datetime.now(UTC), time.monotonic(), done
-    chain = StageChain(stages, row_schema, rejects)
+    chain = StageChain(cpu_stages, worker_schema, rejects)
     batches = ((b.rows, b.rejected, b.num_records) for b in islice(inputs.batches(), skip, None))
     try:
-        for result in run_local(batches, chain, workers):
+        results = run_local(batches, chain, workers)
+        for result in device.run_stream(results) if device else results:
             sink.write(result.kept, result.rejected, result.num_records)
             for observer in observers:
                 observer.add(result.kept.select(observer.columns))
