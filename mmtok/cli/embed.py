@@ -144,7 +144,8 @@ def embed(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="auto: bf16 autocast on CUDA, fp32 on CPU. fp32 also turns TF32 off.",
+            help="`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32` (also turns TF32 off) "
+            "or `bf16`.",
             rich_help_panel=o.RUN_PANEL,
         ),
     ] = Precision.AUTO,
@@ -181,9 +182,10 @@ def embed(
     [bold]Examples[/]
 
       mmtok embed data.jsonl -o emb/ --model local-dir:models/ViT-B-32 --text
-      mmtok embed data.jsonl -o emb/ --model ViT-B-32 --checkpoint b32.safetensors \\
-          --pretrained-tag laion2b_s34b_b79k
-      mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu --pretrained-tag openai
+      mmtok embed data.jsonl -o emb/ --model ViT-B-32 \\
+          --checkpoint b32.safetensors --pretrained-tag laion2b_s34b_b79k
+      mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu \\
+          --pretrained-tag openai
     """
     common = o.DatasetOptions.pick(locals())
     if min_clip_score is not None and not text:
