@@ -18,6 +18,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
+from mmtok.images.open_file import open_regular
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
@@ -69,7 +70,7 @@ def open_source(src: str | bytes) -> Iterator[tuple[BinaryIO, int]]:
         yield io.BytesIO(src), len(src)
         return
     try:
-        fp = open(src, "rb")  # noqa: SIM115 - closed below, errors are mapped per kind
+        fp = open_regular(src)  # closed below, errors are mapped per kind
     except FileNotFoundError:
         raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
     except IsADirectoryError:
