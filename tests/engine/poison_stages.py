@@ -6,8 +6,9 @@ passes sys.path to its children), and the scripts of the subprocess tests run it
   python poison_stages.py INPUT.jsonl OUT_DIR WORKERS [--resume]
 
 A row's caption says what to do: `#kill` (SIGKILL, as the out-of-memory killer does), `#exit`
-(os._exit(3)), `#hang` (sleep `POISON_HANG` seconds, default an hour), `#pid:FILE` (write the worker's pid to FILE, then
-sleep `POISON_SLOW` seconds), `#slow` (sleep `POISON_SLOW` seconds). Anything else is probed.
+(os._exit(3)), `#hang` (sleep `POISON_HANG` seconds, default an hour), `#pid:FILE` (write the
+worker's pid to FILE, then sleep `POISON_SLOW` seconds), `#slow` (sleep `POISON_SLOW` seconds).
+Anything else is probed.
 """
 
 from __future__ import annotations
