@@ -1,6 +1,7 @@
 """Isolation of poison rows: a row that crashes or hangs its worker becomes a reject and the run
 goes on; workers die with their parent; Ctrl-C exits at once and leaves a resumable folder."""
 
+import contextlib
 import json
 import os
 import signal
@@ -221,8 +222,17 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
-def start_hung_run(tmp_path, image_files, workers=2):
-    """A run whose workers all hang (row timeout 300 s), started in its own process group."""
+def survivors(pids: set[int], within: float) -> list[int]:
+    deadline = time.monotonic() + within
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+@contextlib.contextmanager
+def hung_run(tmp_path, image_files, workers=2):
+    """A run whose workers all hang (row timeout 300 s), in its own process group; yields the
+    process, its input and its descendants. Whatever the test does, nothing is left behind."""
     rows = rows_with(image_files["tiny_1x1.png"], {i: "#hang" for i in range(0, 40, 4)})
     source = write_jsonl(tmp_path / "hang.jsonl", rows)
     proc = subprocess.Popen(
@@ -231,37 +241,40 @@ def start_hung_run(tmp_path, image_files, workers=2):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while len(children(proc.pid)) < workers + 1 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the workers and multiprocessing's resource tracker
-    time.sleep(1)  # the workers set up and start on the hanging rows
-    return proc, source
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(family) < workers + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the workers and multiprocessing's resource tracker
+            family = children(proc.pid)
+        time.sleep(1)  # the workers set up and start on the hanging rows
+        yield proc, source, family
+    finally:
+        for pid in [proc.pid, *family]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_exit_when_their_parent_is_killed(tmp_path, image_files):
-    proc, _ = start_hung_run(tmp_path, image_files)
-    family = children(proc.pid)
-    assert len(family) >= 3
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in family) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [p for p in family if alive(p)], "processes outlived the killed parent"
+    with hung_run(tmp_path, image_files) as (proc, _, family):
+        assert len(family) >= 3
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not survivors(family, within=10), "processes outlived the killed parent"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_exits_at_once_leaves_no_worker_and_the_folder_resumes(tmp_path, image_files):
-    proc, source = start_hung_run(tmp_path, image_files)
-    family = children(proc.pid)
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
-    _, stderr = proc.communicate(timeout=30)
-    assert time.monotonic() - t0 < 10
-    assert proc.returncode == 130, stderr
-    assert "--resume" in stderr
-    assert not [p for p in family if alive(p)]
+    with hung_run(tmp_path, image_files) as (proc, source, family):
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10
+        assert proc.returncode == 130, stderr
+        assert "--resume" in stderr
+        assert not survivors(family, within=5)
     state = tmp_path / ".out.mmtok-staging" / "state.json"
     assert state.exists() and not (tmp_path / "out").exists()
     # the same run resumes to a complete folder (the rows do not hang this time)
