@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from mmtok.cli.output import Reporter
+from mmtok.engine.local import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT  # the commands use it
 from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
@@ -94,6 +95,17 @@ WorkersOpt = Annotated[
         rich_help_panel=RUN_PANEL,
     ),
 ]
+RowTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--row-timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help="Seconds a worker may spend on one row: a row that hangs is killed and rejected as "
+        "`timeout` (a row that crashes its worker twice: `decoder_crash`), and the run goes on.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors.", rich_help_panel=RUN_PANEL)
 ]
@@ -174,6 +186,7 @@ class DatasetOptions:
     workers: int | None
     quiet: bool
     as_json: bool
+    row_timeout: float
 
     @classmethod
     def pick(cls, arguments: dict[str, Any]) -> DatasetOptions:
@@ -225,5 +238,6 @@ def run_dataset(
             on_progress=on_progress,
             observers=observers,
             shard_stats=shard_stats,
+            row_timeout=opts.row_timeout,
         )
     return manifest, out, reporter

@@ -285,3 +285,13 @@ def test_ctrl_c_exits_at_once_leaves_no_worker_and_the_folder_resumes(tmp_path, 
     )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"]["out"] == 40
+
+
+@pytest.mark.parametrize("command", ["probe", "filter", "estimate-budget", "tile", "dedup"])
+def test_every_dataset_command_takes_row_timeout(command):
+    from typer.testing import CliRunner
+
+    from mmtok.cli.app import app
+
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "--row-timeout" in result.output
