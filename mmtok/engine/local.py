@@ -110,13 +110,10 @@ def run_local(
         return
     workers = max(workers, 1)
     pool = _Pool(chain, workers, row_timeout)
-    finished = False
     try:
         yield from pool.run(batches, max_in_flight or TASKS_PER_WORKER * workers)
-        finished = True
-    finally:
-        # On Ctrl-C or an error nothing running is worth waiting for: kill, so no worker is left.
-        pool.close(graceful=finished)
+    finally:  # at the end, on Ctrl-C or on an error: nothing a worker runs is worth waiting for
+        pool.close()
 
 
 class _Slot:
@@ -173,8 +170,14 @@ class _Pool:
     def __init__(self, chain: StageChain, size: int, row_timeout: float | None):
         self.chain, self.row_timeout = chain, row_timeout
         self.context = multiprocessing.get_context("spawn")
-        self.workers = [Worker(self.context, chain) for _ in range(size)]
         self.queue: deque[_Task] = deque()  # tasks not sent yet; retries go first
+        self.workers: list[Worker] = []
+        try:
+            for _ in range(size):
+                self.workers.append(Worker(self.context, chain))
+        except BaseException:  # Ctrl-C or a stage that does not pickle: none is left behind
+            self.close()
+            raise
 
     def run(
         self, batches: Iterable[tuple[pa.Table, pa.Table | None, int]], max_in_flight: int
@@ -259,7 +262,7 @@ class _Pool:
             if reason is Reason.TIMEOUT
             else f"the worker process died ({worker.exit_description()})"
         )
-        worker.stop(graceful=False)
+        worker.stop()
         if not worker.ready:
             raise MmtokError(
                 f"a worker process died while it started: {how}",
@@ -275,12 +278,11 @@ class _Pool:
             running.finish(_failed_row(self.chain, running.rows, stage, reason, how))
         self.queue.extendleft(reversed(retry + waiting))
 
-    def close(self, graceful: bool) -> None:
+    def close(self) -> None:
         for worker in self.workers:
-            if not graceful:
-                worker.kill()  # all at once first, so a second Ctrl-C cannot leave any behind
+            worker.kill()  # all at once first, so a second Ctrl-C cannot leave any behind
         for worker in self.workers:
-            worker.stop(graceful)
+            worker.stop()
 
 
 def _failed_row(chain: StageChain, row: pa.Table, stage: str, reason: Reason, how: str) -> Rows:

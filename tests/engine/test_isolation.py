@@ -72,23 +72,25 @@ def test_a_row_that_kills_its_worker_is_a_reject_and_the_run_goes_on(
 def test_a_hung_row_is_a_timeout_reject(tmp_path, image_files):
     image = image_files["tiny_1x1.png"]
     t0 = time.monotonic()
+    # a fresh worker's first row loads Pillow's plugins: on a busy machine that can take over a
+    # second, so the limit here is not much tighter than that
     manifest, kept, rejects = run(
-        tmp_path, rows_with(image, {10: "#hang"}), workers=2, row_timeout=1.0
+        tmp_path, rows_with(image, {10: "#hang"}), workers=2, row_timeout=2.5
     )
     # killed once with its batch, once alone; the other workers go on meanwhile
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 60
     assert [r["id"] for r in kept] == [f"r{i}" for i in range(40) if i != 10]
     [reject] = rejects
     assert reject["id"] == "r10" and reject["reason"] == "timeout"
-    assert "1 s (--row-timeout)" in reject["message"] and f"image={image}" in reject["message"]
+    assert "2.5 s (--row-timeout)" in reject["message"] and f"image={image}" in reject["message"]
 
 
 def test_a_slow_batch_is_not_a_timeout(tmp_path, image_files, monkeypatch):
     """The limit is per row: a batch of slow rows that each finish in time is not killed."""
-    monkeypatch.setenv("POISON_SLOW", "0.3")
-    rows = rows_with(image_files["tiny_1x1.png"], {i: "#slow" for i in range(8)}, n=8)
-    manifest, kept, _ = run(tmp_path, rows, workers=1, row_timeout=1.0)  # 2.4 s for the batch
-    assert manifest["counts"] == {**manifest["counts"], "out": 8, "rejected": 0}
+    monkeypatch.setenv("POISON_SLOW", "0.8")
+    rows = rows_with(image_files["tiny_1x1.png"], {i: "#slow" for i in range(5)}, n=5)
+    manifest, kept, _ = run(tmp_path, rows, workers=1, row_timeout=2.5)  # 4 s for the batch
+    assert manifest["counts"] == {**manifest["counts"], "out": 5, "rejected": 0}
 
 
 def test_a_worker_killed_from_outside_loses_no_row(tmp_path, image_files, monkeypatch):
