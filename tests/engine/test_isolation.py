@@ -268,14 +268,20 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path, image_files):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_exits_at_once_leaves_no_worker_and_the_folder_resumes(tmp_path, image_files):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_exits_at_once_leaves_no_worker_and_the_folder_resumes(
+    tmp_path, image_files, presses
+):
     with hung_run(tmp_path, image_files) as (proc, source, family):
         t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        for _ in range(presses):
+            os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+            time.sleep(0.05)
         _, stderr = proc.communicate(timeout=30)
         assert time.monotonic() - t0 < 10
-        assert proc.returncode == 130, stderr
-        assert "--resume" in stderr
+        # a second Ctrl-C may land after the message: Python then exits by SIGINT (130 too)
+        assert proc.returncode in ((130,) if presses == 1 else (130, -signal.SIGINT)), stderr
+        assert presses == 2 or "--resume" in stderr
         assert not survivors(family, within=5)
     state = tmp_path / ".out.mmtok-staging" / "state.json"
     assert state.exists() and not (tmp_path / "out").exists()
