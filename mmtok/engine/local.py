@@ -42,6 +42,7 @@ from mmtok.reasons import Reason
 # batch, once alone).
 DEFAULT_ROW_TIMEOUT = 300.0
 TASKS_PER_WORKER = 2  # one running, one waiting in its pipe, so a worker never waits for work
+MAX_FAILED_STARTS = 3  # then setup itself is broken (or memory is short), not one row
 
 Rows = tuple[pa.Table, list[pa.Table]]  # kept rows, and the rejects of each stage
 
@@ -171,6 +172,7 @@ class _Pool:
         self.chain, self.row_timeout = chain, row_timeout
         self.context = multiprocessing.get_context("spawn")
         self.queue: deque[_Task] = deque()  # tasks not sent yet; retries go first
+        self.failed_starts = 0  # workers in a row that died before they were set up
         self.workers: list[Worker] = []
         try:
             for _ in range(size):
@@ -245,6 +247,7 @@ class _Pool:
         kind = message[0]
         if kind == "ready":
             worker.ready = True
+            self.failed_starts = 0
             worker.seen = (-1, time.monotonic())
         elif kind == "done":
             worker.held.popleft().finish(message[1])
@@ -263,13 +266,16 @@ class _Pool:
             else f"the worker process died ({worker.exit_description()})"
         )
         worker.stop()
-        if not worker.ready:
-            raise MmtokError(
-                f"a worker process died while it started: {how}",
-                hint="out of memory? try fewer --workers",
-            )
+        if not worker.ready:  # it died in setup, before any row: start another, a few times
+            self.failed_starts += 1
+            if self.failed_starts > MAX_FAILED_STARTS:
+                raise MmtokError(
+                    f"worker processes keep dying while they start: {how}",
+                    hint="out of memory? try fewer --workers",
+                )
         self.workers[self.workers.index(worker)] = Worker(self.context, self.chain)
-        if not worker.held:
+        if not worker.ready or not worker.held:
+            self.queue.extendleft(reversed(worker.held))
             return
         running, *waiting = worker.held
         retry = running.slot.split() if running.row is None else []
