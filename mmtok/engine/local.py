@@ -158,7 +158,10 @@ class _Task:
 
     @property
     def rows(self) -> pa.Table:
-        return self.slot.rows if self.row is None else self.slot.rows.slice(self.row, 1)
+        if self.row is None:
+            return self.slot.rows
+        # `take` copies the one row: a pickled slice would carry the whole batch's buffers
+        return self.slot.rows.take([self.row])
 
     def finish(self, result: Rows) -> None:
         if self.row is None:
