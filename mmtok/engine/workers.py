@@ -73,7 +73,7 @@ class Worker:
         while (item := self._outbox.get()) is not _STOP:
             try:
                 self.conn.send(item)
-            except (OSError, ValueError):  # the worker is gone; its sentinel says so
+            except Exception:  # noqa: BLE001 - the worker is gone (its sentinel says so)
                 return
 
     def give(self, task: Any, rows: pa.Table) -> None:
@@ -111,6 +111,7 @@ class Worker:
         self.kill()
         self._outbox.put(_STOP)
         self.process.join()
+        self._feeder.join(5)  # a send to the dead worker fails at once (broken pipe)
         self.conn.close()
 
     def exit_description(self) -> str:
