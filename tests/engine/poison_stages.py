@@ -44,6 +44,21 @@ class PoisonProbe(ProbeStage):
         return super().process_row(row)
 
 
+class DieInSetup(PoisonProbe):
+    """Its worker dies in `setup`: every time, or only the first time (while `marker` is absent)."""
+
+    def __init__(self, marker: str | None = None):
+        super().__init__()
+        self.marker = marker
+
+    def setup(self) -> None:
+        if self.marker is None or not os.path.exists(self.marker):
+            if self.marker is not None:
+                Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().setup()
+
+
 def main(argv: list[str]) -> int:
     from mmtok.engine.pipeline import OutputOptions, run_pipeline
     from mmtok.errors import MmtokError

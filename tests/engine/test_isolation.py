@@ -18,6 +18,7 @@ from conftest import write_jsonl
 from poison_stages import PoisonProbe
 
 from mmtok.engine.pipeline import OutputOptions, run_pipeline
+from mmtok.errors import MmtokError
 from mmtok.io.sources import Inputs, ReadOptions
 
 HERE = Path(__file__).parent
@@ -114,6 +115,20 @@ def test_a_worker_killed_from_outside_loses_no_row(tmp_path, image_files, monkey
     thread.join()
     assert killed and killed[0] != os.getpid()
     assert [r["id"] for r in kept] == [f"r{i}" for i in range(40)] and rejects == []
+
+
+def test_a_worker_that_dies_while_it_starts_is_replaced(tmp_path, image_files):
+    from poison_stages import DieInSetup
+
+    source = write_jsonl(tmp_path / "r.jsonl", rows_with(image_files["tiny_1x1.png"], {}))
+    inputs = Inputs([str(source)], ReadOptions(batch_rows=8))
+    manifest = run_pipeline(
+        inputs, [DieInSetup(str(tmp_path / "died"))], OutputOptions(str(tmp_path / "a")), workers=1
+    )
+    assert manifest["counts"]["out"] == 40
+    # a setup that always dies is not a row's fault: one line, after a few tries
+    with pytest.raises(MmtokError, match="keep dying while they start.*SIGKILL"):
+        run_pipeline(inputs, [DieInSetup()], OutputOptions(str(tmp_path / "b")), workers=1)
 
 
 def test_a_bug_in_a_stage_still_stops_the_run_with_its_traceback(tmp_path, image_files):
