@@ -18,6 +18,9 @@ class Reason(StrEnum):
     BOMB = "bomb"
     UNSUPPORTED_MODE = "unsupported_mode"
     DECODE_ERROR = "decode_error"
+    # The executor's isolation (the row hung or killed the process that read it)
+    TIMEOUT = "timeout"
+    DECODER_CRASH = "decoder_crash"
     # Model rules
     MODEL_REFUSES = "model_refuses"
     # Filter rules (the message starts with the measured value, e.g. `width=12`)
@@ -43,13 +46,18 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.NO_IMAGE: "the row has no image value (null, empty, or no image member in a tar sample)",
     Reason.UNSUPPORTED_URI: "the image is a URL; mmtok reads local files and bytes only",
     Reason.MISSING_FILE: "the image path does not exist",
-    Reason.READ_ERROR: "the path exists but cannot be read (a directory, no permission, I/O error)",
+    Reason.READ_ERROR: "the path exists but cannot be read (a directory, a FIFO, a socket or a "
+    "device, no permission, I/O error)",
     Reason.EMPTY_FILE: "the image file or value has 0 bytes",
     Reason.NOT_IMAGE: "not a raster image format mmtok reads (HTML, SVG, random bytes, ...)",
     Reason.TRUNCATED: "the image data ends early (an interrupted download)",
     Reason.BOMB: "width x height exceeds the pixel limit (decompression bomb); no pixels allocated",
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
+    Reason.TIMEOUT: "the row took longer than --row-timeout seconds (a hung decoder); its worker "
+    "was killed and the run went on",
+    Reason.DECODER_CRASH: "the row killed the process that read it, twice (a decoder crash or "
+    "the out-of-memory killer); the message has the signal or exit code",
     Reason.MODEL_REFUSES: "the model's processor refuses this size (Qwen: aspect ratio over 200)",
     Reason.TOO_SMALL: "shorter side below --min-side, or fewer pixels than --min-pixels",
     Reason.TOO_LARGE: "longer side above --max-side, or more pixels than --max-pixels",

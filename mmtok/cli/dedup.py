@@ -130,6 +130,7 @@ def dedup(
     image_bytes: o.ImageBytesOpt = False,
     rejects: o.RejectsOpt = None,
     workers: o.WorkersOpt = None,
+    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
     quiet: o.QuietOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:
@@ -244,6 +245,7 @@ def signatures(
             [stage],
             None,
             workers=common.workers,
+            row_timeout=common.row_timeout,
             command=command_line(),
             on_start=on_start,
             on_progress=on_progress,

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from mmtok.cli.output import Reporter
+from mmtok.engine.local import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT  # the commands use it
 from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
@@ -104,6 +105,17 @@ WorkersOpt = Annotated[
         "-w",
         min=1,
         help="Worker processes. Default: the number of cores.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+RowTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--row-timeout",
+        min=0.1,
+        metavar="SECONDS",
+        help="Seconds a worker may spend on one row: a row that hangs is killed and rejected as "
+        "`timeout` (a row that crashes its worker twice: `decoder_crash`), and the run goes on.",
         rich_help_panel=RUN_PANEL,
     ),
 ]
@@ -234,6 +246,7 @@ class DatasetOptions:
     workers: int | None
     quiet: bool
     as_json: bool
+    row_timeout: float
 
     @classmethod
     def pick(cls, arguments: dict[str, Any]) -> DatasetOptions:
@@ -284,6 +297,7 @@ def run_dataset(
             on_progress=on_progress,
             observers=observers,
             shard_stats=shard_stats,
+            row_timeout=opts.row_timeout,
         )
     if not (to_stdout and opts.rejects is None):  # else stderr carries the rejected rows
         for problem in inputs.problems():  # an input that gave no usable row: say why

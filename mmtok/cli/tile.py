@@ -114,6 +114,7 @@ def tile(
     image_bytes: o.ImageBytesOpt = False,
     rejects: o.RejectsOpt = None,
     workers: o.WorkersOpt = None,
+    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
     quiet: o.QuietOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:

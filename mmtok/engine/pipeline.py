@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mmtok
-from mmtok.engine.local import StageChain, default_workers, run_local
+from mmtok.engine.local import DEFAULT_ROW_TIMEOUT, StageChain, default_workers, run_local
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.schema import reject_schema, with_fields
@@ -67,6 +66,7 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     observers: Iterable[Observer] = (),
     shard_stats: ShardStats | None = None,
+    row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing)."""
     workers = workers or default_workers()
@@ -134,7 +134,7 @@ def run_pipeline(
     chain = StageChain(cpu_stages, worker_schema, rejects)
     batches = ((b.rows, b.rejected, b.num_records) for b in islice(inputs.batches(), skip, None))
     try:
-        results = run_local(batches, chain, workers)
+        results = run_local(batches, chain, workers, row_timeout=row_timeout)
         for result in device.run_stream(results) if device else results:
             sink.write(result.kept, result.rejected, result.num_records)
             for observer in observers:
@@ -143,12 +143,6 @@ def run_pipeline(
             rejected += sum(t.num_rows for t in result.rejected)
             if on_progress:
                 on_progress(done, rejected)
-    except BrokenProcessPool:
-        sink.abandon()
-        raise MmtokError(
-            f"a worker process died after {done:,} rows (out of memory, or a decoder crashed)",
-            hint="run the same command with --resume; try fewer --workers if memory is short",
-        ) from None
     except KeyboardInterrupt:
         sink.abandon()
         resumable = isinstance(sink, DatasetSink)

@@ -7,6 +7,7 @@ exception out of `process` is a bug or a bad configuration and stops the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +28,11 @@ class Stage:
     """Base class. Constructors only store configuration, so stages pickle to workers."""
 
     name: ClassVar[str] = "stage"
+    # True when `process` runs decoders on untrusted data, so one row can hang or kill its
+    # process: the executor then runs the chain in a child process even with one worker, and
+    # retries a batch that failed row by row. A stage that keeps state from batch to batch must
+    # stay False: it runs in the main process with one worker, where nothing is retried.
+    isolate: ClassVar[bool] = False
 
     def output_fields(self) -> list[pa.Field]:
         """Columns this stage adds to kept rows (replacing input columns of the same name)."""
@@ -43,6 +49,16 @@ class Stage:
         raise NotImplementedError
 
 
+# Set by the executor inside a worker process: called after each row, so the parent can tell a
+# long batch (rows keep finishing) from a hung row (nothing finishes for --row-timeout seconds).
+_row_done: Callable[[], None] | None = None
+
+
+def on_row_done(callback: Callable[[], None] | None) -> None:
+    global _row_done
+    _row_done = callback
+
+
 class RowStage(Stage):
     """A stage that looks at one row at a time.
 
@@ -51,6 +67,7 @@ class RowStage(Stage):
     """
 
     input_columns: ClassVar[tuple[str, ...]] = ("image",)
+    isolate: ClassVar[bool] = True
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -63,6 +80,7 @@ class RowStage(Stage):
         fields = self.output_fields()
         outputs: dict[str, list] = {f.name: [] for f in fields}
         keep, reasons, messages = [], [], []
+        row_done = _row_done
         for row in rows.select(list(self.input_columns)).to_pylist():
             try:
                 values = self.process_row(row)
@@ -71,6 +89,9 @@ class RowStage(Stage):
                 reasons.append(e.reason)
                 messages.append(e.message)
                 continue
+            finally:
+                if row_done is not None:
+                    row_done()
             keep.append(True)
             for name, column in outputs.items():
                 column.append(values[name])

@@ -18,6 +18,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
+from mmtok.images.open_file import open_regular
 from mmtok.images.png_header import read_png_header, read_png_tail
 from mmtok.images.webp_header import read_webp_header
 from mmtok.io.encoding import local_path
@@ -72,7 +73,7 @@ def open_source(src: str | bytes) -> Iterator[tuple[BinaryIO, int]]:
         yield io.BytesIO(src), len(src)
         return
     try:
-        fp = open(src, "rb")  # noqa: SIM115 - closed below, errors are mapped per kind
+        fp = open_regular(src)  # closed below, errors are mapped per kind
     except FileNotFoundError:
         raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
     except IsADirectoryError:

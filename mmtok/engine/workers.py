@@ -1,0 +1,181 @@
+"""One worker process of the local executor: spawned, set up once, then fed batches over its
+own pipe, one result back per batch in the order they were sent.
+
+The parent therefore knows at every moment which batches each worker holds, and which one it is
+running (the oldest without a result), so it can retry exactly those when the worker dies or
+hangs. A shared counter, bumped after each row and each stage, tells a long batch (rows keep
+finishing) from a hung row (nothing finishes for --row-timeout seconds).
+
+A worker never outlives its parent: on Linux the kernel kills it when the parent dies
+(PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid. Either way an idle worker also
+exits at end-of-file on its pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from mmtok.engine.stage import on_row_done
+
+if TYPE_CHECKING:
+    from mmtok.engine.local import StageChain
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+COUNTER, STAGE = 0, 1  # the slots of the shared progress array
+_STOP = object()  # ends a feeder thread
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, attached as its `__cause__`."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Worker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, context: SpawnContext, chain: StageChain):
+        self.progress = context.RawArray("q", 2)
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_main,
+            args=(child, chain, self.progress, os.getpid()),
+            name="mmtok-worker",
+            daemon=True,  # also ended by multiprocessing's exit handler, whatever happens
+        )
+        self.process.start()
+        child.close()  # so the parent sees end-of-file when the worker dies
+        self.ready = False  # set up and waiting for batches
+        self.held: deque[Any] = deque()  # tasks sent and not answered, oldest (running) first
+        self.seen = (-1, time.monotonic())  # the last progress value and when it was first seen
+        # Sends happen on a thread: a worker hung in C code holding its GIL would block a send
+        # from the main thread once the pipe's buffer is full, and nothing could time it out.
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._feeder = threading.Thread(target=self._feed, name="mmtok-feeder", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        while (item := self._outbox.get()) is not _STOP:
+            try:
+                self.conn.send(item)
+            except Exception:  # noqa: BLE001 - the worker is gone (its sentinel says so)
+                return
+
+    def give(self, task: Any, rows: pa.Table) -> None:
+        if not self.held:  # an idle worker made no progress while it waited: start the clock now
+            self.seen = (int(self.progress[COUNTER]), time.monotonic())
+        self.held.append(task)
+        self._outbox.put(rows)
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the worker last finished a row or a stage of what it holds."""
+        value = int(self.progress[COUNTER])
+        if value != self.seen[0]:
+            self.seen = (value, now)
+        return now - self.seen[1]
+
+    @property
+    def stage(self) -> int:
+        return int(self.progress[STAGE])
+
+    def drain(self) -> list[tuple]:
+        """The messages a dead worker sent before it died."""
+        messages = []
+        with contextlib.suppress(EOFError, OSError):
+            while self.conn.poll():
+                messages.append(self.conn.recv())
+        return messages
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+
+    def stop(self) -> None:
+        """End the worker at once: it holds no state worth a clean exit, and an interpreter with
+        pyarrow loaded takes ~0.5 s to exit cleanly."""
+        self.kill()
+        self._outbox.put(_STOP)
+        self.process.join()
+        self._feeder.join(5)  # a send to the dead worker fails at once (broken pipe)
+        self.conn.close()
+
+    def exit_description(self) -> str:
+        self.process.join()
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+
+def _main(conn: Connection, chain: StageChain, progress: Any, parent: int) -> None:
+    _exit_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    try:
+        chain.setup()
+    except BaseException as e:  # noqa: BLE001 - sent to the parent, which raises it
+        _send_error(conn, e)
+        return
+
+    def row_done() -> None:
+        progress[COUNTER] += 1
+
+    on_row_done(row_done)
+    conn.send(("ready",))
+    while True:
+        try:
+            rows = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        try:
+            result = chain(rows, progress)
+        except BaseException as e:  # noqa: BLE001 - a bug in a stage: the parent stops the run
+            _send_error(conn, e)
+            return
+        row_done()
+        conn.send(("done", result))
+
+
+def _send_error(conn: Connection, error: BaseException) -> None:
+    text = traceback.format_exc()
+    try:
+        conn.send(("error", error, text))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        conn.send(("error", RuntimeError(f"{type(error).__name__}: {error}"), text))
+
+
+def _exit_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            _watch_parent(parent)
+    else:
+        _watch_parent(parent)
+    if os.getppid() != parent:  # the parent died before the kernel was told to watch it
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mmtok-parent-watch", daemon=True).start()

@@ -1,0 +1,58 @@
+"""Open an image path only when it is a regular file.
+
+A named pipe blocks `open()` until a writer appears (forever, at 0% CPU), a character device
+can stream without end (/dev/zero), a socket cannot be read as a file, a directory has no bytes:
+none of them is an image. The path is opened with O_NONBLOCK, so opening never waits, and
+checked with `fstat` on the open descriptor, so nothing can swap the file between the check and
+the read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import BinaryIO
+
+_KINDS = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+)
+_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class NotRegularFile(OSError):
+    """The path exists but is not a regular file; `strerror` says what it is."""
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _KINDS if test(mode)), "is not a regular file")
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open `path` for binary reading; raises `NotRegularFile` for anything but a regular file,
+    and the usual `OSError`s (FileNotFoundError, PermissionError, ...) otherwise."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except OSError:  # e.g. ENXIO for a socket: say what the path is when it is not a file
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, _kind(mode)) from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, _kind(mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
