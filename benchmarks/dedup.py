@@ -4,6 +4,9 @@ precision / recall of the duplicate pairs found against the planted ones.
   python benchmarks/dedup.py             # 200,000 rows (files generated once, a few minutes)
   python benchmarks/dedup.py --quick     # 20,000 rows
   python benchmarks/dedup.py --memory 1000000   # only the clustering pass's memory per row
+  python benchmarks/dedup.py --scaling 100000,300000,1000000 --baseline /path/to/old/checkout
+      # the image clustering pass alone at each size: numba and numpy kernels (and an older
+      # mmtok, when given), rows/s, CPU seconds, memory per row and the scaling exponent
 
 Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
 planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
@@ -254,6 +257,7 @@ def clustering_memory(path: Path, by: str) -> None:
 
     base = peak()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     parts = []
     for batch in pq.ParquetFile(path).iter_batches(4096):  # batch by batch, as the CLI
         table = pa.Table.from_batches([batch])
@@ -269,7 +273,98 @@ def clustering_memory(path: Path, by: str) -> None:
     cluster_table(sig, clusters)
     summary(sig, clusters)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"rows": len(sig), "seconds": seconds, "base": base, "peak": peak()}))
+    doc = {"rows": len(sig), "seconds": seconds, "cpu_seconds": time.process_time() - cpu0}
+    doc["clusters"] = int((np.bincount(clusters.label) > 1).sum())
+    doc["dropped"] = int(clusters.dropped.sum())
+    print(json.dumps({**doc, "base": base, "peak": peak()}))
+
+
+def synthetic_image_signatures(rows: int, path: Path, seed: int = 2) -> None:
+    """Image signatures only, made with numpy (10M rows in seconds): random 63-bit hashes, a
+    fifth of them with six copies 0-6 bits away (a copy 0 bits away has the same file sha256),
+    as `synthetic_signatures` plants them; no captions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    bases = rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    copies = np.where(rng.random(rows) < 0.2, 6, 0)
+    base_of = np.repeat(np.arange(rows), 1 + copies)[:rows]
+    first = np.concatenate([[True], base_of[1:] != base_of[:-1]])
+    flips = np.where(first, 0, rng.integers(0, 7, rows))
+    ranks = np.argsort(np.argsort(rng.random((rows, 64)), axis=1), axis=1)
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    masks = ((ranks < flips[:, None]) * weights).sum(axis=1, dtype=np.uint64)
+    hashes = bases[base_of] ^ masks
+    salt = rng.integers(0, 2**63, 4, dtype=np.int64).astype(np.uint64)
+    sha = (hashes[:, None] ^ salt[None, :]).view(np.uint8).reshape(rows * 32)
+    sha_array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), rows, [None, pa.py_buffer(sha)])
+    ids = pa.array(np.char.add("r", np.arange(rows).astype(str)).astype(object), pa.string())
+    pq.write_table(
+        pa.table(
+            {
+                "id": ids,
+                "caption": pa.nulls(rows, pa.string()),
+                "sha256": sha_array,
+                "phash": pa.array(hashes, pa.uint64()),
+                "phash_mirror": pa.array(hashes ^ np.uint64(0x5555), pa.uint64()),
+                "pixels": pa.array(rng.integers(10_000, 1_000_000, rows)),
+                "caption_bands": pa.nulls(rows, pa.list_(pa.uint64())),
+                "sig_reason": pa.nulls(rows, pa.string()),
+                "sig_message": pa.nulls(rows, pa.string()),
+            }
+        ),
+        path,
+        row_group_size=65536,
+    )
+
+
+def scaling(sizes: list[int], baseline: str | None) -> None:
+    """The image clustering pass at each size, per kernel, each in a fresh process; the scaling
+    exponent is the slope of log CPU seconds against log rows (CPU time, not wall time: this
+    machine may be shared)."""
+    import os
+
+    here = str(Path(__file__).resolve().parents[1])
+    variants = {
+        "numba": {"PYTHONPATH": here},
+        "numpy": {"PYTHONPATH": here, "MMTOK_NO_NUMBA": "1"},
+    }
+    if baseline:
+        variants[f"baseline {baseline}"] = {"PYTHONPATH": str(Path(baseline).resolve())}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            path = Path(tmp) / f"{rows}.parquet"
+            synthetic_image_signatures(rows, path)
+            print(f"\n{rows:,} synthetic image signatures, clustering pass alone (--by image, "
+                  "--max-distance 8):")  # fmt: skip
+            for name, env in variants.items():
+                cmd = [sys.executable, __file__, "--clustering-only", str(path), "image"]
+                done = subprocess.run(
+                    cmd, capture_output=True, text=True, env={**os.environ, **env}, check=True
+                )
+                doc = json.loads(done.stdout)
+                results[name].append(doc)
+                grown = doc["peak"] - doc["base"]
+                print(f"  {name:<10} {rows / doc['seconds']:>9,.0f} rows/s wall, "
+                      f"{rows / doc['cpu_seconds']:>9,.0f} rows per CPU second; "
+                      f"{grown / rows:,.0f} bytes per row (MB per million rows); "
+                      f"{doc['clusters']:,} clusters, {doc['dropped']:,} rows dropped")  # fmt: skip
+        if len(sizes) > 1:
+            print("\nscaling exponent (CPU seconds ~ rows^k), smallest to largest size:")
+            logs = np.log(sizes)
+            for name, docs in results.items():
+                slope = np.polyfit(logs, np.log([d["cpu_seconds"] for d in docs]), 1)[0]
+                wall = np.polyfit(logs, np.log([d["seconds"] for d in docs]), 1)[0]
+                print(f"  {name:<10} k = {slope:.2f} (wall time: {wall:.2f})")
+            first = next(iter(results.values()))
+            for name, docs in list(results.items())[1:]:
+                ratios = ", ".join(
+                    f"{d['cpu_seconds'] / f['cpu_seconds']:.1f}x at {f['rows']:,}"
+                    for f, d in zip(first, docs, strict=True)
+                )
+                print(f"  {name} CPU time / numba: {ratios}")
 
 
 def memory_per_row(rows: int) -> None:
@@ -293,8 +388,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory", type=int, metavar="ROWS", help="only the clustering memory")
+    parser.add_argument(
+        "--scaling", metavar="ROWS,ROWS,...", help="the image clustering pass alone"
+    )
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="with --scaling: an older mmtok")
     parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scaling:
+        return scaling([int(r) for r in args.scaling.split(",")], args.baseline)
     if args.clustering_only:
         return clustering_memory(Path(args.clustering_only[0]), args.clustering_only[1])
     if args.memory:

@@ -41,6 +41,7 @@ MAX_BLOCK_BITS = 22  # a bucket table of 2**22 + 1 offsets: 32 MB
 _CHUNK = 1 << 18  # candidate pairs expanded at a time by the numpy kernel
 # relative cost of a candidate (gather both hashes, compare) to a probe, in the numpy kernel
 _CANDIDATE_COST = 2.0
+NUMBA_FROM_ROWS = 100_000  # below, numpy is as fast as loading numba and its compiled kernel
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def near_pairs(
     a < b, and a row is not paired with itself."""
     blocks = block_plan(len(table), max_distance)
     if kernel == "auto":
-        kernel = "numba" if numba_available() else "numpy"
+        kernel = "numba" if len(table) >= NUMBA_FROM_ROWS and numba_available() else "numpy"
     run = _numba_pairs if kernel == "numba" else _numpy_pairs
     a, b = run(table, queries, max_distance, same, blocks)
     if same:
