@@ -63,6 +63,16 @@ def equal_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[Pairs, np.ndarray]:
     return pairs, reps[order]
 
 
+def same_file_pairs(sha256: np.ndarray, rows: np.ndarray) -> Pairs:
+    """Rows among `rows` whose files have the same sha256 (rows x 4 uint64), each paired with
+    the first such row. Grouped on the first 64 bits (a 1-d sort, several times faster than
+    sorting whole rows); if two different files ever share them, on the whole digest."""
+    pairs, _ = equal_pairs(sha256[rows, 0], rows)
+    if (sha256[pairs.a] != sha256[pairs.b]).any():
+        pairs, _ = equal_pairs(sha256[rows], rows)
+    return pairs
+
+
 def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool) -> Pairs:
     """Pairs (query index, table index) whose hashes are within `max_distance` bits, exactly
     (`mmtok.hamming`). `same`: the queries are the table itself; each unordered pair is
@@ -329,7 +339,7 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     joined = _Components(n)
     if settings.by in ("image", "pair"):
         rows = np.flatnonzero(sig.image_ok)
-        exact, _ = equal_pairs(sig.sha256[rows], rows)
+        exact = same_file_pairs(sig.sha256, rows)
         near = image_pairs(
             sig.phash, sig.mirror if settings.mirror else None, sig.image_ok, settings.max_distance
         )

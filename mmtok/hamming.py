@@ -19,11 +19,13 @@ The number of blocks follows the rows: short blocks mean few probes and crowded 
 blocks many probes and sparse buckets; `block_plan` takes the cheapest under a simple cost
 model (probes plus candidates). With m >= 3 a block has at most 22 bits, so a bucket is found by
 direct addressing. At the default distance (8) and a million distinct hashes: 3 blocks of
-22/21/21 bits, radius 2 each, 718 probes per row.
+22/21/21 bits, radius 2 each: 718 bucket values around each row, of which it probes about half.
 
-Two kernels run the same plan: numba (a compiled loop, when numba is installed) and numpy
+Two kernels run the same plan: numba (a compiled loop, from NUMBA_FROM_ROWS distinct hashes
+when numba is installed, `pip install mmtok[dedup]`; MMTOK_NO_NUMBA=1 turns it off) and numpy
 (vectorised per probe, in bounded chunks). Both give the same pairs; the tests check both
-against brute force.
+against brute force. Both probe the rows in block-value order, so that neighbouring rows probe
+neighbouring buckets and the bucket table is read nearly in sequence.
 """
 
 from __future__ import annotations

@@ -115,3 +115,16 @@ def test_clusters_are_those_of_brute_force_pairs(kernel, monkeypatch):
             d = np.minimum(d, d.T)
         a, b = np.nonzero(np.triu(d <= distance, 1))
         assert (clusters.label == components(n, a, b)).all(), (distance, use_mirror)
+
+
+def test_same_file_pairs_group_on_the_whole_digest_when_64_bits_collide():
+    from mmtok.dedup import same_file_pairs
+
+    sha = np.zeros((6, 4), np.uint64)
+    sha[:, 0] = [7, 7, 9, 7, 9, 1]
+    sha[:, 1] = [1, 1, 1, 2, 1, 1]  # row 3 shares the first 64 bits with rows 0 and 1 only
+    pairs = same_file_pairs(sha, np.arange(6))
+    assert sorted(zip(pairs.a.tolist(), pairs.b.tolist(), strict=True)) == [(1, 0), (4, 2)]
+    sha[3, 1] = 1
+    pairs = same_file_pairs(sha, np.array([0, 2, 3, 4]))
+    assert sorted(zip(pairs.a.tolist(), pairs.b.tolist(), strict=True)) == [(3, 0), (4, 2)]
