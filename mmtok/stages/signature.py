@@ -99,8 +99,8 @@ class SignatureStage(RowStage):
                     im = open_image(fp, self.max_pixels)
                     pixels = im.width * im.height  # open_image refused a bomb already
                     known = (pixels, *phash_image(decode_for_hash(im, self.exif_transpose)))
-            except BadImage as e:
-                known = e
+            except BadImage as e:  # kept without its traceback, whose frames hold the bytes
+                known = BadImage(e.reason, e.message)
             self.recent[digest] = known
             if len(self.recent) > RECENT_FILES:
                 self.recent.popitem(last=False)
