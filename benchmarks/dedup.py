@@ -112,10 +112,12 @@ def make_dataset(folder: Path, rows: int, seed: int = 0):
     return folder / "rows.jsonl", np.array(groups), kinds
 
 
-def signature_rate(folder: Path) -> tuple[float, float]:
-    """(mmtok images/s, imagehash images/s) on one core, 512 px JPEGs."""
+def signature_rate(folder: Path) -> tuple[float, float, float, float]:
+    """(mmtok images/s, imagehash images/s) on one core, 512 px JPEGs; then (images/s with the
+    per-worker memory of recent files, without it) on 300 rows of 40 distinct files."""
     import imagehash
 
+    from mmtok.stages import signature
     from mmtok.stages.signature import SignatureStage
 
     rng = np.random.default_rng(1)
@@ -124,16 +126,26 @@ def signature_rate(folder: Path) -> tuple[float, float]:
         buf = io.BytesIO()
         smooth_photo(rng, 512).save(buf, "JPEG", quality=90)
         blobs.append(buf.getvalue())
-    stage = SignatureStage(images=True, captions=None)
-    stage.setup()
-    t0 = time.perf_counter()
-    for data in blobs:
-        stage.process_row({"image": {"path": None, "bytes": data}, "caption": None})
-    ours = len(blobs) / (time.perf_counter() - t0)
+
+    def rate(rows: list[bytes]) -> float:
+        stage = SignatureStage(images=True, captions=None)
+        stage.setup()
+        t0 = time.perf_counter()
+        for data in rows:
+            stage.process_row({"image": {"path": None, "bytes": data}, "caption": None})
+        return len(rows) / (time.perf_counter() - t0)
+
+    ours = rate(blobs)
     t0 = time.perf_counter()
     for data in blobs:
         imagehash.phash(Image.open(io.BytesIO(data)))
-    return ours, len(blobs) / (time.perf_counter() - t0)
+    reference = len(blobs) / (time.perf_counter() - t0)
+    repeated = [blobs[int(i)] for i in rng.integers(0, 40, 300)]
+    remembered = rate(repeated)
+    kept, signature.RECENT_FILES = signature.RECENT_FILES, 0  # every row decoded, as before
+    forgotten = rate(repeated)
+    signature.RECENT_FILES = kept
+    return ours, reference, remembered, forgotten
 
 
 def caption_rates(captions: list[str]) -> tuple[float, float, float]:
@@ -320,7 +332,7 @@ def synthetic_image_signatures(rows: int, path: Path, seed: int = 2) -> None:
     )
 
 
-def scaling(sizes: list[int], baseline: str | None) -> None:
+def scaling(sizes: list[int], baseline: str | None, kernels: list[str]) -> None:
     """The image clustering pass at each size, per kernel, each in a fresh process; the scaling
     exponent is the slope of log CPU seconds against log rows (CPU time, not wall time: this
     machine may be shared)."""
@@ -331,6 +343,7 @@ def scaling(sizes: list[int], baseline: str | None) -> None:
         "auto": {"PYTHONPATH": here},  # numba from 100k distinct hashes
         "numpy": {"PYTHONPATH": here, "MMTOK_NO_NUMBA": "1"},
     }
+    variants = {name: env for name, env in variants.items() if name in kernels}
     if baseline:
         variants[f"baseline {baseline}"] = {"PYTHONPATH": str(Path(baseline).resolve())}
     results: dict[str, list[dict]] = {name: [] for name in variants}
@@ -393,10 +406,12 @@ def main() -> None:
         "--scaling", metavar="ROWS,ROWS,...", help="the image clustering pass alone"
     )
     parser.add_argument("--baseline", metavar="CHECKOUT", help="with --scaling: an older mmtok")
+    parser.add_argument("--kernels", default="auto,numpy", help="with --scaling: auto, numpy")
     parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scaling:
-        return scaling([int(r) for r in args.scaling.split(",")], args.baseline)
+        sizes = [int(r) for r in args.scaling.split(",")]
+        return scaling(sizes, args.baseline, args.kernels.split(","))
     if args.clustering_only:
         return clustering_memory(Path(args.clustering_only[0]), args.clustering_only[1])
     if args.memory:
@@ -408,9 +423,11 @@ def main() -> None:
         source, groups, kinds = make_dataset(work, rows)
         print(f"{rows:,} rows generated in {time.perf_counter() - t0:.0f} s "
               f"({sum(k != 'base' for k in kinds):,} planted copies)")  # fmt: skip
-        sig, phash_ref = signature_rate(work)
+        sig, phash_ref, remembered, forgotten = signature_rate(work)
         print(f"image signatures, 512 px JPEG, one core: {sig:,.0f} images/s "
               f"= {sig / phash_ref:.2f}x imagehash.phash ({phash_ref:,.0f}/s)")  # fmt: skip
+        print(f"  300 rows of 40 distinct files: {remembered:,.0f} rows/s, "
+              f"{remembered / forgotten:.1f}x decoding every row ({forgotten:,.0f}/s)")  # fmt: skip
         captions = [json.loads(line)["caption"] for line in source.read_text().splitlines()]
         bands, minhash_ref, lsh_ref = caption_rates(captions)
         print(f"caption band keys, one core: {bands:,.0f} captions/s "
