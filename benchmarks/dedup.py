@@ -6,7 +6,8 @@ precision / recall of the duplicate pairs found against the planted ones.
   python benchmarks/dedup.py --memory 1000000   # only the clustering pass's memory per row
   python benchmarks/dedup.py --scaling 100000,300000,1000000 --baseline /path/to/old/checkout
       # the image clustering pass alone at each size: numba and numpy kernels (and an older
-      # mmtok, when given), rows/s, CPU seconds, memory per row and the scaling exponent
+      # mmtok, when given), rows/s, CPU seconds, memory per row and the scaling exponent;
+      # --kernels auto,numpy,faiss adds the search alone against faiss-cpu's multi-hash index
 
 Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
 planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
@@ -332,6 +333,37 @@ def synthetic_image_signatures(rows: int, path: Path, seed: int = 2) -> None:
     )
 
 
+def faiss_comparison(rows: int) -> None:
+    """The near-hash search alone on `rows` random hashes (a pair planted every 50 rows):
+    mmtok.hamming against faiss's IndexBinaryMultiHash set up to be exact at distance 8 (3
+    tables of 21 bits, 2 flipped bits), CPU seconds, and a check that both find the same pairs.
+    faiss-cpu is not a dependency of mmtok: `pip install faiss-cpu` to run this."""
+    import faiss
+
+    from mmtok.hamming import near_pairs
+
+    rng = np.random.default_rng(0)
+    h = np.unique(rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64) << np.uint64(1))
+    h[1::50] = h[::50][: len(h[1::50])] ^ np.uint64(0b10110011001)
+    near_pairs(h[:1000], h[:1000], 8, True)  # load the kernel
+    c0 = time.process_time()
+    a, b = near_pairs(h, h, 8, True)
+    ours = time.process_time() - c0
+    c0 = time.process_time()
+    index = faiss.IndexBinaryMultiHash(64, 3, 21)
+    index.nflip = 2
+    index.add(h.view(np.uint8).reshape(-1, 8))
+    lims, _, found = index.range_search(h.view(np.uint8).reshape(-1, 8), 9)  # distance < 9
+    theirs = time.process_time() - c0
+    q = np.repeat(np.arange(len(h)), np.diff(lims).astype(np.int64))
+    same = set(zip(q[q < found].tolist(), found[q < found].tolist(), strict=True)) == set(
+        zip(a.tolist(), b.tolist(), strict=True)
+    )
+    print(f"  {len(h):,} hashes, {len(a):,} pairs within 8 bits: mmtok.hamming {ours:.1f} CPU s, "
+          f"faiss IndexBinaryMultiHash {theirs:.1f} CPU s ({theirs / ours:.0f}x); "
+          f"same pairs: {same}")  # fmt: skip
+
+
 def scaling(sizes: list[int], baseline: str | None, kernels: list[str]) -> None:
     """The image clustering pass at each size, per kernel, each in a fresh process; the scaling
     exponent is the slope of log CPU seconds against log rows (CPU time, not wall time: this
@@ -344,9 +376,15 @@ def scaling(sizes: list[int], baseline: str | None, kernels: list[str]) -> None:
         "numpy": {"PYTHONPATH": here, "MMTOK_NO_NUMBA": "1"},
     }
     variants = {name: env for name, env in variants.items() if name in kernels}
+    if "faiss" in kernels:
+        print("near-hash search alone, against faiss (exact at 8 bits):")
+        for rows in sizes:
+            faiss_comparison(rows)
     if baseline:
         variants[f"baseline {baseline}"] = {"PYTHONPATH": str(Path(baseline).resolve())}
     results: dict[str, list[dict]] = {name: [] for name in variants}
+    if not variants:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for rows in sizes:
             path = Path(tmp) / f"{rows}.parquet"
@@ -406,7 +444,9 @@ def main() -> None:
         "--scaling", metavar="ROWS,ROWS,...", help="the image clustering pass alone"
     )
     parser.add_argument("--baseline", metavar="CHECKOUT", help="with --scaling: an older mmtok")
-    parser.add_argument("--kernels", default="auto,numpy", help="with --scaling: auto, numpy")
+    parser.add_argument(
+        "--kernels", default="auto,numpy", help="with --scaling: auto, numpy, faiss (search alone)"
+    )
     parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scaling:
