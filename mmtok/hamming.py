@@ -18,8 +18,9 @@ Each unordered pair comes out once, with no set of pairs to deduplicate:
 The number of blocks follows the rows: short blocks mean few probes and crowded buckets, long
 blocks many probes and sparse buckets; `block_plan` takes the cheapest under a simple cost
 model (probes plus candidates). With m >= 3 a block has at most 22 bits, so a bucket is found by
-direct addressing. At the default distance (8) and a million distinct hashes: 3 blocks of
-22/21/21 bits, radius 2 each: 718 bucket values around each row, of which it probes about half.
+direct addressing. At the default distance (8) and a few million distinct hashes: 3 blocks of
+22/21/21 bits, radius 2 each: 718 bucket values around each row, of which it probes about half;
+below about a million (numba) or 100,000 (numpy), 4 blocks of 16 bits, radii 2/1/1/1.
 
 Two kernels run the same plan: numba (a compiled loop, from NUMBA_FROM_ROWS distinct hashes
 when numba is installed, `pip install mmtok[dedup]`; MMTOK_NO_NUMBA=1 turns it off) and numpy
@@ -41,8 +42,9 @@ import numpy as np
 HASH_BITS = 64
 MAX_BLOCK_BITS = 22  # a bucket table of 2**22 + 1 offsets: 32 MB
 _CHUNK = 1 << 18  # candidate pairs expanded at a time by the numpy kernel
-# relative cost of a candidate (gather both hashes, compare) to a probe, in the numpy kernel
-_CANDIDATE_COST = 2.0
+# cost of a candidate (read its hash, compare) relative to a probe (find a bucket), per kernel;
+# fitted to CPU times at 0.3M-3M random hashes, 3 against 4 blocks
+CANDIDATE_COST = {"numpy": 1.0, "numba": 0.2}
 NUMBA_FROM_ROWS = 100_000  # below, numpy is as fast as loading numba and its compiled kernel
 
 
@@ -72,12 +74,14 @@ def split(m: int, max_distance: int) -> list[Block]:
     return blocks
 
 
-def block_plan(rows: int, max_distance: int) -> list[Block]:
-    """The cheapest split of the hash for `rows` distinct hashes searched within max_distance."""
+def block_plan(rows: int, max_distance: int, candidate_cost: float = 1.0) -> list[Block]:
+    """The cheapest split of the hash for `rows` distinct random hashes searched within
+    max_distance: probes, plus the candidates they meet (rows / 2**bits each) at
+    `candidate_cost` per candidate."""
 
     def cost(blocks: list[Block]) -> float:
         return sum(
-            b.probes() * (1 + _CANDIDATE_COST * rows / 2**b.bits) for b in blocks if b.radius >= 0
+            b.probes() * (1 + candidate_cost * rows / 2**b.bits) for b in blocks if b.radius >= 0
         )
 
     splits = [split(m, max_distance) for m in range(3, max(3, max_distance + 1) + 1)]
@@ -110,7 +114,7 @@ class Table:
     def build(cls, h: np.ndarray, block: Block) -> Table:
         keys = block.of(h)
         order = np.argsort(keys, kind="stable")
-        starts = np.zeros((1 << block.bits) + 1, np.int64)
+        starts = np.zeros((1 << block.bits) + 1, np.int32 if len(h) < 2**31 else np.int64)
         np.cumsum(np.bincount(keys, minlength=1 << block.bits), out=starts[1:])
         return cls(order, starts, h[order])
 
@@ -122,9 +126,9 @@ def near_pairs(
 
     `same`: the queries are the table itself; each unordered pair comes once, as (a, b) with
     a < b, and a row is not paired with itself."""
-    blocks = block_plan(len(table), max_distance)
     if kernel == "auto":
         kernel = "numba" if len(table) >= NUMBA_FROM_ROWS and numba_available() else "numpy"
+    blocks = block_plan(len(table), max_distance, CANDIDATE_COST[kernel])
     run = _numba_pairs if kernel == "numba" else _numpy_pairs
     a, b = run(table, queries, max_distance, same, blocks)
     if same:
