@@ -4,6 +4,10 @@ precision / recall of the duplicate pairs found against the planted ones.
   python benchmarks/dedup.py             # 200,000 rows (files generated once, a few minutes)
   python benchmarks/dedup.py --quick     # 20,000 rows
   python benchmarks/dedup.py --memory 1000000   # only the clustering pass's memory per row
+  python benchmarks/dedup.py --scaling 100000,300000,1000000 --baseline /path/to/old/checkout
+      # the image clustering pass alone at each size: numba and numpy kernels (and an older
+      # mmtok, when given), rows/s, CPU seconds, memory per row and the scaling exponent;
+      # --kernels auto,numpy,faiss adds the search alone against faiss-cpu's multi-hash index
 
 Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
 planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
@@ -109,10 +113,12 @@ def make_dataset(folder: Path, rows: int, seed: int = 0):
     return folder / "rows.jsonl", np.array(groups), kinds
 
 
-def signature_rate(folder: Path) -> tuple[float, float]:
-    """(mmtok images/s, imagehash images/s) on one core, 512 px JPEGs."""
+def signature_rate(folder: Path) -> tuple[float, float, float, float]:
+    """(mmtok images/s, imagehash images/s) on one core, 512 px JPEGs; then (images/s with the
+    per-worker memory of recent files, without it) on 300 rows of 40 distinct files."""
     import imagehash
 
+    from mmtok.stages import signature
     from mmtok.stages.signature import SignatureStage
 
     rng = np.random.default_rng(1)
@@ -121,16 +127,26 @@ def signature_rate(folder: Path) -> tuple[float, float]:
         buf = io.BytesIO()
         smooth_photo(rng, 512).save(buf, "JPEG", quality=90)
         blobs.append(buf.getvalue())
-    stage = SignatureStage(images=True, captions=None)
-    stage.setup()
-    t0 = time.perf_counter()
-    for data in blobs:
-        stage.process_row({"image": {"path": None, "bytes": data}, "caption": None})
-    ours = len(blobs) / (time.perf_counter() - t0)
+
+    def rate(rows: list[bytes]) -> float:
+        stage = SignatureStage(images=True, captions=None)
+        stage.setup()
+        t0 = time.perf_counter()
+        for data in rows:
+            stage.process_row({"image": {"path": None, "bytes": data}, "caption": None})
+        return len(rows) / (time.perf_counter() - t0)
+
+    ours = rate(blobs)
     t0 = time.perf_counter()
     for data in blobs:
         imagehash.phash(Image.open(io.BytesIO(data)))
-    return ours, len(blobs) / (time.perf_counter() - t0)
+    reference = len(blobs) / (time.perf_counter() - t0)
+    repeated = [blobs[int(i)] for i in rng.integers(0, 40, 300)]
+    remembered = rate(repeated)
+    kept, signature.RECENT_FILES = signature.RECENT_FILES, 0  # every row decoded, as before
+    forgotten = rate(repeated)
+    signature.RECENT_FILES = kept
+    return ours, reference, remembered, forgotten
 
 
 def caption_rates(captions: list[str]) -> tuple[float, float, float]:
@@ -254,6 +270,7 @@ def clustering_memory(path: Path, by: str) -> None:
 
     base = peak()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     parts = []
     for batch in pq.ParquetFile(path).iter_batches(4096):  # batch by batch, as the CLI
         table = pa.Table.from_batches([batch])
@@ -269,7 +286,137 @@ def clustering_memory(path: Path, by: str) -> None:
     cluster_table(sig, clusters)
     summary(sig, clusters)
     seconds = time.perf_counter() - t0
-    print(json.dumps({"rows": len(sig), "seconds": seconds, "base": base, "peak": peak()}))
+    doc = {"rows": len(sig), "seconds": seconds, "cpu_seconds": time.process_time() - cpu0}
+    doc["clusters"] = int((np.bincount(clusters.label) > 1).sum())
+    doc["dropped"] = int(clusters.dropped.sum())
+    print(json.dumps({**doc, "base": base, "peak": peak()}))
+
+
+def synthetic_image_signatures(rows: int, path: Path, seed: int = 2) -> None:
+    """Image signatures only, made with numpy (10M rows in seconds): random 63-bit hashes, a
+    fifth of them with six copies up to 6 bits away (a copy 0 bits away has the same file
+    sha256), as `synthetic_signatures` plants them; no captions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    bases = rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    copies = np.where(rng.random(rows) < 0.2, 6, 0)
+    base_of = np.repeat(np.arange(rows), 1 + copies)[:rows]
+    first = np.concatenate([[True], base_of[1:] != base_of[:-1]])
+    flips = np.where(first, 0, rng.integers(0, 7, rows))
+    masks = np.zeros(rows, np.uint64)
+    for step in range(6):  # up to `flips` random bits (a bit drawn twice cancels)
+        bit = np.uint64(1) << rng.integers(0, 64, rows).astype(np.uint64)
+        masks ^= np.where(step < flips, bit, np.uint64(0))
+    hashes = bases[base_of] ^ masks
+    salt = rng.integers(0, 2**63, 4, dtype=np.int64).astype(np.uint64)
+    sha = (hashes[:, None] ^ salt[None, :]).view(np.uint8).reshape(rows * 32)
+    sha_array = pa.FixedSizeBinaryArray.from_buffers(pa.binary(32), rows, [None, pa.py_buffer(sha)])
+    ids = pa.array(np.char.add("r", np.arange(rows).astype(str)).astype(object), pa.string())
+    pq.write_table(
+        pa.table(
+            {
+                "id": ids,
+                "caption": pa.nulls(rows, pa.string()),
+                "sha256": sha_array,
+                "phash": pa.array(hashes, pa.uint64()),
+                "phash_mirror": pa.array(hashes ^ np.uint64(0x5555), pa.uint64()),
+                "pixels": pa.array(rng.integers(10_000, 1_000_000, rows)),
+                "caption_bands": pa.nulls(rows, pa.list_(pa.uint64())),
+                "sig_reason": pa.nulls(rows, pa.string()),
+                "sig_message": pa.nulls(rows, pa.string()),
+            }
+        ),
+        path,
+        row_group_size=65536,
+    )
+
+
+def faiss_comparison(rows: int) -> None:
+    """The near-hash search alone on `rows` random hashes (a pair planted every 50 rows):
+    mmtok.hamming against faiss's IndexBinaryMultiHash set up to be exact at distance 8 (3
+    tables of 21 bits, 2 flipped bits), CPU seconds, and a check that both find the same pairs.
+    faiss-cpu is not a dependency of mmtok: `pip install faiss-cpu` to run this."""
+    import faiss
+
+    from mmtok.hamming import near_pairs
+
+    rng = np.random.default_rng(0)
+    h = np.unique(rng.integers(0, 2**63, rows, dtype=np.int64).astype(np.uint64) << np.uint64(1))
+    h[1::50] = h[::50][: len(h[1::50])] ^ np.uint64(0b10110011001)
+    near_pairs(h[:1000], h[:1000], 8, True)  # load the kernel
+    c0 = time.process_time()
+    a, b = near_pairs(h, h, 8, True)
+    ours = time.process_time() - c0
+    c0 = time.process_time()
+    index = faiss.IndexBinaryMultiHash(64, 3, 21)
+    index.nflip = 2
+    index.add(h.view(np.uint8).reshape(-1, 8))
+    lims, _, found = index.range_search(h.view(np.uint8).reshape(-1, 8), 9)  # distance < 9
+    theirs = time.process_time() - c0
+    q = np.repeat(np.arange(len(h)), np.diff(lims).astype(np.int64))
+    same = set(zip(q[q < found].tolist(), found[q < found].tolist(), strict=True)) == set(
+        zip(a.tolist(), b.tolist(), strict=True)
+    )
+    print(f"  {len(h):,} hashes, {len(a):,} pairs within 8 bits: mmtok.hamming {ours:.1f} CPU s, "
+          f"faiss IndexBinaryMultiHash {theirs:.1f} CPU s ({theirs / ours:.0f}x); "
+          f"same pairs: {same}")  # fmt: skip
+
+
+def scaling(sizes: list[int], baseline: str | None, kernels: list[str]) -> None:
+    """The image clustering pass at each size, per kernel, each in a fresh process; the scaling
+    exponent is the slope of log CPU seconds against log rows (CPU time, not wall time: this
+    machine may be shared)."""
+    import os
+
+    here = str(Path(__file__).resolve().parents[1])
+    variants = {
+        "auto": {"PYTHONPATH": here},  # numba from 100k distinct hashes
+        "numpy": {"PYTHONPATH": here, "MMTOK_NO_NUMBA": "1"},
+    }
+    variants = {name: env for name, env in variants.items() if name in kernels}
+    if "faiss" in kernels:
+        print("near-hash search alone, against faiss (exact at 8 bits):")
+        for rows in sizes:
+            faiss_comparison(rows)
+    if baseline:
+        variants[f"baseline {baseline}"] = {"PYTHONPATH": str(Path(baseline).resolve())}
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    if not variants:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            path = Path(tmp) / f"{rows}.parquet"
+            synthetic_image_signatures(rows, path)
+            print(f"\n{rows:,} synthetic image signatures, clustering pass alone (--by image, "
+                  "--max-distance 8):")  # fmt: skip
+            for name, env in variants.items():
+                cmd = [sys.executable, __file__, "--clustering-only", str(path), "image"]
+                done = subprocess.run(
+                    cmd, capture_output=True, text=True, env={**os.environ, **env}, check=True
+                )
+                doc = json.loads(done.stdout)
+                results[name].append(doc)
+                grown = doc["peak"] - doc["base"]
+                print(f"  {name:<10} {rows / doc['seconds']:>9,.0f} rows/s wall, "
+                      f"{rows / doc['cpu_seconds']:>9,.0f} rows per CPU second; "
+                      f"{grown / rows:,.0f} bytes per row (MB per million rows); "
+                      f"{doc['clusters']:,} clusters, {doc['dropped']:,} rows dropped")  # fmt: skip
+        if len(sizes) > 1:
+            print("\nscaling exponent (CPU seconds ~ rows^k), smallest to largest size:")
+            logs = np.log(sizes)
+            for name, docs in results.items():
+                slope = np.polyfit(logs, np.log([d["cpu_seconds"] for d in docs]), 1)[0]
+                wall = np.polyfit(logs, np.log([d["seconds"] for d in docs]), 1)[0]
+                print(f"  {name:<10} k = {slope:.2f} (wall time: {wall:.2f})")
+            first = next(iter(results.values()))
+            for name, docs in list(results.items())[1:]:
+                ratios = ", ".join(
+                    f"{d['cpu_seconds'] / f['cpu_seconds']:.1f}x at {f['rows']:,}"
+                    for f, d in zip(first, docs, strict=True)
+                )
+                print(f"  {name} CPU time / auto: {ratios}")
 
 
 def memory_per_row(rows: int) -> None:
@@ -293,8 +440,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory", type=int, metavar="ROWS", help="only the clustering memory")
+    parser.add_argument(
+        "--scaling", metavar="ROWS,ROWS,...", help="the image clustering pass alone"
+    )
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="with --scaling: an older mmtok")
+    parser.add_argument(
+        "--kernels", default="auto,numpy", help="with --scaling: auto, numpy, faiss (search alone)"
+    )
     parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scaling:
+        sizes = [int(r) for r in args.scaling.split(",")]
+        return scaling(sizes, args.baseline, args.kernels.split(","))
     if args.clustering_only:
         return clustering_memory(Path(args.clustering_only[0]), args.clustering_only[1])
     if args.memory:
@@ -306,9 +463,11 @@ def main() -> None:
         source, groups, kinds = make_dataset(work, rows)
         print(f"{rows:,} rows generated in {time.perf_counter() - t0:.0f} s "
               f"({sum(k != 'base' for k in kinds):,} planted copies)")  # fmt: skip
-        sig, phash_ref = signature_rate(work)
+        sig, phash_ref, remembered, forgotten = signature_rate(work)
         print(f"image signatures, 512 px JPEG, one core: {sig:,.0f} images/s "
               f"= {sig / phash_ref:.2f}x imagehash.phash ({phash_ref:,.0f}/s)")  # fmt: skip
+        print(f"  300 rows of 40 distinct files: {remembered:,.0f} rows/s, "
+              f"{remembered / forgotten:.1f}x decoding every row ({forgotten:,.0f}/s)")  # fmt: skip
         captions = [json.loads(line)["caption"] for line in source.read_text().splitlines()]
         bands, minhash_ref, lsh_ref = caption_rates(captions)
         print(f"caption band keys, one core: {bands:,.0f} captions/s "

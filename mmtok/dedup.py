@@ -1,11 +1,9 @@
 """Duplicate clusters over compact signatures: pure numpy, no pass over the data.
 
-- Image near-duplicates: 64-bit perceptual hashes within `max_distance` Hamming bits, found by
-  multi-index hashing (Norouzi et al., 2012): the hash is cut into four 16-bit blocks, and two
-  hashes within distance d agree on some block up to floor(d / 4) bits. Each block is a sorted
-  table; every hash probes its own block value and, when d >= 4, the 16 values one bit away.
-  Exact up to 7 bits; at 8-11 bits a pair is found when one block differs in at most 1 bit.
-  Equal hashes are collapsed first, so a thousand copies of one picture cost one lookup.
+- Image near-duplicates: 64-bit perceptual hashes within `max_distance` Hamming bits, found
+  exactly at any distance by multi-index hashing with the generalised pigeonhole principle
+  (`mmtok.hamming`). Equal hashes are collapsed first, so a thousand copies of one picture
+  cost one lookup.
 - Caption near-duplicates: rows sharing any LSH band key are candidates, then verified with
   their exact Jaccard similarity (integer shingle sets, many pairs at once), in bounded chunks;
   a candidate whose rows are already joined is not verified again.
@@ -22,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmtok.hamming import near_pairs
 from mmtok.text.shingle_sets import ShingleSets
 
-BLOCKS, BLOCK_BITS = 4, 16
 _CHUNK = 1 << 18  # candidate pairs expanded at a time (bounded memory)
 
 
@@ -65,64 +63,22 @@ def equal_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[Pairs, np.ndarray]:
     return pairs, reps[order]
 
 
-def _block(h: np.ndarray, j: int) -> np.ndarray:
-    return ((h >> np.uint64(BLOCK_BITS * j)) & np.uint64((1 << BLOCK_BITS) - 1)).astype(np.int64)
-
-
-def _expand(lo: np.ndarray, count: np.ndarray, query_ids: np.ndarray):
-    """(query id, position in the sorted table) for every table entry each query hits."""
-    total = int(count.sum())
-    queries = np.repeat(query_ids, count)
-    offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    return queries, np.repeat(lo, count) + offsets
+def same_file_pairs(sha256: np.ndarray, rows: np.ndarray) -> Pairs:
+    """Rows among `rows` whose files have the same sha256 (rows x 4 uint64), each paired with
+    the first such row. Grouped on the first 64 bits (a 1-d sort, several times faster than
+    sorting whole rows); if two different files ever share them, on the whole digest."""
+    pairs, _ = equal_pairs(sha256[rows, 0], rows)
+    if (sha256[pairs.a] != sha256[pairs.b]).any():
+        pairs, _ = equal_pairs(sha256[rows], rows)
+    return pairs
 
 
 def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool) -> Pairs:
-    """Pairs (query index, table index) whose hashes are within `max_distance` bits.
-
-    `same`: the queries are the table itself; each unordered pair is returned once (a < b),
-    and looked at once per block and flip: within a block value, each row meets only the rows
-    after it; across a flipped bit, only the row whose bit is 0 probes."""
-    flips = [0] + ([1 << bit for bit in range(BLOCK_BITS)] if max_distance >= BLOCKS else [])
-    n = len(table)
-    codes = np.empty(0, np.int64)  # pair a * n + b; a pair near in several blocks comes again
-    for j in range(BLOCKS):
-        keys = _block(table, j)
-        order = np.argsort(keys, kind="stable")
-        starts = np.searchsorted(keys[order], np.arange((1 << BLOCK_BITS) + 1))
-        probe_base = _block(queries, j)
-        found = [codes]
-        for flip in flips:
-            if same and flip == 0:  # each row against the rows after it in its block value
-                query_ids = order
-                lo = np.arange(1, len(order) + 1)
-                count = starts[probe_base[order] + 1] - lo
-            else:
-                query_ids = (
-                    np.flatnonzero((probe_base & flip) == 0) if same else np.arange(len(queries))
-                )
-                probe = probe_base[query_ids] ^ flip
-                lo, count = starts[probe], starts[probe + 1] - starts[probe]
-            for q, t in _near(table, queries, query_ids, order, lo, count, max_distance):
-                found.append(np.minimum(q, t) * n + np.maximum(q, t) if same else q * n + t)
-        codes = np.unique(np.concatenate(found))  # once per block: memory follows the pairs
-    a, b = codes // n, codes % n
+    """Pairs (query index, table index) whose hashes are within `max_distance` bits, exactly
+    (`mmtok.hamming`). `same`: the queries are the table itself; each unordered pair is
+    returned once (a < b)."""
+    a, b = near_pairs(table, queries, max_distance, same)
     return Pairs(a, b, np.bitwise_count(queries[a] ^ table[b]).astype(np.int64))
-
-
-def _near(table, queries, query_ids, order, lo, count, max_distance):
-    """(query, row) within `max_distance` among the table rows each query meets (`count` rows
-    of the sorted table from position `lo`), expanded in bounded chunks of queries."""
-    cum = np.cumsum(count)
-    begin = 0
-    while begin < len(query_ids):
-        end = int(np.searchsorted(cum, (cum[begin - 1] if begin else 0) + _CHUNK, "right"))
-        end = max(end, begin + 1)
-        q, pos = _expand(lo[begin:end], count[begin:end], query_ids[begin:end])
-        t = order[pos]
-        keep = np.bitwise_count(queries[q] ^ table[t]) <= max_distance
-        yield q[keep], t[keep]
-        begin = end
 
 
 def image_pairs(
@@ -383,7 +339,7 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     joined = _Components(n)
     if settings.by in ("image", "pair"):
         rows = np.flatnonzero(sig.image_ok)
-        exact, _ = equal_pairs(sig.sha256[rows], rows)
+        exact = same_file_pairs(sig.sha256, rows)
         near = image_pairs(
             sig.phash, sig.mirror if settings.mirror else None, sig.image_ok, settings.max_distance
         )

@@ -299,3 +299,33 @@ def test_stdin_is_read_for_both_passes(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["counts"]["in"] == 14 and doc["duplicates_removed"] == len(ASTRO | CAT) - 2
+
+
+def test_a_16_bit_or_transparent_copy_of_a_photo_is_its_duplicate(tmp_path):
+    """Pixel-mode policy: a 16-bit grey PNG of a photo and a PNG whose margin is transparent
+    (over black) are duplicates of the photo and of its flattened JPEG, where imagehash's grey
+    conversion clips the 16-bit copy to white and shows the margin black."""
+    rgb = Image.open(EXAMPLES / "chelsea.jpg").convert("RGB")
+    grey = np.asarray(rgb.convert("L")).astype(np.uint16)
+    low = np.random.default_rng(0).integers(0, 256, grey.shape).astype(np.uint16)
+    wide = np.where(grey == 255, 65535, grey * 257 + low)
+    rgba = rgb.convert("RGBA")
+    margin = np.asarray(rgba).copy()
+    margin[:, : rgb.width // 4] = 0  # transparent black
+    flattened = margin[..., :3].copy()
+    flattened[:, : rgb.width // 4] = 255
+    files = {
+        "photo": save(rgb, tmp_path / "photo.jpg", quality=95),
+        "photo_16bit": save(Image.fromarray(wide), tmp_path / "photo_16bit.png"),
+        "cutout": save(Image.fromarray(margin, "RGBA"), tmp_path / "cutout.png"),
+        "cutout_flat": save(Image.fromarray(flattened), tmp_path / "cutout_flat.jpg", quality=95),
+        "coffee": save(Image.open(EXAMPLES / "coffee.jpg").convert("RGB"), tmp_path / "c.jpg"),
+    }
+    assert Image.open(files["photo_16bit"]).mode == "I;16"
+    source = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": k, "image": v, "caption": k} for k, v in files.items()]
+    )
+    _, kept, rejects, groups, _ = run(source, tmp_path / "out", "--keep", "first")
+    assert groups == [{"cutout", "cutout_flat"}, {"photo", "photo_16bit"}]
+    assert set(kept) == {"photo", "cutout", "coffee"}
+    assert rejects["photo_16bit"]["message"].startswith("duplicate_of=photo ")

@@ -1,5 +1,7 @@
 import io
+import struct
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -41,12 +43,37 @@ def test_rgba_half_alpha_blends_on_white():
     assert decode_rgb(buf.getvalue(), alpha="white")[0, 0].tolist() == [127, 127, 127]
 
 
-def test_sixteen_bit_gray_scales_with_rounding(image_files):
+def _png16(samples: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG (grey: colour type 0, RGB: 2) written by hand: Pillow cannot save 48-bit."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    h, w = samples.shape[:2]
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_sixteen_bit_gray_is_its_high_byte_as_pillow_decodes_16_bit_colour(image_files):
     arr = decode_rgb(str(image_files["gray16_50x40.png"]))
     values = np.arange(40 * 50).reshape(40, 50) * 32
-    expected = (values * 255 + 32767) // 65535
     assert arr.shape == (40, 50, 3)
-    assert np.array_equal(arr[..., 0], expected) and np.array_equal(arr[..., 2], expected)
+    assert np.array_equal(arr[..., 0], values >> 8) and np.array_equal(arr[..., 2], values >> 8)
+    # the same samples stored as 16-bit RGB: Pillow itself unpacks those to their high byte
+    samples = np.random.default_rng(0).integers(0, 65536, (8, 9)).astype(np.uint16)
+    colour = _png16(np.repeat(samples[..., None], 3, axis=2), 2)
+    assert Image.open(io.BytesIO(colour)).mode == "RGB"
+    grey = decode_rgb(_png16(samples, 0))
+    assert np.array_equal(grey, decode_rgb(colour))
+    assert np.array_equal(grey[..., 1], samples >> 8)
 
 
 def test_cmyk_converts_to_rgb(image_files):
@@ -80,12 +107,50 @@ def test_bomb_is_refused_before_allocation(image_files):
     assert peak < 10 << 20
 
 
-def test_float_mode_is_unsupported():
+def test_float_mode_converts_as_pillow_on_the_eight_bit_scale():
+    values = np.array([[-3.0, 0.5, 1.7, 127.5, 254.9, 300.0]], np.float32)
     buf = io.BytesIO()
-    Image.fromarray(np.ones((4, 4), np.float32)).save(buf, "TIFF")
+    Image.fromarray(values).save(buf, "TIFF")
+    assert decode_rgb(buf.getvalue())[0, :, 0].tolist() == [0, 0, 1, 127, 254, 255]
+
+
+def _cut(data: bytes, fraction: float) -> bytes:
+    return data[: max(64, int(len(data) * fraction))]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("WEBP", {}),
+        ("WEBP", {"lossless": True}),
+        ("TIFF", {}),
+        ("TIFF", {"compression": "tiff_deflate"}),
+        ("JPEG2000", {}),
+        ("JPEG2000", {"no_jp2": True}),
+        ("PNG", {}),
+        ("JPEG", {}),
+        ("GIF", {}),
+        ("BMP", {}),
+    ],
+)
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99])
+def test_a_cut_file_is_truncated_in_every_format(fmt, options, fraction):
+    buf = io.BytesIO()
+    photo = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(buf, fmt, **options)
     with pytest.raises(BadImage) as err:
-        decode_rgb(buf.getvalue())
-    assert err.value.reason == Reason.UNSUPPORTED_MODE
+        decode_rgb(_cut(buf.getvalue(), fraction))
+    assert err.value.reason == Reason.TRUNCATED, err.value.message
+
+
+def test_a_whole_but_corrupt_webp_stays_a_decode_error():
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, "WEBP")
+    data = bytearray(buf.getvalue())
+    data[20:] = bytes(len(data) - 20)  # every byte after the chunk header zeroed, length kept
+    with pytest.raises(BadImage) as err:
+        decode_rgb(bytes(data))
+    assert err.value.reason == Reason.DECODE_ERROR
 
 
 @pytest.mark.parametrize(
