@@ -39,6 +39,8 @@ class Reason(StrEnum):
     MOJIBAKE = "mojibake"
     # Dedup
     DUPLICATE = "duplicate"
+    # Embed
+    LOW_CLIP_SCORE = "low_clip_score"
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -74,6 +76,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.WRONG_LANGUAGE: "the caption is confidently in a language not in --lang",
     Reason.MOJIBAKE: "the caption was decoded with the wrong codec or has U+FFFD characters",
     Reason.DUPLICATE: "a duplicate of the kept row named in the message (mmtok dedup)",
+    Reason.LOW_CLIP_SCORE: "image-caption cosine below --min-clip-score (mmtok embed)",
 }
 
 

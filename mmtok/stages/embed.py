@@ -26,7 +26,6 @@ IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 CLIP_SCORE = "clip_score"
 DECODE_PATH = "decode_path"  # with device decode: "device" or "pillow", per row
-LOW_CLIP_SCORE = "low_clip_score"
 
 
 def clip_score_violation(score: float | None, minimum: float) -> tuple[str, str] | None:
@@ -35,7 +34,7 @@ def clip_score_violation(score: float | None, minimum: float) -> tuple[str, str]
     if score is None or score != score:
         return Reason.NO_CAPTION.value, "no caption to score the image against"
     if score < minimum:
-        return LOW_CLIP_SCORE, f"clip_score={score:.4f} < min_clip_score={minimum:g}"
+        return Reason.LOW_CLIP_SCORE.value, f"clip_score={score:.4f} < min_clip_score={minimum:g}"
     return None
 
 
