@@ -46,7 +46,7 @@ class TokenSummary:
 
     def __init__(self):
         self.images = self.image_tokens = self.prompt_tokens = self.tiles = self.pixel_bytes = 0
-        self.sample = PercentileSample()
+        self.sample = PercentileSample(integer=True)  # token counts: percentiles that occur
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:

@@ -93,7 +93,8 @@ class ProbeSummary:
         self.modes: Counter = Counter()
         self.animated = 0
         self.samples = {
-            k: PercentileSample(seed=i)
+            # pixels and bytes are counts: their percentiles are values that occur
+            k: PercentileSample(seed=i, integer=k != "megapixels")
             for i, k in enumerate(["width", "height", "megapixels", "file_bytes"])
         }
 

@@ -58,6 +58,9 @@ def test_probe_json_summary_accounts_for_every_row(small_jsonl, tmp_path):
     }
     assert doc["formats"] == {"jpeg": 5, "png": 5, "webp": 1, "gif": 1, "tiff": 1}
     assert doc["percentiles_exact"] is True
+    # pixel and byte counts have percentiles that occur, never 172.5 px
+    for name in ("width", "height", "file_bytes"):
+        assert all(type(v) is int for v in doc["percentiles"][name].values()), doc["percentiles"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["counts"] == counts and manifest["stages"][0]["decode_check"] is True
 
