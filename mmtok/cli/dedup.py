@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,8 +18,15 @@ from mmtok.cli import options as o
 from mmtok.cli.output import Reporter, handle_errors
 from mmtok.dedup import KINDS, Clusters, Settings, Signatures, find_clusters
 from mmtok.engine.local import default_workers
-from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.engine.pipeline import (
+    Observer,
+    check_output,
+    command_line,
+    publish_output,
+    run_pipeline,
+)
 from mmtok.errors import MmtokError
+from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
 from mmtok.io.sources import Inputs
 from mmtok.stages.dedup import DedupStage
 from mmtok.stages.signature import SignatureStage
@@ -117,7 +125,7 @@ def dedup(
         str | None,
         typer.Option(
             "--clusters",
-            help="Where to write clusters.parquet (default: inside -o DIR).",
+            help="Where to write clusters.parquet (default: -o DIR/__mmtok__/).",
             rich_help_panel=DEDUP,
         ),
     ] = None,
@@ -125,6 +133,7 @@ def dedup(
     text_col: o.TextColOpt = "caption",
     id_col: o.IdColOpt = None,
     overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
     shard_rows: o.ShardRowsOpt = 50_000,
     shard_bytes: o.ShardBytesOpt = "512MB",
     image_bytes: o.ImageBytesOpt = False,
@@ -141,8 +150,10 @@ def dedup(
     only, over all inputs at once: clusters are transitive, and the kept row is chosen by
     --keep, so the output is the same on every run and with any number of workers.
 
-    Writes the kept rows; rejects.parquet with reason `duplicate` and a message naming the kept
-    row (`duplicate_of=<id> kind=near image_distance=4`); clusters.parquet; and the summary.
+    Writes the kept rows; __mmtok__/rejects.parquet with reason `duplicate` and a message
+    naming the kept row (`duplicate_of=<id> kind=near image_distance=4`);
+    __mmtok__/clusters.parquet; and the summary. The output folder is checked before the
+    signature pass; --resume continues a killed writing pass (signatures are computed again).
 
     [bold]Examples[/]
 
@@ -150,7 +161,7 @@ def dedup(
       mmtok dedup pairs.jsonl -o unique/ --by pair --keep longest-caption
       mmtok dedup train.jsonl -o clean/ --against eval.jsonl --mirror
     """
-    common = o.DatasetOptions.pick({**locals(), "resume": False})
+    common = o.DatasetOptions.pick(locals())
     settings = Settings(
         by=by.value,
         max_distance=max_distance,
@@ -162,7 +173,7 @@ def dedup(
     out = o.build_output(
         output,
         overwrite=overwrite,
-        resume=False,
+        resume=resume,
         shard_rows=shard_rows,
         shard_bytes=shard_bytes,
         image_bytes=image_bytes,
@@ -171,8 +182,6 @@ def dedup(
     if out is None:
         raise MmtokError("give -o DIR (or -o - for JSON Lines)")
     to_stdout = out.to_stdout
-    if clusters_path is None and not to_stdout:
-        clusters_path = f"{out.path.rstrip('/')}/clusters.parquet"
     reporter = Reporter(
         quiet=quiet,
         as_json=as_json,
@@ -185,6 +194,7 @@ def dedup(
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
     # one Inputs for both passes over the data: stdin is spooled once and read twice
     source = o.build_inputs(inputs, image_col, text_col, id_col)
+    check_output(out, source)  # before the signature pass, which takes hours at scale
     t0 = time.monotonic()
     parts = [signatures(common, source, stage, reporter, False, "signatures")]
     for ref in against or []:
@@ -203,9 +213,14 @@ def dedup(
             command=command_line(),
             on_start=on_start,
             on_progress=on_progress,
+            hold=True,
         )
-    if clusters_path:
-        pq.write_table(cluster_table(sig, clusters), clusters_path, compression="zstd")
+    table = cluster_table(sig, clusters)
+    if clusters_path:  # a path of the user's choice, outside the output's commit
+        pq.write_table(table, clusters_path, compression="zstd")
+    if not to_stdout:
+        publish_output(out, {} if clusters_path else {CLUSTERS_FILE: table})
+        clusters_path = clusters_path or str(Path(out.path, SIDE_DIR, CLUSTERS_FILE))
     document = {
         "output": out.path,
         "clusters_file": clusters_path,

@@ -1,4 +1,9 @@
-"""One run: inputs -> stages -> sink, with row accounting, resume and a manifest."""
+"""One run: inputs -> stages -> sink, with row accounting, resume and a manifest.
+
+A dataset output is published when the run ends, unless the command asks to `hold` it: then
+the command adds its side outputs (clusters, budget report) and calls `publish_output`, so
+they are inside the folder, and listed in its manifest, before the folder appears.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -21,9 +26,11 @@ import mmtok
 from mmtok.engine.local import StageChain, default_workers, run_local
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.hf_features import inherited_features
 from mmtok.io.schema import reject_schema, with_fields
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
+from mmtok.stages.image_bytes import InlineImageBytes
 
 
 class Interrupted(MmtokError):
@@ -37,12 +44,94 @@ class OutputOptions:
     resume: bool = False
     shard_rows: int = 50_000
     shard_bytes: int = 512 << 20
-    include_bytes: bool = False  # stdout only: inline image bytes even when a path exists
+    include_bytes: bool = False  # store the encoded image bytes even when a path exists
     rejects_path: str | None = None  # stdout only: where rejected rows go (default stderr)
+    held: DatasetSink | None = field(default=None, repr=False)  # finished, not yet published
 
     @property
     def to_stdout(self) -> bool:
         return self.path == "-"
+
+
+def input_paths(inputs: Inputs) -> list[str]:
+    """Every path a run reads: as given, and each file the inputs expanded to."""
+    given = [p for p in inputs.paths if p != "-" and os.path.exists(p)]
+    return given + [s.path for s in inputs.sources if s.kind != "stdin"]
+
+
+def dataset_sink(
+    output: OutputOptions,
+    inputs: Inputs,
+    stages: list[Stage],
+    *,
+    command: str = "",
+    shard_stats: ShardStats | None = None,
+) -> DatasetSink:
+    """The sink of a run into a dataset folder (`output.path` is not `-`)."""
+    stages = _with_output_stages(stages, output)
+    row_schema = with_fields(inputs.schema, [f for s in stages for f in s.output_fields()])
+    stage_configs = [{"stage": s.name, **s.config()} for s in stages]
+    run_key = {
+        "input_fingerprint": inputs.fingerprint()[0],
+        "stages": stage_configs,
+        "read_options": dataclasses.asdict(inputs.options),
+        "shard_rows": output.shard_rows,
+        "shard_bytes": output.shard_bytes,
+    }
+    metadata = {
+        "mmtok_version": mmtok.__version__,
+        "mmtok_command": command,
+        "mmtok_stages": json.dumps(stage_configs),
+    }
+    parquet_inputs = [s.path for s in inputs.sources if s.path.endswith(".parquet")]
+    return DatasetSink(
+        output.path,
+        row_schema,
+        reject_schema(inputs.schema),
+        run_key=run_key,
+        metadata=metadata,
+        overwrite=output.overwrite,
+        resume=output.resume,
+        inputs=input_paths(inputs),
+        hf_features=inherited_features(parquet_inputs),
+        shard_rows=output.shard_rows,
+        shard_bytes=output.shard_bytes,
+        shard_stats=shard_stats,
+    )
+
+
+def check_output(output: OutputOptions | None, inputs: Inputs) -> None:
+    """Refuse a bad output before any work: an input, a foreign folder, a running job's."""
+    if output is not None and not output.to_stdout:
+        dataset_sink(output, inputs, []).check()
+
+
+def _with_output_stages(stages: list[Stage], output: OutputOptions | None) -> list[Stage]:
+    if output is not None and output.include_bytes:
+        return [*stages, InlineImageBytes()]
+    return stages
+
+
+def publish_output(
+    output: OutputOptions | None, side_outputs: dict[str, pa.Table | dict[str, Any]]
+) -> None:
+    """Add side outputs to a held output and publish it (nothing to do for stdout or none)."""
+    sink = output.held if output is not None else None
+    if sink is None:
+        return
+    try:
+        for name, value in side_outputs.items():
+            sink.write_side(name, value)
+        sink.publish()
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_while_finishing(output.path)) from None
+    finally:
+        sink._release()
+    output.held = None
+
+
+def _interrupted_while_finishing(path: str) -> str:
+    return f"interrupted while finishing {path}; run the same command with --resume"
 
 
 @dataclass
@@ -67,49 +156,38 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     observers: Iterable[Observer] = (),
     shard_stats: ShardStats | None = None,
+    hold: bool = False,
 ) -> dict[str, Any]:
-    """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing)."""
+    """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing).
+
+    With `hold`, a dataset output is finished but not published: the caller adds its side
+    outputs with `publish_output(output, {...})`."""
     workers = workers or default_workers()
+    stages = _with_output_stages(stages, output)
     row_schema = with_fields(inputs.schema, [f for s in stages for f in s.output_fields()])
     rejects = reject_schema(inputs.schema)
     fingerprint, input_parts = inputs.fingerprint()
     stage_configs = [{"stage": s.name, **s.config()} for s in stages]
-    read_options = dataclasses.asdict(inputs.options)
     manifest: dict[str, Any] = {
         "mmtok_version": mmtok.__version__,
         "command": command,
         "stages": stage_configs,
-        "read_options": read_options,
+        "read_options": dataclasses.asdict(inputs.options),
         "input_fingerprint": fingerprint,
         "inputs": input_parts,
     }
+    sink: DatasetSink | StdoutSink
     if output is None:  # summary only: rows are counted, not written
         sink = StdoutSink(stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))  # noqa: SIM115
     elif output.to_stdout:
         sink = StdoutSink(include_bytes=output.include_bytes, rejects_path=output.rejects_path)
     else:
-        run_key = {
-            "input_fingerprint": fingerprint,
-            "stages": stage_configs,
-            "read_options": read_options,
-            "shard_rows": output.shard_rows,
-            "shard_bytes": output.shard_bytes,
-        }
-        metadata = {
-            "mmtok_version": mmtok.__version__,
-            "mmtok_command": command,
-            "mmtok_stages": json.dumps(stage_configs),
-        }
-        sink = DatasetSink(
-            output.path,
-            row_schema,
-            rejects,
-            run_key=run_key,
-            metadata=metadata,
-            overwrite=output.overwrite,
-            resume=output.resume,
-            shard_rows=output.shard_rows,
-            shard_bytes=output.shard_bytes,
+        # the output stages are already in `stages`
+        sink = dataset_sink(
+            dataclasses.replace(output, include_bytes=False),
+            inputs,
+            stages,
+            command=command,
             shard_stats=shard_stats,
         )
     skip = sink.open()
@@ -128,8 +206,8 @@ def run_pipeline(
 
     started, t0, done_before = datetime.now(UTC), time.monotonic(), done
     chain = StageChain(stages, row_schema, rejects)
-    batches = ((b.rows, b.rejected, b.num_records) for b in islice(inputs.batches(), skip, None))
     try:
+        batches = _batches_after(inputs, skip, stages)
         for result in run_local(batches, chain, workers):
             sink.write(result.kept, result.rejected, result.num_records)
             for observer in observers:
@@ -162,7 +240,32 @@ def run_pipeline(
     }
     if notes := inputs.notes():
         manifest["notes"] = notes
-    return sink.finish(manifest)
+    if not isinstance(sink, DatasetSink):
+        return sink.finish(manifest)
+    try:
+        manifest = sink.finish(manifest)
+        if hold:
+            output.held = sink  # the command adds its side outputs, then `publish_output`
+            return manifest
+        return sink.publish()
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_while_finishing(output.path)) from None
+    finally:
+        if not hold:
+            sink._release()
+
+
+def _batches_after(
+    inputs: Inputs, skip: int, stages: list[Stage]
+) -> Iterator[tuple[pa.Table, pa.Table | None, int]]:
+    """The input batches a resumed run has left; stages that count rows learn how many the
+    skipped batches held (read, not processed)."""
+    batches = inputs.batches()
+    if skip:
+        rows = sum(b.rows.num_rows for b in islice(batches, skip))
+        for stage in stages:
+            stage.resume_after(rows)
+    return ((b.rows, b.rejected, b.num_records) for b in batches)
 
 
 def command_line() -> str:

@@ -42,6 +42,10 @@ class Stage:
     def process(self, rows: pa.Table) -> StageResult:
         raise NotImplementedError
 
+    def resume_after(self, rows: int) -> None:
+        """A resumed run skips the first `rows` rows (batches already written); a stage that
+        counts rows (dedup's writing pass) starts from there."""
+
 
 class RowStage(Stage):
     """A stage that looks at one row at a time.

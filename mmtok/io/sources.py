@@ -663,7 +663,9 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 def _source_for(path: str, options: ReadOptions) -> list[Source]:
     p = Path(path)
     if p.is_dir():
-        manifest = p / "manifest.json"
+        manifest = p / "__mmtok__" / "manifest.json"  # the new layout (mmtok.io.layout)
+        if not manifest.exists():
+            manifest = p / "manifest.json"
         if manifest.exists():
             with open(manifest) as f:
                 names = [

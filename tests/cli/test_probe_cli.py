@@ -58,7 +58,7 @@ def test_probe_json_summary_accounts_for_every_row(small_jsonl, tmp_path):
     }
     assert doc["formats"] == {"jpeg": 5, "png": 5, "webp": 1, "gif": 1, "tiff": 1}
     assert doc["percentiles_exact"] is True
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "__mmtok__" / "manifest.json").read_text())
     assert manifest["counts"] == counts and manifest["stages"][0]["decode_check"] is True
 
 
@@ -161,14 +161,14 @@ def many_rows(tmp_path):
 
 
 def _dataset_rows(out: Path):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
     rows = [
         r
         for f in manifest["files"]
         if f["kind"] == "rows"
         for r in pq.read_table(out / f["name"]).to_pylist()
     ]
-    return rows, pq.read_table(out / "rejects.parquet").to_pylist(), manifest
+    return rows, pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist(), manifest
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
