@@ -236,6 +236,11 @@ class DatasetSink:
             check_replaceable(out, self.shown)
             return
         complete = read_manifest(out) is not None
+        if complete and self.resume:
+            raise MmtokError(
+                f"output {self.shown} is already complete: nothing to resume",
+                hint="pass --overwrite to run it again",
+            )
         raise MmtokError(
             f"output {self.shown} already exists"
             + (" and is a complete mmtok output" if complete else " and is not an mmtok output"),
