@@ -119,6 +119,16 @@ def _take_lock(path: Path, out: str) -> IO[str]:
     return f
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _describe_holder(text: str) -> str:
     try:
         h = json.loads(text)
@@ -198,17 +208,34 @@ class DatasetSink:
     def check(self) -> None:
         """The checks `open` makes, without writing: run them before an expensive first pass."""
         check_not_input(self.shown, self.inputs)
+        self._clear_leftovers()
+        if self.root.exists():
+            with _take_lock(self.root / LOCK_FILE, self.shown):
+                pass  # not held by a running job
+            if not (self.resume or self.overwrite):
+                self._refuse_unfinished()
+            if self.resume:
+                return
+        self._check_existing_output(self.overwrite)
+
+    def _clear_leftovers(self) -> None:
+        """Remove what a killed run of ours left and no run holds: a staging folder whose
+        output was already published, or one killed while it was being created."""
+        for tmp in self.root.parent.glob(f"{self.root.name}.*"):
+            if not tmp.name.rsplit(".", 1)[-1].isdigit() or not tmp.is_dir():
+                continue
+            if not any(tmp.iterdir()):
+                if not _alive(int(tmp.name.rsplit(".", 1)[-1])):
+                    tmp.rmdir()
+            elif (tmp / LOCK_FILE).is_file():
+                with contextlib.suppress(MmtokError), _take_lock(tmp / LOCK_FILE, self.shown):
+                    shutil.rmtree(tmp)
         if self.root.exists():
             if not self._own_staging():
                 self._refuse_foreign_staging()
-            with _take_lock(self.root / LOCK_FILE, self.shown):
-                pass  # not held by a running job
-            if self.build.exists():
-                if not (self.resume or self.overwrite):
-                    self._refuse_unfinished()
-                if self.resume:
-                    return
-        self._check_existing_output(self.overwrite)
+            if not self.build.exists():  # published; a kill left only the staging's leftovers
+                self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
+                self._remove_staging()
 
     def _own_staging(self) -> bool:
         return (self.root / LOCK_FILE).is_file() or (self.root / STATE_FILE).is_file()
@@ -255,13 +282,10 @@ class DatasetSink:
         """Prepare the staging folder; returns how many input batches a resume skips."""
         check_not_input(self.shown, self.inputs)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._clear_leftovers()
         if self.root.exists():
-            if not self._own_staging():
-                self._refuse_foreign_staging()
             self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
-            if not self.build.exists():  # published; a kill left only the staging's leftovers
-                self._remove_staging()
-            elif self.resume:
+            if self.resume:
                 return self._resume()
             elif self.overwrite:
                 self._remove_staging()
