@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mmtok's main job on the bundled example images: what the same data costs under Llama 3's
 # fixed 4 x 336 px tiles, Qwen2-VL's dynamic resolution and Kimi-VL's MoonViT, before any GPU
-# hour is spent. Writes the per-row table, budget.json and the plot into out/budget/.
+# hour is spent. Writes the per-row table, __mmtok__/budget.json and the plot into out/budget/.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -136,3 +136,10 @@ def test_a_hugging_face_input_keeps_its_features(tmp_path):
     assert loaded.features["label"] == features["label"]
     assert isinstance(loaded.features["image"], datasets.Image)
     assert loaded[2]["label"] == 1 and loaded[2]["image"].size == (70, 50)
+
+
+def test_image_bytes_on_stdout_inlines_images_given_by_path(rows_jsonl):
+    result = runner.invoke(app, ["probe", str(rows_jsonl), "-o", "-", "--image-bytes", "-w", "1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 6 and all(r["image"].startswith("data:") for r in rows)
