@@ -27,6 +27,7 @@ from mmtok.engine.local import StageChain, default_workers, run_local
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.hf_features import inherited_features
+from mmtok.io.output_guard import read_manifest, real
 from mmtok.io.schema import reject_schema, with_fields
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
@@ -100,10 +101,30 @@ def dataset_sink(
     )
 
 
-def check_output(output: OutputOptions | None, inputs: Inputs) -> None:
+def check_output(output: OutputOptions | None, inputs: Inputs, more_inputs: list[str]) -> None:
     """Refuse a bad output before any work: an input, a foreign folder, a running job's."""
     if output is not None and not output.to_stdout:
-        dataset_sink(output, inputs, []).check()
+        sink = dataset_sink(output, inputs, [])
+        sink.inputs += more_inputs
+        sink.check()
+
+
+def finished_output(
+    output: OutputOptions, inputs: Inputs, stages: list[Stage]
+) -> dict[str, Any] | None:
+    """The manifest of `output.path` if it is a complete output of these inputs and stages
+    (a pass that need not run again), else None."""
+    manifest = read_manifest(real(output.path))
+    if manifest is None:
+        return None
+    configs = [{"stage": s.name, **s.config()} for s in _with_output_stages(stages, output)]
+    now = {
+        "input_fingerprint": inputs.fingerprint()[0],
+        "stages": configs,
+        "read_options": dataclasses.asdict(inputs.options),
+    }
+    now = json.loads(json.dumps(now, default=str))
+    return manifest if all(manifest.get(k) == v for k, v in now.items()) else None
 
 
 def _with_output_stages(stages: list[Stage], output: OutputOptions | None) -> list[Stage]:

@@ -66,17 +66,28 @@ def test_an_existing_output_is_refused_before_the_signature_pass(rows_jsonl, tmp
     assert calls["n"] == 0
 
 
-def test_an_interrupted_dedup_resumes_to_the_same_output(rows_jsonl, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("hit", "signed_on_resume"),
+    [(1, 600 - 256), (5, 0)],
+    ids=["in-the-signature-pass", "in-the-writing-pass"],
+)
+def test_an_interrupted_dedup_resumes_to_the_same_output(
+    rows_jsonl, tmp_path, monkeypatch, hit, signed_on_resume
+):
+    """Ctrl-C after the first batch of the signature pass (its commit 1 of 4), or of the
+    writing pass (commit 5): --resume signs only the rows not yet signed, and ends with the
+    output of an uninterrupted run."""
     assert dedup(str(rows_jsonl), "-o", str(tmp_path / "ref")).exit_code == 0
     reference = read(tmp_path / "ref")
     assert len(reference[0]) == 20 and {f"{SIDE_DIR}/clusters.parquet"} <= reference[4]
+    assert not list(tmp_path.glob(".ref.mmtok-*"))  # staging and signatures cleared
 
     hits = {"n": 0}
 
     def interrupt(step: str) -> None:
         if step == "committed":
             hits["n"] += 1
-            if hits["n"] == 1:  # after the first batch of the writing pass
+            if hits["n"] == hit:
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(sink_module, "crash_point", interrupt)
@@ -84,9 +95,18 @@ def test_an_interrupted_dedup_resumes_to_the_same_output(rows_jsonl, tmp_path, m
     assert result.exit_code == 130 and "--resume" in result.output
     monkeypatch.undo()
     assert not (tmp_path / "out").exists()
-    state = json.loads((tmp_path / ".out.mmtok-staging" / "state.json").read_text())
-    assert state["batches_done"] == 1  # the resume skips the first batch
+
+    signed = {"rows": 0}
+    original = SignatureStage.process
+
+    def counted(self, rows):
+        signed["rows"] += rows.num_rows
+        return original(self, rows)
+
+    monkeypatch.setattr(SignatureStage, "process", counted)
     result = dedup(str(rows_jsonl), "-o", str(tmp_path / "out"), "--resume")
     assert result.exit_code == 0, result.output
+    assert signed["rows"] == signed_on_resume
     rows, rejects, clusters, counts, side = read(tmp_path / "out")
     assert (rows, rejects, clusters, counts, side) == reference
+    assert not list(tmp_path.glob(".out.mmtok-*"))
