@@ -202,6 +202,11 @@ def dedup(
     source = o.build_inputs(inputs, image_col, text_col, id_col)
     check_output(out, source, against or [])  # before the signature pass: hours at scale
     store = signature_store(out)
+    if store is not None and store.exists() and not (resume or overwrite):
+        raise MmtokError(
+            f"an unfinished dedup left its signatures in {store}",
+            hint="pass --resume to continue it, or --overwrite to start again",
+        )
     t0 = time.monotonic()
     parts = [signatures(common, source, stage, reporter, False, "signatures", store, "input")]
     for i, ref in enumerate(against or []):

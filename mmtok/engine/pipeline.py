@@ -147,7 +147,7 @@ def publish_output(
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_while_finishing(output.path)) from None
     finally:
-        sink._release()
+        sink.release()
     output.held = None
 
 
@@ -273,7 +273,7 @@ def run_pipeline(
         raise Interrupted(_interrupted_while_finishing(output.path)) from None
     finally:
         if not hold:
-            sink._release()
+            sink.release()
 
 
 def _batches_after(

@@ -309,7 +309,7 @@ class DatasetSink:
                 path.unlink()
         with contextlib.suppress(OSError):
             root.rmdir()  # what is left was not written by mmtok, and stays
-        self._release()
+        self.release()
 
     def _create(self) -> None:
         # Build the staging folder under a private name with the lock taken, then rename it into
@@ -435,7 +435,14 @@ class DatasetSink:
         if self._writer is None:
             path = self.build / (self._part_name() + ".tmp")
             self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
-        table = pa.concat_tables(self._row_buffer).cast(self.row_write_schema)
+        # in slices, so the cast of image bytes to `binary` (32-bit offsets) never overflows
+        table = pa.Table.from_batches(
+            [
+                b.cast(self.row_write_schema)
+                for b in pa.concat_tables(self._row_buffer).to_batches(64)
+            ],
+            self.row_write_schema,
+        )
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
         crash_point("row-group")
         self._writer.write_table(table, row_group_size=self.row_group_rows)
@@ -483,9 +490,9 @@ class DatasetSink:
             with contextlib.suppress(Exception):
                 self._writer.close()
             self._writer = None
-        self._release()
+        self.release()
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self._lock is not None:
             self._lock.close()
             self._lock = None

@@ -95,6 +95,8 @@ def test_an_interrupted_dedup_resumes_to_the_same_output(
     assert result.exit_code == 130 and "--resume" in result.output
     monkeypatch.undo()
     assert not (tmp_path / "out").exists()
+    result = dedup(str(rows_jsonl), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "unfinished" in result.output and "--resume" in result.output
 
     signed = {"rows": 0}
     original = SignatureStage.process

@@ -106,7 +106,7 @@ def inject(monkeypatch, step: str, hit: int, fault: type[BaseException]) -> None
 
     monkeypatch.setattr(sink_module, "crash_point", crash_point)
     if fault is Killed:  # a killed process writes nothing more; the OS drops its lock
-        monkeypatch.setattr(DatasetSink, "abandon", DatasetSink._release)
+        monkeypatch.setattr(DatasetSink, "abandon", DatasetSink.release)
 
 
 STEPS = [
