@@ -133,3 +133,24 @@ def test_an_mmtok_output_as_input_cannot_be_its_own_output(photos, tmp_path):
     assert result.exit_code == 2 and "input" in result.output
     assert snapshot(out) == before
     assert not [n for n in os.listdir(tmp_path) if "staging" in n]
+
+
+def test_overwrite_replaces_an_output_in_the_old_layout(photos, tmp_path):
+    """Folders written before `__mmtok__/` (manifest and rejects at the top) are mmtok's too."""
+    import json
+    import shutil
+
+    out = tmp_path / "out"
+    assert probe(str(photos), "-o", str(out)).exit_code == 0
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
+    for f in manifest["files"]:
+        f["name"] = f["name"].removeprefix("__mmtok__/")
+    shutil.move(out / "__mmtok__" / "rejects.parquet", out / "rejects.parquet")
+    shutil.rmtree(out / "__mmtok__")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "notes.txt").write_text("mine")
+    result = probe(str(photos), "-o", str(out), "--overwrite")
+    assert result.exit_code == 2 and "notes.txt" in result.output
+    (out / "notes.txt").unlink()
+    assert probe(str(photos), "-o", str(out), "--overwrite").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["__mmtok__", "part-00000.parquet"]
