@@ -233,7 +233,8 @@ class DatasetSink:
         if self.root.exists():
             if not self._own_staging():
                 self._refuse_foreign_staging()
-            if not self.build.exists():  # published; a kill left only the staging's leftovers
+            published = not self.build.exists() and (self.root / LOCK_FILE).is_file()
+            if published:  # a kill after the rename left only the staging's leftovers
                 self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
                 self._remove_staging()
 
@@ -280,6 +281,13 @@ class DatasetSink:
 
     def open(self) -> int:
         """Prepare the staging folder; returns how many input batches a resume skips."""
+        try:
+            return self._open()
+        except BaseException:
+            self.release()  # a refused run holds no lock
+            raise
+
+    def _open(self) -> int:
         check_not_input(self.shown, self.inputs)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._clear_leftovers()
@@ -287,11 +295,9 @@ class DatasetSink:
             self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
             if self.resume:
                 return self._resume()
-            elif self.overwrite:
-                self._remove_staging()
-            else:
-                self._lock.close()
+            if not self.overwrite:
                 self._refuse_unfinished()
+            self._remove_staging()
         self._check_existing_output(self.overwrite)
         self._create()
         return 0
