@@ -189,7 +189,9 @@ def run_dedup(rows: Path, out: Path, *args: str) -> tuple[dict, float]:
 def found_pairs(out: Path) -> set[tuple[int, int]]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(out / "clusters.parquet", columns=["cluster_id", "id"]).to_pylist()
+    table = pq.read_table(
+        out / "__mmtok__" / "clusters.parquet", columns=["cluster_id", "id"]
+    ).to_pylist()
     clusters: dict[int, list[int]] = {}
     for r in table:
         clusters.setdefault(r["cluster_id"], []).append(int(r["id"][1:]))

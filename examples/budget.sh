@@ -3,7 +3,7 @@
 # fixed 4 x 336 px tiles, Qwen2-VL's dynamic resolution and Kimi-VL's MoonViT, before any GPU
 # hour is spent: tokens and bytes measured on the 37 rows, then projected to a billion samples
 # on 1,024 GPUs (training time, GPU-hours, bytes to read, read rate the loader must sustain).
-# Writes the per-row table, budget.json and the plot into out/budget/.
+# Writes the per-row table, __mmtok__/budget.json and the plot into out/budget/.
 set -euo pipefail
 cd "$(dirname "$0")"
 

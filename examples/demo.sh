@@ -7,9 +7,9 @@ cd "$(dirname "$0")"
 mmtok probe captions.jsonl -o out/probed --decode-check --overwrite
 
 echo
-echo "Rejected rows and why (out/probed/rejects.parquet):"
+echo "Rejected rows and why (out/probed/__mmtok__/rejects.parquet):"
 python - <<'PY'
 import pyarrow.parquet as pq
-for row in pq.read_table("out/probed/rejects.parquet", columns=["image", "reason", "message"]).to_pylist():
+for row in pq.read_table("out/probed/__mmtok__/rejects.parquet", columns=["image", "reason", "message"]).to_pylist():
     print(f"  {row['reason']:<14} {row['message']}")
 PY

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Annotated, Any
 
 import numpy as np
@@ -16,10 +15,11 @@ from mmtok.budget_report import render
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
-from mmtok.engine.pipeline import Observer
+from mmtok.engine.pipeline import Observer, publish_output
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.images.probe import SWAPS_SIDES
+from mmtok.io.layout import BUDGET_FILE
 from mmtok.io.sample import SampledInputs
 from mmtok.presets import get_preset, load_preset_file
 from mmtok.stages.budget import BudgetStage
@@ -224,6 +224,7 @@ def estimate_budget(
         [Observer(columns + list(presets), observe)],
         wrap_inputs=wrap if sample else None,
         shard_stats=ShardBudget(list(presets), context),
+        hold=True,  # budget.json goes into the folder before it is published
     )
     counts = manifest["counts"]
     total_rows = sampled[0].total_rows if sampled else counts["in"]
@@ -271,9 +272,7 @@ def estimate_budget(
     doc["comparison"] = b.comparison(doc["presets"])
     if plot:
         doc["plot"] = {"path": plot, "panels": _plot(plot, tallies, doc)}
-    if out is not None and not out.to_stdout:
-        with open(os.path.join(out.path, "budget.json"), "w") as f:
-            json.dump(doc, f, indent=2)
+    publish_output(out, {BUDGET_FILE: doc})
     reporter.result(doc, lambda console: render(console, doc))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,9 +19,21 @@ from mmtok.cli import options as o
 from mmtok.cli.output import Reporter, handle_errors
 from mmtok.dedup import KINDS, Clusters, Settings, Signatures, find_clusters
 from mmtok.engine.local import default_workers
-from mmtok.engine.pipeline import Observer, command_line, run_pipeline
+from mmtok.engine.pipeline import (
+    Observer,
+    OutputOptions,
+    check_output,
+    command_line,
+    finished_output,
+    publish_output,
+    run_pipeline,
+)
+from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
+from mmtok.io.output_guard import real, remove_output
 from mmtok.io.sources import Inputs
+from mmtok.stages.columns import KeepColumns
 from mmtok.stages.dedup import DedupStage
 from mmtok.stages.signature import SignatureStage
 from mmtok.text.minhash import CaptionBands
@@ -117,7 +131,7 @@ def dedup(
         str | None,
         typer.Option(
             "--clusters",
-            help="Where to write clusters.parquet (default: inside -o DIR).",
+            help="Where to write clusters.parquet (default: -o DIR/__mmtok__/).",
             rich_help_panel=DEDUP,
         ),
     ] = None,
@@ -125,6 +139,7 @@ def dedup(
     text_col: o.TextColOpt = "caption",
     id_col: o.IdColOpt = None,
     overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
     shard_rows: o.ShardRowsOpt = 50_000,
     shard_bytes: o.ShardBytesOpt = "512MB",
     image_bytes: o.ImageBytesOpt = False,
@@ -142,8 +157,10 @@ def dedup(
     only, over all inputs at once: clusters are transitive, and the kept row is chosen by
     --keep, so the output is the same on every run and with any number of workers.
 
-    Writes the kept rows; rejects.parquet with reason `duplicate` and a message naming the kept
-    row (`duplicate_of=<id> kind=near image_distance=4`); clusters.parquet; and the summary.
+    Writes the kept rows; __mmtok__/rejects.parquet with reason `duplicate` and a message
+    naming the kept row (`duplicate_of=<id> kind=near image_distance=4`);
+    __mmtok__/clusters.parquet; and the summary. The output folder is checked before the
+    signature pass; --resume continues a killed writing pass (signatures are computed again).
 
     [bold]Examples[/]
 
@@ -151,7 +168,7 @@ def dedup(
       mmtok dedup pairs.jsonl -o unique/ --by pair --keep longest-caption
       mmtok dedup train.jsonl -o clean/ --against eval.jsonl --mirror
     """
-    common = o.DatasetOptions.pick({**locals(), "resume": False})
+    common = o.DatasetOptions.pick(locals())
     settings = Settings(
         by=by.value,
         max_distance=max_distance,
@@ -163,7 +180,7 @@ def dedup(
     out = o.build_output(
         output,
         overwrite=overwrite,
-        resume=False,
+        resume=resume,
         shard_rows=shard_rows,
         shard_bytes=shard_bytes,
         image_bytes=image_bytes,
@@ -174,8 +191,6 @@ def dedup(
     if clusters_path:  # written after all passes: check it before the first
         o.writable_file(clusters_path, "--clusters", output)
     to_stdout = out.to_stdout
-    if clusters_path is None and not to_stdout:
-        clusters_path = f"{out.path.rstrip('/')}/clusters.parquet"
     reporter = Reporter(
         quiet=quiet,
         as_json=as_json,
@@ -188,11 +203,20 @@ def dedup(
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
     # one Inputs for both passes over the data: stdin is spooled once and read twice
     source = o.build_inputs(inputs, image_col, text_col, id_col)
+    check_output(out, source, against or [])  # before the signature pass: hours at scale
+    store = signature_store(out)
+    if store is not None and store.exists() and not (resume or overwrite):
+        raise MmtokError(
+            f"an unfinished dedup left its signatures in {store}",
+            hint="pass --resume to continue it, or --overwrite to start again",
+        )
     t0 = time.monotonic()
-    parts = [signatures(common, source, stage, reporter, False, "signatures")]
-    for ref in against or []:
+    parts = [signatures(common, source, stage, reporter, False, "signatures", store, "input")]
+    for i, ref in enumerate(against or []):
         refs = o.build_inputs([ref], image_col, text_col, id_col)
-        parts.append(signatures(common, refs, stage, reporter, True, f"signatures of {ref}"))
+        parts.append(
+            signatures(common, refs, stage, reporter, True, f"signatures of {ref}", store, str(i))
+        )
     sig = Signatures.concat(parts)
     t1 = time.monotonic()
     clusters = find_clusters(sig, settings)
@@ -206,9 +230,15 @@ def dedup(
             command=command_line(),
             on_start=on_start,
             on_progress=on_progress,
+            hold=True,
         )
-    if clusters_path:
-        pq.write_table(cluster_table(sig, clusters), clusters_path, compression="zstd")
+    table = cluster_table(sig, clusters)
+    if clusters_path:  # a path of the user's choice, outside the output's commit
+        pq.write_table(table, clusters_path, compression="zstd")
+    if not to_stdout:
+        publish_output(out, {} if clusters_path else {CLUSTERS_FILE: table})
+        clusters_path = clusters_path or str(Path(out.path, SIDE_DIR, CLUSTERS_FILE))
+        remove_signature_store(store)
     document = {
         "output": out.path,
         "clusters_file": clusters_path,
@@ -226,6 +256,24 @@ def dedup(
     reporter.result(document, lambda console: render(console, document))
 
 
+def signature_store(out: OutputOptions) -> Path | None:
+    """Where a dedup into a folder keeps its signature passes (beside the output, like its
+    staging folder), so that --resume does not compute them again."""
+    if out.to_stdout:
+        return None
+    target = real(out.path)
+    return target.parent / f".{target.name}.mmtok-signatures"
+
+
+def remove_signature_store(store: Path | None) -> None:
+    if store is None or not store.is_dir():
+        return
+    for child in store.iterdir():
+        remove_output(child)  # only the files of complete signature datasets
+    with contextlib.suppress(OSError):
+        store.rmdir()
+
+
 def signatures(
     common: o.DatasetOptions,
     source: Inputs,
@@ -233,17 +281,41 @@ def signatures(
     reporter: Reporter,
     reference: bool,
     description: str,
+    store: Path | None,
+    name: str,
 ) -> Signatures:
     """Pass 1 over one dataset: the signature columns of every row, in stream order. Each
-    batch becomes columnar signatures as it arrives, so no table of all rows is held."""
+    batch becomes columnar signatures as it arrives, so no table of all rows is held.
+
+    With an output folder, the signature columns are also written to `store/name` (a dataset
+    of their own, resumable like any output): a --resume after a kill continues this pass
+    where it stopped, or skips it when it was complete."""
     bands = stage.captions.bands if stage.captions else 0
     schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
     parts = [Signatures.from_table(schema.empty_table(), reference, bands)]
+    stages: list[Stage] = [stage]
+    sig_out = None
+    if store is not None:
+        store.mkdir(exist_ok=True)
+        sig_out = OutputOptions(
+            str(store / name),
+            overwrite=True,
+            resume=common.resume,
+            shard_rows=common.shard_rows,  # the commit points of this pass
+        )
+        stages.append(KeepColumns(SIGNATURE_COLUMNS))
+        done = finished_output(sig_out, source, stages) if common.resume else None
+        if done is not None:
+            for f in done["files"]:
+                if f["kind"] == "rows":
+                    table = pq.read_table(store / name / f["name"], columns=SIGNATURE_COLUMNS)
+                    parts.append(Signatures.from_table(table, reference, bands))
+            return Signatures.concat(parts)
     with reporter.progress(description) as (on_start, on_progress):
         run_pipeline(
             source,
-            [stage],
-            None,
+            stages,
+            sig_out,
             workers=common.workers,
             row_timeout=common.row_timeout,
             command=command_line(),

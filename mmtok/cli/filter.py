@@ -111,8 +111,8 @@ def filter_rows(
 
     Image rules read the header only (fast); --decode-check decodes every image. Rules run in
     a fixed order (header, vision tokens, caption) and the first rule a row breaks is its
-    reason. Dropped rows go to rejects.parquet with the reason code and the measured value in
-    the message (reason `too_small`, message `side=12 < min_side=64 (12x80)`).
+    reason. Dropped rows go to __mmtok__/rejects.parquet with the reason code and the measured
+    value in the message (reason `too_small`, message `side=12 < min_side=64 (12x80)`).
 
     [bold]Examples[/]
 
@@ -178,4 +178,5 @@ def render(console: Console, doc: dict[str, Any]) -> None:
     rules = ", ".join(f"{k}={v}" for k, v in doc["rules"].items())
     console.print(f"rules: {rules}", markup=False)
     if doc["output"]:
-        console.print(f"output: {doc['output']} (dropped rows in rejects.parquet)", markup=False)
+        where = f"{doc['output']} (dropped rows in __mmtok__/rejects.parquet)"
+        console.print(f"output: {where}", markup=False)

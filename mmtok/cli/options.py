@@ -85,7 +85,8 @@ ImageBytesOpt = Annotated[
     bool,
     typer.Option(
         "--image-bytes",
-        help="With -o -: inline image bytes as data URIs even when a path exists.",
+        help="Store each image's encoded bytes in the output (self-contained shards; data "
+        "URIs with -o -), even when the input gives a path.",
         rich_help_panel=IO_PANEL,
     ),
 ]
@@ -212,10 +213,10 @@ def build_output(
         return None
     if path == "-" and resume:
         raise MmtokError("--resume needs an output folder; stdout cannot be resumed")
-    if path != "-" and (image_bytes or rejects):
+    if path != "-" and rejects:
         raise MmtokError(
-            "--image-bytes and --rejects apply to -o - only",
-            hint="a dataset folder keeps images as given and rejects in rejects.parquet",
+            "--rejects applies to -o - only",
+            hint="a dataset folder keeps its rejects in __mmtok__/rejects.parquet",
         )
     return OutputOptions(
         path,
@@ -263,11 +264,13 @@ def run_dataset(
     batch_rows: int = 256,
     wrap_inputs: Callable[[Inputs], Any] | None = None,
     shard_stats: ShardStats | None = None,
+    hold: bool = False,
 ) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
     """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter).
 
     `batch_rows`: rows per unit of work; stages that make large rows (pixels) pass fewer, as
-    memory in flight is about 2 x workers x batch_rows rows."""
+    memory in flight is about 2 x workers x batch_rows rows. `hold`: the caller adds side
+    outputs and publishes the folder with `publish_output` (see `run_pipeline`)."""
     out = build_output(
         opts.output,
         overwrite=opts.overwrite,
@@ -298,6 +301,7 @@ def run_dataset(
             observers=observers,
             shard_stats=shard_stats,
             row_timeout=opts.row_timeout,
+            hold=hold,
         )
     if not (to_stdout and opts.rejects is None):  # else stderr carries the rejected rows
         for problem in inputs.problems():  # an input that gave no usable row: say why

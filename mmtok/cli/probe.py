@@ -60,7 +60,7 @@ def probe(
 
     Reads no pixels unless --decode-check is given. Writes the input rows plus the probe
     columns to -o (a dataset folder, or - for JSON Lines); unreadable images go to
-    rejects.parquet with a reason code. Without -o, prints the summary only.
+    __mmtok__/rejects.parquet with a reason code. Without -o, prints the summary only.
 
     [bold]Examples[/]
 

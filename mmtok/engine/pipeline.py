@@ -1,4 +1,9 @@
-"""One run: inputs -> stages -> sink, with row accounting, resume and a manifest."""
+"""One run: inputs -> stages -> sink, with row accounting, resume and a manifest.
+
+A dataset output is published when the run ends, unless the command asks to `hold` it: then
+the command adds its side outputs (clusters, budget report) and calls `publish_output`, so
+they are inside the folder, and listed in its manifest, before the folder appears.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -20,9 +25,12 @@ import mmtok
 from mmtok.engine.local import DEFAULT_ROW_TIMEOUT, StageChain, default_workers, run_local
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.hf_features import inherited_features
+from mmtok.io.output_guard import read_manifest, real
 from mmtok.io.schema import reject_schema, with_fields
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
+from mmtok.stages.image_bytes import InlineImageBytes
 
 
 class Interrupted(MmtokError):
@@ -36,12 +44,117 @@ class OutputOptions:
     resume: bool = False
     shard_rows: int = 50_000
     shard_bytes: int = 512 << 20
-    include_bytes: bool = False  # stdout only: inline image bytes even when a path exists
+    include_bytes: bool = False  # store the encoded image bytes even when a path exists
     rejects_path: str | None = None  # stdout only: where rejected rows go (default stderr)
+    held: DatasetSink | None = field(default=None, repr=False)  # finished, not yet published
 
     @property
     def to_stdout(self) -> bool:
         return self.path == "-"
+
+
+def input_paths(inputs: Inputs) -> list[str]:
+    """Every path a run reads: as given, and each file the inputs expanded to."""
+    given = [p for p in inputs.paths if p != "-" and os.path.exists(p)]
+    return given + [s.path for s in inputs.sources if s.kind != "stdin"]
+
+
+def dataset_sink(
+    output: OutputOptions,
+    inputs: Inputs,
+    stages: list[Stage],
+    *,
+    command: str = "",
+    shard_stats: ShardStats | None = None,
+    row_schema: pa.Schema | None = None,
+) -> DatasetSink:
+    """The sink of a run into a dataset folder (`output.path` is not `-`). `row_schema`: the
+    kept rows' schema when a device stage reshapes the workers' rows."""
+    stages = _with_output_stages(stages, output)
+    if row_schema is None:
+        row_schema = with_fields(inputs.schema, [f for s in stages for f in s.output_fields()])
+    stage_configs = [{"stage": s.name, **s.config()} for s in stages]
+    run_key = {
+        "input_fingerprint": inputs.fingerprint()[0],
+        "stages": stage_configs,
+        "read_options": dataclasses.asdict(inputs.options),
+        "shard_rows": output.shard_rows,
+        "shard_bytes": output.shard_bytes,
+    }
+    metadata = {
+        "mmtok_version": mmtok.__version__,
+        "mmtok_command": command,
+        "mmtok_stages": json.dumps(stage_configs),
+    }
+    parquet_inputs = [s.path for s in inputs.sources if s.path.endswith(".parquet")]
+    return DatasetSink(
+        output.path,
+        row_schema,
+        reject_schema(inputs.schema),
+        run_key=run_key,
+        metadata=metadata,
+        overwrite=output.overwrite,
+        resume=output.resume,
+        inputs=input_paths(inputs),
+        hf_features=inherited_features(parquet_inputs),
+        shard_rows=output.shard_rows,
+        shard_bytes=output.shard_bytes,
+        shard_stats=shard_stats,
+    )
+
+
+def check_output(output: OutputOptions | None, inputs: Inputs, more_inputs: list[str]) -> None:
+    """Refuse a bad output before any work: an input, a foreign folder, a running job's."""
+    if output is not None and not output.to_stdout:
+        sink = dataset_sink(output, inputs, [])
+        sink.inputs += more_inputs
+        sink.check()
+
+
+def finished_output(
+    output: OutputOptions, inputs: Inputs, stages: list[Stage]
+) -> dict[str, Any] | None:
+    """The manifest of `output.path` if it is a complete output of these inputs and stages
+    (a pass that need not run again), else None."""
+    manifest = read_manifest(real(output.path))
+    if manifest is None:
+        return None
+    configs = [{"stage": s.name, **s.config()} for s in _with_output_stages(stages, output)]
+    now = {
+        "input_fingerprint": inputs.fingerprint()[0],
+        "stages": configs,
+        "read_options": dataclasses.asdict(inputs.options),
+    }
+    now = json.loads(json.dumps(now, default=str))
+    return manifest if all(manifest.get(k) == v for k, v in now.items()) else None
+
+
+def _with_output_stages(stages: list[Stage], output: OutputOptions | None) -> list[Stage]:
+    if output is not None and output.include_bytes:
+        return [*stages, InlineImageBytes()]
+    return stages
+
+
+def publish_output(
+    output: OutputOptions | None, side_outputs: dict[str, pa.Table | dict[str, Any]]
+) -> None:
+    """Add side outputs to a held output and publish it (nothing to do for stdout or none)."""
+    sink = output.held if output is not None else None
+    if sink is None:
+        return
+    try:
+        for name, value in side_outputs.items():
+            sink.write_side(name, value)
+        sink.publish()
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_while_finishing(output.path)) from None
+    finally:
+        sink.release()
+    output.held = None
+
+
+def _interrupted_while_finishing(path: str) -> str:
+    return f"interrupted while finishing {path}; run the same command with --resume"
 
 
 @dataclass
@@ -67,54 +180,44 @@ def run_pipeline(
     observers: Iterable[Observer] = (),
     shard_stats: ShardStats | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
+    hold: bool = False,
 ) -> dict[str, Any]:
-    """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing)."""
+    """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing).
+
+    With `hold`, a dataset output is finished but not published: the caller adds its side
+    outputs with `publish_output(output, {...})`."""
     workers = workers or default_workers()
     # A device stage (a model) runs last, in this process, over the workers' results.
     device = stages[-1] if stages and hasattr(stages[-1], "run_stream") else None
-    cpu_stages = stages[:-1] if device else stages
+    cpu_stages = _with_output_stages(stages[:-1] if device else stages, output)
+    stages = [*cpu_stages, device] if device else cpu_stages
     worker_schema = with_fields(inputs.schema, [f for s in cpu_stages for f in s.output_fields()])
     row_schema = device.output_schema(worker_schema) if device else worker_schema
     rejects = reject_schema(inputs.schema)
     fingerprint, input_parts = inputs.fingerprint()
     stage_configs = [{"stage": s.name, **s.config()} for s in stages]
-    read_options = dataclasses.asdict(inputs.options)
     manifest: dict[str, Any] = {
         "mmtok_version": mmtok.__version__,
         "command": command,
         "stages": stage_configs,
-        "read_options": read_options,
+        "read_options": dataclasses.asdict(inputs.options),
         "input_fingerprint": fingerprint,
         "inputs": input_parts,
     }
+    sink: DatasetSink | StdoutSink
     if output is None:  # summary only: rows are counted, not written
         sink = StdoutSink(stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))  # noqa: SIM115
     elif output.to_stdout:
         sink = StdoutSink(include_bytes=output.include_bytes, rejects_path=output.rejects_path)
     else:
-        run_key = {
-            "input_fingerprint": fingerprint,
-            "stages": stage_configs,
-            "read_options": read_options,
-            "shard_rows": output.shard_rows,
-            "shard_bytes": output.shard_bytes,
-        }
-        metadata = {
-            "mmtok_version": mmtok.__version__,
-            "mmtok_command": command,
-            "mmtok_stages": json.dumps(stage_configs),
-        }
-        sink = DatasetSink(
-            output.path,
-            row_schema,
-            rejects,
-            run_key=run_key,
-            metadata=metadata,
-            overwrite=output.overwrite,
-            resume=output.resume,
-            shard_rows=output.shard_rows,
-            shard_bytes=output.shard_bytes,
+        # the output stages are already in `stages`
+        sink = dataset_sink(
+            dataclasses.replace(output, include_bytes=False),
+            inputs,
+            stages,
+            command=command,
             shard_stats=shard_stats,
+            row_schema=row_schema,
         )
     skip = sink.open()
     observers = list(observers)
@@ -132,8 +235,8 @@ def run_pipeline(
 
     started, t0, done_before = datetime.now(UTC), time.monotonic(), done
     chain = StageChain(cpu_stages, worker_schema, rejects)
-    batches = ((b.rows, b.rejected, b.num_records) for b in islice(inputs.batches(), skip, None))
     try:
+        batches = _batches_after(inputs, skip, stages)
         results = run_local(batches, chain, workers, row_timeout=row_timeout)
         for result in device.run_stream(results) if device else results:
             sink.write(result.kept, result.rejected, result.num_records)
@@ -161,7 +264,32 @@ def run_pipeline(
     }
     if notes := inputs.notes():
         manifest["notes"] = notes
-    return sink.finish(manifest)
+    if not isinstance(sink, DatasetSink):
+        return sink.finish(manifest)
+    try:
+        manifest = sink.finish(manifest)
+        if hold:
+            output.held = sink  # the command adds its side outputs, then `publish_output`
+            return manifest
+        return sink.publish()
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_while_finishing(output.path)) from None
+    finally:
+        if not hold:
+            sink.release()
+
+
+def _batches_after(
+    inputs: Inputs, skip: int, stages: list[Stage]
+) -> Iterator[tuple[pa.Table, pa.Table | None, int]]:
+    """The input batches a resumed run has left; stages that count rows learn how many the
+    skipped batches held (read, not processed)."""
+    batches = inputs.batches()
+    if skip:
+        rows = sum(b.rows.num_rows for b in islice(batches, skip))
+        for stage in stages:
+            stage.resume_after(rows)
+    return ((b.rows, b.rejected, b.num_records) for b in batches)
 
 
 def command_line() -> str:

@@ -48,6 +48,10 @@ class Stage:
     def process(self, rows: pa.Table) -> StageResult:
         raise NotImplementedError
 
+    def resume_after(self, rows: int) -> None:
+        """A resumed run skips the first `rows` rows (batches already written); a stage that
+        counts rows (dedup's writing pass) starts from there."""
+
 
 # Set by the executor inside a worker process: called after each row, so the parent can tell a
 # long batch (rows keep finishing) from a hung row (nothing finishes for --row-timeout seconds).

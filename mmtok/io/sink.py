@@ -1,21 +1,38 @@
-"""Sinks: a dataset directory (Parquet shards, rejects, manifest), or JSON Lines on stdout.
+"""Sinks: a dataset folder (Parquet shards, side outputs, manifest), or JSON Lines on stdout.
 
-The dataset sink writes into a staging directory next to the output and publishes it with a
-rename, so a killed run never leaves a directory that looks finished. It commits at batch
-boundaries: when a shard closes, the rejects so far are flushed and `state.json` records how
-many input batches are fully written. `--resume` skips exactly those batches.
+The dataset sink builds the output in a staging folder next to it and publishes it with one
+rename, so a folder with a manifest is always complete:
+
+    .OUT.mmtok-staging/       lock (pid, host, start time), state.json, rejects/ (chunks)
+    .OUT.mmtok-staging/out/   the output being built (the layout of `mmtok.io.layout`)
+
+Every step is ordered: write a `.tmp`, fsync, rename, and only then record it in `state.json`
+(itself replaced atomically). `--resume` drops whatever `state.json` does not list, so an
+interrupt or a kill -9 at any instant leaves either a run that resumes to the same rows or a
+complete output. Commits fall on input batch boundaries: when a shard closes, the rejects so
+far are flushed and `state.json` records how many input batches are fully written.
+
+Side outputs (clusters, budget report) are written into the staging folder and listed in the
+manifest before the rename. A lock on the staging folder keeps a second run (and its
+--overwrite) away from a running one.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -24,10 +41,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmtok.errors import MmtokError
+from mmtok.io.hf_features import hf_schema
+from mmtok.io.layout import MANIFEST_FILE, REJECTS_FILE, SIDE_DIR
+from mmtok.io.output_guard import (
+    check_not_input,
+    check_replaceable,
+    read_manifest,
+    real,
+    remove_output,
+)
 
 STATE_FILE = "state.json"
-MANIFEST_FILE = "manifest.json"
-REJECTS_FILE = "rejects.parquet"
+LOCK_FILE = "lock"
+STATE_VERSION = 2
+_PART = re.compile(r"^part-\d{5}\.parquet(\.tmp)?$")
+_CHUNK = re.compile(r"^chunk-\d{5}\.parquet(\.tmp)?$")
+
+
+def crash_point(step: str) -> None:
+    """A named step of the commit protocol. Does nothing; tests inject interrupts here."""
 
 
 def sha256_file(path: Path) -> str:
@@ -35,18 +67,74 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, so a rename never outlives its data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _replace(tmp, path)
 
 
 def reason_counts(rejected: pa.Table) -> Counter:
     counts = pc.value_counts(rejected.column("reason")).to_pylist()
     return Counter({c["values"]: c["counts"] for c in counts})
+
+
+def staging_path(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.mmtok-staging"
+
+
+def _take_lock(path: Path, out: str) -> IO[str]:
+    """Hold an exclusive lock on `path` for this process's life; who holds it is written in it."""
+    f = open(path, "a+")  # noqa: SIM115 -- held open for the whole run
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read()
+        f.close()
+        raise MmtokError(
+            f"another mmtok run is writing {out}: {_describe_holder(holder)}",
+            hint="wait for it to end, or stop it and continue with --resume",
+        ) from None
+    f.seek(0)
+    f.truncate()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}))
+    f.flush()
+    return f
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "a run that is starting"
 
 
 class ShardStats(Protocol):
@@ -60,7 +148,7 @@ class ShardStats(Protocol):
 
 
 class DatasetSink:
-    """Writes `part-NNNNN.parquet` shards, `rejects.parquet` and `manifest.json` into `out_dir`."""
+    """Writes `part-NNNNN.parquet` shards and `__mmtok__/` (manifest, rejects, side outputs)."""
 
     def __init__(
         self,
@@ -72,6 +160,8 @@ class DatasetSink:
         metadata: dict[str, str],
         overwrite: bool = False,
         resume: bool = False,
+        inputs: list[str] | None = None,
+        hf_features: dict[str, Any] | None = None,
         shard_rows: int = 50_000,
         shard_bytes: int = 512 << 20,
         row_group_rows: int = 8_192,
@@ -79,95 +169,242 @@ class DatasetSink:
         reject_commit_rows: int = 20_000,
         shard_stats: ShardStats | None = None,
     ):
-        self.out_dir = Path(out_dir).absolute()
-        self.staging = self.out_dir.parent / f".{self.out_dir.name}.mmtok-staging"
+        self.shown = str(out_dir)
+        self.out_dir = real(out_dir)  # a symlinked -o writes where the link points
+        self.root = staging_path(self.out_dir)
+        self.build = self.root / "out"
+        self.inputs = inputs or []
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
-        self.row_schema = row_schema.with_metadata(self.metadata)
-        self.reject_schema = reject_schema.with_metadata(self.metadata)
-        self.run_key = run_key  # what must match for a resume: inputs, config, sharding
+        self.row_schema = row_schema
+        self.reject_schema = reject_schema
+        # what is written: the image column in the `datasets` Image layout, with its features
+        self.row_write_schema = hf_schema(row_schema.with_metadata(self.metadata), hf_features)
+        self.reject_write_schema = hf_schema(
+            reject_schema.with_metadata(self.metadata), hf_features
+        )
+        self.run_key = json.loads(json.dumps(run_key, default=str))  # as state.json holds it
         self.overwrite, self.resume = overwrite, resume
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.row_group_rows, self.row_group_bytes = row_group_rows, row_group_bytes
         self.shard_stats = shard_stats
-        self._buffered_bytes = 0
         self.reject_commit_rows = reject_commit_rows
+        self._lock: IO[str] | None = None
+        self._busy = False  # inside write/commit: an interrupt here leaves buffers half-done
+        self._reset_buffers()
+        self._manifest: dict[str, Any] | None = None
+        self._side_files: list[dict[str, Any]] = []
+
+    def _reset_buffers(self) -> None:
         self._writer: pq.ParquetWriter | None = None
         self._open_rows = self._open_bytes = 0
         self._row_buffer: list[pa.Table] = []
-        self._buffered_rows = 0
+        self._buffered_rows = self._buffered_bytes = 0
         self._pending_rejects: list[pa.Table] = []
         self._pending_reject_rows = 0
-        self._batches_since_commit = 0
-        self._records_since_commit = 0
+        self._batches_since_commit = self._records_since_commit = 0
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The checks `open` makes, without writing: run them before an expensive first pass."""
+        check_not_input(self.shown, self.inputs)
+        self._clear_leftovers()
+        if self.root.exists():
+            with _take_lock(self.root / LOCK_FILE, self.shown):
+                pass  # not held by a running job
+            if not (self.resume or self.overwrite):
+                self._refuse_unfinished()
+            if self.resume:
+                return
+        self._check_existing_output(self.overwrite)
+
+    def _clear_leftovers(self) -> None:
+        """Remove what a killed run of ours left and no run holds: a staging folder whose
+        output was already published, or one killed while it was being created."""
+        for tmp in self.root.parent.glob(f"{self.root.name}.*"):
+            if not tmp.name.rsplit(".", 1)[-1].isdigit() or not tmp.is_dir():
+                continue
+            if not any(tmp.iterdir()):
+                if not _alive(int(tmp.name.rsplit(".", 1)[-1])):
+                    tmp.rmdir()
+            elif (tmp / LOCK_FILE).is_file():
+                with contextlib.suppress(MmtokError), _take_lock(tmp / LOCK_FILE, self.shown):
+                    shutil.rmtree(tmp)
+        if self.root.exists():
+            if not self._own_staging():
+                self._refuse_foreign_staging()
+            published = not self.build.exists() and (self.root / LOCK_FILE).is_file()
+            if published:  # a kill after the rename left only the staging's leftovers
+                self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
+                self._remove_staging()
+
+    def _own_staging(self) -> bool:
+        return (self.root / LOCK_FILE).is_file() or (self.root / STATE_FILE).is_file()
+
+    def _refuse_foreign_staging(self) -> None:
+        raise MmtokError(
+            f"{self.root} exists and was not written by mmtok", hint="move it away or rename it"
+        )
+
+    def _refuse_unfinished(self) -> None:
+        raise MmtokError(
+            f"an unfinished run left {self.root}",
+            hint="pass --resume to continue it, or --overwrite to start again",
+        )
+
+    def _check_existing_output(self, replace: bool) -> None:
+        out = self.out_dir
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise MmtokError(f"output {self.shown} is a file", hint="choose a folder for -o")
+        if not any(out.iterdir()):
+            return  # an empty folder: nothing to lose
+        if replace:
+            check_replaceable(out, self.shown)
+            return
+        complete = read_manifest(out) is not None
+        if complete and self.resume:
+            raise MmtokError(
+                f"output {self.shown} is already complete: nothing to resume",
+                hint="pass --overwrite to run it again",
+            )
+        raise MmtokError(
+            f"output {self.shown} already exists"
+            + (" and is a complete mmtok output" if complete else " and is not an mmtok output"),
+            hint="pass --overwrite to replace it, or choose another -o"
+            if complete
+            else "choose a new folder for -o",
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> int:
-        """Prepare the staging directory; returns how many input batches a resume skips."""
+        """Prepare the staging folder; returns how many input batches a resume skips."""
+        try:
+            return self._open()
+        except BaseException:
+            self.release()  # a refused run holds no lock
+            raise
+
+    def _open(self) -> int:
+        check_not_input(self.shown, self.inputs)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        if self.out_dir.exists() and not self.overwrite:
-            done = (self.out_dir / MANIFEST_FILE).exists()
-            raise MmtokError(
-                f"output {self.out_dir} already exists" + (" and is complete" if done else ""),
-                hint="pass --overwrite to replace it, or choose another -o",
-            )
-        if self.staging.exists():
+        self._clear_leftovers()
+        if self.root.exists():
+            self._lock = _take_lock(self.root / LOCK_FILE, self.shown)
             if self.resume:
-                return self._load_state()
+                return self._resume()
             if not self.overwrite:
-                raise MmtokError(
-                    f"an unfinished run left {self.staging}",
-                    hint="pass --resume to continue it, or --overwrite to start again",
-                )
-            shutil.rmtree(self.staging)
-        self.staging.mkdir()
-        (self.staging / "rejects").mkdir()
+                self._refuse_unfinished()
+            self._remove_staging()
+        self._check_existing_output(self.overwrite)
+        self._create()
+        return 0
+
+    def _remove_staging(self) -> None:
+        """Delete a staging folder no run holds, entry by entry: only names mmtok writes."""
+        root = self.root
+        for name in ("out", "rejects"):
+            if (root / name).is_dir() and not (root / name).is_symlink():
+                shutil.rmtree(root / name)
+        if (root / "replaced").is_dir():
+            remove_output(root / "replaced")
+        for path in root.iterdir():
+            if path.name in (STATE_FILE, STATE_FILE + ".tmp", LOCK_FILE) or _PART.match(path.name):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            root.rmdir()  # what is left was not written by mmtok, and stays
+        self.release()
+
+    def _create(self) -> None:
+        # Build the staging folder under a private name with the lock taken, then rename it into
+        # place: a second run either sees no staging or one whose lock is already held.
+        tmp = self.root.with_name(f"{self.root.name}.{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)  # our own pid's leftover
+        tmp.mkdir()
+        lock = _take_lock(tmp / LOCK_FILE, self.shown)
+        (tmp / "rejects").mkdir()
+        (tmp / "out" / SIDE_DIR).mkdir(parents=True)
         self.state = {
+            "version": STATE_VERSION,
             "run_key": self.run_key,
+            "replace": self.overwrite,
             "batches_done": 0,
             "records_done": 0,
             "parts": [],
             "reject_chunks": [],
             "resumed": 0,
         }
-        _write_json_atomic(self.staging / STATE_FILE, self.state)
-        return 0
-
-    def _load_state(self) -> int:
+        _write_json_atomic(tmp / STATE_FILE, self.state)
         try:
-            with open(self.staging / STATE_FILE) as f:
-                state = json.load(f)
+            os.rename(tmp, self.root)
+        except OSError:
+            shutil.rmtree(tmp)
+            lock.close()
+            with _take_lock(self.root / LOCK_FILE, self.shown):
+                pass
+            raise MmtokError(f"another mmtok run started writing {self.shown}") from None
+        self._lock = lock
+
+    def _resume(self) -> int:
+        try:
+            state = json.loads((self.root / STATE_FILE).read_text())
         except (OSError, ValueError) as e:
             raise MmtokError(
-                f"cannot resume: {self.staging / STATE_FILE} is unreadable ({e})",
+                f"cannot resume: {self.root / STATE_FILE} is unreadable ({e})",
                 hint="pass --overwrite to start again",
             ) from None
-        if state["run_key"] != json.loads(json.dumps(self.run_key, default=str)):
+        if state.get("version") != STATE_VERSION:
+            raise MmtokError(
+                f"cannot resume: {self.root} was left by another version of mmtok",
+                hint="pass --overwrite to start again",
+            )
+        if state["run_key"] != self.run_key:
             raise MmtokError(
                 "cannot resume: the inputs or settings differ from the run that was killed",
                 hint="run the same command again with --resume, or --overwrite to start again",
             )
-        # Anything not recorded in the state was written after the last commit: drop it.
-        keep = {p["name"] for p in state["parts"]} | {STATE_FILE, "rejects"}
-        for path in self.staging.iterdir():
-            if path.name not in keep:
+        self.overwrite = self.overwrite or state["replace"]
+        if self.out_dir.exists() and (self.root / "replaced").exists():
+            raise MmtokError(f"cannot resume: {self.shown} reappeared while it was replaced")
+        self._check_existing_output(self.overwrite)
+        # Anything the state does not list was written after the last commit: drop it. Only
+        # names mmtok writes are touched; the side folder is rebuilt by finish and publish.
+        parts = {p["name"] for p in state["parts"]}
+        for path in self.build.iterdir():
+            if _PART.match(path.name) and path.name not in parts:
+                path.unlink()
+        missing = [n for n in parts if not (self.build / n).is_file()]
+        if missing:
+            raise MmtokError(
+                f"cannot resume: {self.build / missing[0]} is gone",
+                hint="pass --overwrite to start again",
+            )
+        side = self.build / SIDE_DIR
+        side.mkdir(exist_ok=True)
+        for path in side.iterdir():
+            if path.is_file():
                 path.unlink()
         chunks = set(state["reject_chunks"])
-        for path in (self.staging / "rejects").iterdir():
-            if path.name not in chunks:
+        for path in (self.root / "rejects").iterdir():
+            if _CHUNK.match(path.name) and path.name not in chunks:
                 path.unlink()
         state["resumed"] += 1
+        _write_json_atomic(self.root / STATE_FILE, state)
         self.state = state
         return state["batches_done"]
 
     def committed_parts(self) -> Iterator[Path]:
         """Part files finished before this run started (for summaries of a resumed run)."""
         for part in self.state["parts"]:
-            yield self.staging / part["name"]
+            yield self.build / part["name"]
 
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
+        self._busy = True  # stays set if this raises: `abandon` must not commit half a write
         if kept.num_rows:
             if self.shard_stats is not None:
                 self.shard_stats.add(kept)
@@ -193,6 +430,7 @@ class DatasetSink:
             or self._pending_reject_rows >= self.reject_commit_rows
         ):
             self.commit()
+        self._busy = False
 
     def _part_name(self) -> str:
         return f"part-{len(self.state['parts']):05d}.parquet"
@@ -201,56 +439,88 @@ class DatasetSink:
         if not self._row_buffer:
             return
         if self._writer is None:
-            path = self.staging / (self._part_name() + ".tmp")
-            self._writer = pq.ParquetWriter(path, self.row_schema, compression="zstd")
-        self._writer.write_table(
-            pa.concat_tables(self._row_buffer), row_group_size=self.row_group_rows
+            path = self.build / (self._part_name() + ".tmp")
+            self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
+        # in slices, so the cast of image bytes to `binary` (32-bit offsets) never overflows
+        table = pa.Table.from_batches(
+            [
+                b.cast(self.row_write_schema)
+                for b in pa.concat_tables(self._row_buffer).to_batches(64)
+            ],
+            self.row_write_schema,
         )
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
+        crash_point("row-group")
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
 
     def commit(self) -> None:
-        """Make everything written so far durable and record it in the state file."""
+        """Make everything written so far durable, then record it in the state file."""
+        self._busy = True
         self._flush_row_group()
+        state = copy.deepcopy(self.state)
         if self._writer is not None:
             if self.shard_stats is not None:
                 self._writer.add_key_value_metadata(self.shard_stats.take())
             self._writer.close()
             self._writer = None
             name = self._part_name()
-            os.replace(self.staging / (name + ".tmp"), self.staging / name)
-            self.state["parts"].append({"name": name, "rows": self._open_rows})
-        self._open_rows = self._open_bytes = 0
+            crash_point("part-closed")
+            _replace(self.build / (name + ".tmp"), self.build / name)
+            crash_point("part-renamed")
+            state["parts"].append({"name": name, "rows": self._open_rows})
         if self._pending_rejects:
-            name = f"chunk-{len(self.state['reject_chunks']):05d}.parquet"
-            tmp = self.staging / "rejects" / (name + ".tmp")
+            name = f"chunk-{len(state['reject_chunks']):05d}.parquet"
+            tmp = self.root / "rejects" / (name + ".tmp")
             pq.write_table(pa.concat_tables(self._pending_rejects), tmp, compression="zstd")
-            os.replace(tmp, self.staging / "rejects" / name)
-            self.state["reject_chunks"].append(name)
-            self._pending_rejects, self._pending_reject_rows = [], 0
-        self.state["batches_done"] += self._batches_since_commit
-        self.state["records_done"] += self._records_since_commit
-        self._batches_since_commit = self._records_since_commit = 0
-        _write_json_atomic(self.staging / STATE_FILE, self.state)
+            crash_point("chunk-written")
+            _replace(tmp, self.root / "rejects" / name)
+            crash_point("chunk-renamed")
+            state["reject_chunks"].append(name)
+        state["batches_done"] += self._batches_since_commit
+        state["records_done"] += self._records_since_commit
+        _write_json_atomic(self.root / STATE_FILE, state)
+        self.state = state
+        self._reset_buffers()
+        crash_point("committed")
+        self._busy = False
 
     def abandon(self) -> None:
-        """Stop after an interruption: commit what is complete and leave staging for --resume."""
-        if self._writer is not None or self._row_buffer or self._pending_rejects:
-            self.commit()
+        """Stop after an interruption or error: commit what is complete, keep staging for
+        --resume. After an interrupt inside `write` or `commit`, the buffers are in an unknown
+        state: they are dropped instead, and --resume redoes the batches since the last commit."""
+        if not self._busy:
+            # a second Ctrl-C inside this commit: the state file is still the last one written
+            with contextlib.suppress(KeyboardInterrupt):
+                self.commit()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- finishing ---------------------------------------------------------------------------
 
     def finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Merge rejects, write the manifest and publish the directory; returns the manifest."""
+        """Commit, merge the rejects and count everything; returns the manifest. The output is
+        published by `publish`, after the command has added its side outputs."""
         self.commit()
+        crash_point("finish")
+        side = self.build / SIDE_DIR
         reject_counts: Counter = Counter()
-        with pq.ParquetWriter(
-            self.staging / REJECTS_FILE, self.reject_schema, compression="zstd"
-        ) as w:
+        tmp = side / (REJECTS_FILE + ".tmp")
+        with pq.ParquetWriter(tmp, self.reject_write_schema, compression="zstd") as w:
             for name in self.state["reject_chunks"]:
-                table = pq.read_table(self.staging / "rejects" / name).cast(self.reject_schema)
+                table = pq.read_table(self.root / "rejects" / name)
+                table = table.cast(self.reject_schema).cast(self.reject_write_schema)
                 reject_counts += reason_counts(table)
                 w.write_table(table, row_group_size=self.row_group_rows)
-        shutil.rmtree(self.staging / "rejects")
+        _replace(tmp, side / REJECTS_FILE)
+        crash_point("rejects-merged")
         rows_out = sum(p["rows"] for p in self.state["parts"])
         rejected = sum(reject_counts.values())
         files = [
@@ -258,16 +528,16 @@ class DatasetSink:
                 "name": p["name"],
                 "kind": "rows",
                 "rows": p["rows"],
-                "sha256": sha256_file(self.staging / p["name"]),
+                "sha256": sha256_file(self.build / p["name"]),
             }
             for p in self.state["parts"]
         ]
         files.append(
             {
-                "name": REJECTS_FILE,
+                "name": f"{SIDE_DIR}/{REJECTS_FILE}",
                 "kind": "rejects",
                 "rows": rejected,
-                "sha256": sha256_file(self.staging / REJECTS_FILE),
+                "sha256": sha256_file(side / REJECTS_FILE),
             }
         )
         manifest = {
@@ -283,19 +553,44 @@ class DatasetSink:
         }
         if manifest["counts"]["in"] != rows_out + rejected:
             raise AssertionError(f"row accounting broken: {manifest['counts']}")  # a bug, not data
-        (self.staging / STATE_FILE).unlink()
-        _write_json_atomic(self.staging / MANIFEST_FILE, manifest)
-        self._publish()
+        self._manifest = manifest
         return manifest
 
-    def _publish(self) -> None:
-        old = None
+    def write_side(self, name: str, value: pa.Table | dict[str, Any]) -> None:
+        """A side output (`clusters.parquet`, `budget.json`) into the staging side folder."""
+        path = self.build / SIDE_DIR / name
+        tmp = path.with_name(name + ".tmp")
+        entry: dict[str, Any] = {"name": f"{SIDE_DIR}/{name}", "kind": name.split(".")[0]}
+        if isinstance(value, pa.Table):
+            pq.write_table(value, tmp, compression="zstd")
+            entry["rows"] = value.num_rows
+        else:
+            with open(tmp, "w") as f:
+                json.dump(value, f, indent=2, default=str)
+        _replace(tmp, path)
+        entry["sha256"] = sha256_file(path)
+        self._side_files = [f for f in self._side_files if f["name"] != entry["name"]] + [entry]
+        crash_point("side-written")
+
+    def publish(self) -> dict[str, Any]:
+        """Write the manifest and rename the staged output into place; returns the manifest."""
+        assert self._manifest is not None, "publish() before finish()"
+        manifest = {**self._manifest, "files": self._manifest["files"] + self._side_files}
+        _write_json_atomic(self.build / SIDE_DIR / MANIFEST_FILE, manifest)
+        crash_point("manifest-written")
+        replaced = self.root / "replaced"
         if self.out_dir.exists():
-            old = self.out_dir.parent / f".{self.out_dir.name}.mmtok-old-{os.getpid()}"
-            os.replace(self.out_dir, old)
-        os.replace(self.staging, self.out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if any(self.out_dir.iterdir()):
+                check_replaceable(self.out_dir, self.shown)  # checked at open; check again
+                os.replace(self.out_dir, replaced)
+                crash_point("old-moved")
+            else:
+                self.out_dir.rmdir()
+        os.replace(self.build, self.out_dir)
+        _fsync(self.out_dir.parent)
+        crash_point("published")
+        self._remove_staging()
+        return manifest
 
 
 def _json_value(value: Any) -> Any:

@@ -30,6 +30,9 @@ class DedupStage(Stage):
     def config(self) -> dict[str, Any]:
         return {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
 
+    def resume_after(self, rows: int) -> None:
+        self.offset = rows
+
     def process(self, rows: pa.Table) -> StageResult:
         start, n = self.offset, rows.num_rows
         self.offset += n

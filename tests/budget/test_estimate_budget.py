@@ -188,13 +188,18 @@ def test_outputs_rejects_plot_and_shard_metadata(tmp_path, dataset, image_files)
         == 2 * doc["presets"]["emu3"]["total_image_tokens"]
     )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and doc["plot"]["panels"] == 5
-    assert json.loads((out / "budget.json").read_text())["presets"].keys() == {"mllama", "emu3"}
+    assert json.loads((out / "__mmtok__" / "budget.json").read_text())["presets"].keys() == {
+        "mllama",
+        "emu3",
+    }
     meta = pq.read_metadata(out / "part-00000.parquet").metadata
     shard = json.loads(meta[b"mmtok_budget"])
     assert shard["mllama"]["image_tokens"] == doc["presets"]["mllama"]["total_image_tokens"]
     table = pq.read_table(out / "part-00000.parquet")
     assert table.column("mllama").combine_chunks().field("image_tokens").to_pylist()[0] > 0
-    reasons = {r["reason"] for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    reasons = {
+        r["reason"] for r in pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
+    }
     assert reasons == {"empty_file", "truncated", "missing_file"}
 
 

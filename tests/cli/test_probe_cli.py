@@ -61,7 +61,7 @@ def test_probe_json_summary_accounts_for_every_row(small_jsonl, tmp_path):
     # pixel and byte counts have percentiles that occur, never 172.5 px
     for name in ("width", "height", "file_bytes"):
         assert all(type(v) is int for v in doc["percentiles"][name].values()), doc["percentiles"]
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "__mmtok__" / "manifest.json").read_text())
     assert manifest["counts"] == counts and manifest["stages"][0]["decode_check"] is True
 
 
@@ -164,14 +164,14 @@ def many_rows(tmp_path):
 
 
 def _dataset_rows(out: Path):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
     rows = [
         r
         for f in manifest["files"]
         if f["kind"] == "rows"
         for r in pq.read_table(out / f["name"]).to_pylist()
     ]
-    return rows, pq.read_table(out / "rejects.parquet").to_pylist(), manifest
+    return rows, pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist(), manifest
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])

@@ -25,7 +25,7 @@ def tile_rows(tmp_path, image_files, names, *args):
     result = runner.invoke(app, ["tile", str(source), "-o", str(out), "--json", "-w", "1", *args])
     assert result.exit_code == 0, result.output
     rows = {r["caption"]: r for r in pq.read_table(out / "part-00000.parquet").to_pylist()}
-    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
     return json.loads(result.stdout), rows, rejects
 
 
@@ -155,7 +155,7 @@ def test_emit_tiles_writes_the_pixels_png_and_raw_alike(tmp_path, image_files):
     # EXIF 6: the stored 640x480 is shown as 480x640, whose exact ratio is 3 cols x 4 rows
     exif = raw_rows["exif6_640x480.jpg"]
     assert (exif["grid_rows"], exif["grid_cols"], exif["num_tiles"]) == (4, 3, 13)
-    manifest = json.loads((tmp_path / "raw" / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "raw" / "out" / "__mmtok__" / "manifest.json").read_text())
     tiles_stage = manifest["stages"][-1]
     assert tiles_stage["stage"] == "tiles" and tiles_stage["tile_format"] == "raw"
     assert tiles_stage["pixels"] == {"resample": "bicubic"}

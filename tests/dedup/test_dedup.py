@@ -87,8 +87,10 @@ def run(source, out, *args, workers="1"):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     kept = pq.read_table(Path(out) / "part-00000.parquet").column("id").to_pylist()
-    rejects = {r["id"]: r for r in pq.read_table(Path(out) / "rejects.parquet").to_pylist()}
-    clusters = pq.read_table(Path(out) / "clusters.parquet").to_pylist()
+    rejects = {
+        r["id"]: r for r in pq.read_table(Path(out) / "__mmtok__" / "rejects.parquet").to_pylist()
+    }
+    clusters = pq.read_table(Path(out) / "__mmtok__" / "clusters.parquet").to_pylist()
     groups: dict[int, set] = {}
     for c in clusters:
         groups.setdefault(c["cluster_id"], set()).add(c["id"])
@@ -144,7 +146,11 @@ def test_same_output_with_one_and_two_workers(dataset, tmp_path):
         outputs.append(
             [
                 pq.read_table(out / name).drop_columns([]).to_pylist()
-                for name in ("part-00000.parquet", "rejects.parquet", "clusters.parquet")
+                for name in (
+                    "part-00000.parquet",
+                    "__mmtok__/rejects.parquet",
+                    "__mmtok__/clusters.parquet",
+                )
             ]
         )
     assert outputs[0] == outputs[1]

@@ -26,10 +26,10 @@ def mixed_jsonl(tmp_path, image_files):
 
 
 def read_dataset(out):
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
     parts = [pq.read_table(out / f["name"]) for f in manifest["files"] if f["kind"] == "rows"]
     rows = [r for t in parts for r in t.to_pylist()]
-    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
     return manifest, rows, rejects
 
 

@@ -187,14 +187,14 @@ def test_filter_end_to_end(pairs, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     kept = pq.read_table(out / "part-00000.parquet").column("id").to_pylist()
-    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
     assert kept == [i for i, r in fates.items() if r is None]
     assert {r["id"]: r["reason"] for r in rejects} == {i: r for i, r in fates.items() if r}
     assert doc["counts"]["in"] == len(kept) + len(rejects) == len(fates)
     message = {r["id"]: r["message"] for r in rejects}
     assert message["r1"].startswith("side=40 < min_side=64")
     assert message["r7"].startswith("lang=zh p_not_wanted=")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
     stage = next(s for s in manifest["stages"] if s["stage"] == "filter")
     assert stage["rules"]["max_tokens"] == 1000 and stage["rules"]["lang"] == ["en"]
 
