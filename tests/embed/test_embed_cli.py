@@ -31,8 +31,8 @@ F16_TOL = 1e-3
 
 
 def side(out, name):
-    """A side file of an output folder (under __mmtok__/, or at the top in the older layout)."""
-    return out / SIDE_DIR / name if (out / SIDE_DIR / name).exists() else out / name
+    """A side file of an output folder (under __mmtok__/)."""
+    return out / SIDE_DIR / name
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def run(tmp_path, rows, workers, name="out", **kwargs):
         if f["kind"] == "rows"
         for r in pq.read_table(out / f["name"]).to_pylist()
     ]
-    return manifest, kept, pq.read_table(out / "rejects.parquet").to_pylist()
+    return manifest, kept, pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -199,7 +199,7 @@ def test_only_regular_files_are_opened_as_images(special_files, tmp_path, comman
         timeout=120,  # the old code blocked on the FIFO forever
     )
     assert result.returncode == 0, result.stderr
-    rejects = {r["id"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    rejects = {r["id"]: r for r in pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()}
     assert set(rejects) == set(EXPECTED)
     for row_id, kind in EXPECTED.items():
         assert rejects[row_id]["reason"] == "read_error"
@@ -306,7 +306,7 @@ def test_ctrl_c_exits_at_once_leaves_no_worker_and_the_folder_resumes(
         check=True,
         env={**os.environ, "POISON_HANG": "0"},
     )
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "__mmtok__" / "manifest.json").read_text())
     assert manifest["counts"]["out"] == 40
 
 

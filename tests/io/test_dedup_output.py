@@ -59,6 +59,7 @@ def test_an_existing_output_is_refused_before_the_signature_pass(rows_jsonl, tmp
         return original(self, rows)
 
     monkeypatch.setattr(SignatureStage, "process", counted)
+    monkeypatch.setattr(SignatureStage, "isolate", False)  # counted in this process
     result = dedup(str(rows_jsonl), "-o", str(out))
     assert result.exit_code == 2 and "already exists" in result.output
     result = dedup(str(rows_jsonl), "-o", str(rows_jsonl.parent), "--overwrite")
@@ -106,6 +107,8 @@ def test_an_interrupted_dedup_resumes_to_the_same_output(
         return original(self, rows)
 
     monkeypatch.setattr(SignatureStage, "process", counted)
+    # in this process, so the count is seen (one worker would otherwise isolate it in a child)
+    monkeypatch.setattr(SignatureStage, "isolate", False)
     result = dedup(str(rows_jsonl), "-o", str(tmp_path / "out"), "--resume")
     assert result.exit_code == 0, result.output
     assert signed["rows"] == signed_on_resume
