@@ -6,6 +6,7 @@ This module imports no torch: the model is resolved, checked and loaded inside t
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -15,9 +16,10 @@ from rich.table import Table
 
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
-from mmtok.engine.pipeline import Observer
+from mmtok.engine.pipeline import Observer, publish_output
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
+from mmtok.io.layout import SIDE_DIR
 from mmtok.stats import PercentileSample
 
 MODEL_PANEL = "Model"
@@ -229,12 +231,14 @@ def embed(
         f"embedding with {model}",
         observers,
         batch_rows=stage.rows_per_batch,
+        hold=emit is Emit.NPY,  # the export goes into the folder before it is published
     )
     exported = None
     if emit is Emit.NPY:
-        from mmtok.models.interchange import export_clip_retrieval
+        from mmtok.models.interchange import EXPORT_DIR, export_clip_retrieval
 
-        exported = str(export_clip_retrieval(out.path))
+        publish_output(out, {EXPORT_DIR: export_clip_retrieval})
+        exported = str(Path(out.path) / SIDE_DIR / EXPORT_DIR)
     document = {
         "output": out.path if out else None,
         "clip_retrieval": exported,

@@ -31,7 +31,7 @@ import shutil
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -556,8 +556,15 @@ class DatasetSink:
         self._manifest = manifest
         return manifest
 
-    def write_side(self, name: str, value: pa.Table | dict[str, Any]) -> None:
-        """A side output (`clusters.parquet`, `budget.json`) into the staging side folder."""
+    def write_side(
+        self, name: str, value: pa.Table | dict[str, Any] | Callable[[Path], Any]
+    ) -> None:
+        """A side output (`clusters.parquet`, `budget.json`) into the staging side folder. A
+        callable writes a folder of files, `__mmtok__/<name>/`, given the staged output folder
+        (its shards are there); each file it writes is listed in the manifest."""
+        if callable(value):
+            self._write_side_folder(name, value)
+            return
         path = self.build / SIDE_DIR / name
         tmp = path.with_name(name + ".tmp")
         entry: dict[str, Any] = {"name": f"{SIDE_DIR}/{name}", "kind": name.split(".")[0]}
@@ -570,6 +577,25 @@ class DatasetSink:
         _replace(tmp, path)
         entry["sha256"] = sha256_file(path)
         self._side_files = [f for f in self._side_files if f["name"] != entry["name"]] + [entry]
+        crash_point("side-written")
+
+    def _write_side_folder(self, name: str, write: Callable[[Path], Any]) -> None:
+        folder = self.build / SIDE_DIR / name
+        if folder.exists():  # a resumed run writes it again, whole
+            shutil.rmtree(folder)
+        write(self.build)
+        entries = [
+            {
+                "name": path.relative_to(self.build).as_posix(),
+                "kind": name,
+                "sha256": sha256_file(path),
+            }
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        ]
+        prefix = f"{SIDE_DIR}/{name}/"
+        self._side_files = [f for f in self._side_files if not f["name"].startswith(prefix)]
+        self._side_files += entries
         crash_point("side-written")
 
     def publish(self) -> dict[str, Any]:

@@ -308,6 +308,11 @@ def test_emit_npy_writes_clip_retrievals_layout_in_row_order(tmp_path, model_dir
     assert meta.column("id").to_pylist() == table.column("id").to_pylist()
     assert meta.column_names == ["image_path", "caption", "id", "clip_score"]
     assert not txt[1].any() and txt[0].any()  # row r1 has no caption
+    # written before the folder was published, and listed in its manifest with checksums
+    manifest = json.loads((tmp_path / "out" / SIDE_DIR / "manifest.json").read_text())
+    listed = {f["name"] for f in manifest["files"] if f["kind"] == "clip_retrieval"}
+    on_disk = {p.relative_to(tmp_path / "out").as_posix() for p in folder.rglob("*.*")}
+    assert listed == on_disk and len(listed) == 6
 
 
 def test_the_cli_imports_no_torch_until_a_model_runs():
