@@ -84,7 +84,9 @@ def trial(source: Path, out: Path, rng: random.Random) -> tuple[bool, str, int]:
         if f["kind"] == "rows"
         for r in pq.read_table(out / f["name"], columns=["id"]).to_pylist()
     ]
-    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet", columns=["id", "reason"]).to_pylist()
+    rejects = pq.read_table(
+        out / "__mmtok__" / "rejects.parquet", columns=["id", "reason"]
+    ).to_pylist()
     ids = [r["id"] for r in kept] + [r["id"] for r in rejects]
     expected = [f"r{i}" for i in range(ROWS)]
     if sorted(ids) != sorted(expected):
