@@ -183,7 +183,8 @@ def choose_kept(label: np.ndarray, rank: Callable[[np.ndarray], tuple]) -> np.nd
     rows = np.arange(len(label))
     order = np.lexsort((*rank(rows), label))
     sorted_labels = label[order]
-    first = np.concatenate([[True], sorted_labels[1:] != sorted_labels[:-1]])
+    first = sorted_labels[1:] != sorted_labels[:-1]
+    first = np.concatenate([np.ones(min(len(label), 1), bool), first])  # no rows: none first
     kept_of_label = np.empty(len(label), np.int64)
     kept_of_label[sorted_labels[first]] = order[first]
     return kept_of_label[label]

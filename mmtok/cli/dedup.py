@@ -232,6 +232,7 @@ def dedup(
             on_progress=on_progress,
             hold=True,
         )
+    o.warn_about_inputs(reporter, source, stderr_is_data=to_stdout and rejects is None)
     table = cluster_table(sig, clusters)
     if clusters_path:  # a path of the user's choice, outside the output's commit
         pq.write_table(table, clusters_path, compression="zstd")

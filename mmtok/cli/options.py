@@ -303,7 +303,13 @@ def run_dataset(
             row_timeout=opts.row_timeout,
             hold=hold,
         )
-    if not (to_stdout and opts.rejects is None):  # else stderr carries the rejected rows
-        for problem in inputs.problems():  # an input that gave no usable row: say why
-            reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+    warn_about_inputs(reporter, inputs, stderr_is_data=to_stdout and opts.rejects is None)
     return manifest, out, reporter
+
+
+def warn_about_inputs(reporter: Reporter, inputs: Inputs, *, stderr_is_data: bool) -> None:
+    """After a run: an input that gave no usable row (wrong format, wrong column), said on
+    stderr, unless stderr carries the rejected rows."""
+    if not stderr_is_data:
+        for problem in inputs.problems():
+            reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)

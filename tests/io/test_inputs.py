@@ -107,6 +107,14 @@ def test_only_bad_records_ends_with_a_warning_that_names_the_likely_cause(tmp_pa
     assert "is it JSON Lines" in result.stderr
 
 
+def test_dedup_warns_about_its_inputs_too(tmp_path):
+    path = tmp_path / "rows.jsonl"  # a CSV under a .jsonl name
+    path.write_text("image,caption\na.jpg,one\nb.jpg,two\n")
+    result = runner.invoke(app, ["dedup", str(path), "-o", str(tmp_path / "out"), "-w", "1"])
+    assert result.exit_code == 0
+    assert "all 3 records were rejected as bad_record" in result.stderr
+
+
 def test_zero_rows_ends_with_a_warning(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
