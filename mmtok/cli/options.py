@@ -17,6 +17,7 @@ from mmtok.engine.local import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT  # the
 from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.output_guard import real
 from mmtok.io.sink import ShardStats
 from mmtok.io.sources import Inputs, ReadOptions
 
@@ -176,6 +177,12 @@ def writable_file(path: str, flag: str, output: str | None = None) -> None:
     made = output not in (None, "-") and (
         os.path.commonpath([folder, os.path.abspath(output)]) == folder
     )
+    if output not in (None, "-") and real(path).is_relative_to(real(output)):
+        # the output folder is published whole, with a manifest of what it holds
+        raise MmtokError(
+            f"{flag} {path} is inside the output folder {output}",
+            hint="write it beside the output folder",
+        )
     if os.path.isdir(path):
         raise MmtokError(f"{flag} {path} is a folder", hint="give a file path")
     if not os.path.isdir(folder) and not made:

@@ -117,6 +117,18 @@ def test_plot_into_a_missing_folder_fails_before_the_run(pairs, tmp_path):
     assert not out.exists()  # checked before any work
 
 
+@pytest.mark.parametrize("command", ["estimate-budget", "dedup"])
+def test_a_side_file_inside_the_output_folder_fails_before_the_run(pairs, tmp_path, command):
+    """The output folder is published whole with a manifest of what it holds: a plot or a
+    clusters file of the user's cannot go inside it."""
+    out = tmp_path / "out"
+    flag, name = ("--plot", "p.png") if command == "estimate-budget" else ("--clusters", "c.pq")
+    extra = ["-p", "qwen2-vl"] if command == "estimate-budget" else []
+    result = mmtok(command, str(pairs), *extra, flag, str(out / name), "-o", out)
+    assert_one_line(result, 2, flag, "inside the output folder")
+    assert not out.exists()
+
+
 def test_clusters_into_a_missing_folder_fails_before_the_run(pairs, tmp_path):
     clusters = tmp_path / "no_such_folder" / "clusters.parquet"
     result = mmtok("dedup", str(pairs), "-o", "-", "--clusters", str(clusters))
