@@ -222,9 +222,9 @@ class Inputs:
                 )
             elif stats.rows_without_image == stats.rows:
                 lines.append(f"{name}: no sample has an image member; {source.hint()}")
-            if stats.rows_with_warning:
+            if n := stats.rows_with_warning:
                 lines.append(
-                    f"{name}: {stats.rows_with_warning:,} rows kept with repairs (text that was "
-                    "not valid UTF-8, ...): see their `warning` column"
+                    f"{name}: {n:,} {'row' if n == 1 else 'rows'} kept with repairs (text that "
+                    "was not valid UTF-8, ...): see the `warning` column"
                 )
         return lines
