@@ -230,6 +230,8 @@ class DatasetSink:
             elif (tmp / LOCK_FILE).is_file():
                 with contextlib.suppress(MmtokError), _take_lock(tmp / LOCK_FILE, self.shown):
                     shutil.rmtree(tmp)
+        if self.root.is_dir() and not self.root.is_symlink() and not any(self.root.iterdir()):
+            self.root.rmdir()  # killed between removing its lock and itself: nothing to lose
         if self.root.exists():
             if not self._own_staging():
                 self._refuse_foreign_staging()
@@ -311,8 +313,12 @@ class DatasetSink:
         if (root / "replaced").is_dir():
             remove_output(root / "replaced")
         for path in root.iterdir():
-            if path.name in (STATE_FILE, STATE_FILE + ".tmp", LOCK_FILE) or _PART.match(path.name):
+            if path.name in (STATE_FILE, STATE_FILE + ".tmp") or _PART.match(path.name):
                 path.unlink()
+        # The lock goes last: until it goes the folder says it is mmtok's, and after it the
+        # folder is empty (a kill in between leaves an empty folder, see _clear_leftovers).
+        with contextlib.suppress(FileNotFoundError):
+            (root / LOCK_FILE).unlink()
         with contextlib.suppress(OSError):
             root.rmdir()  # what is left was not written by mmtok, and stays
         self.release()

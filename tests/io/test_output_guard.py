@@ -125,6 +125,15 @@ def test_a_staging_name_that_mmtok_did_not_write_is_left_alone(photos, tmp_path)
     assert (fake / "keep.txt").read_text() == "not mmtok's"
 
 
+def test_a_staging_folder_killed_after_its_lock_went_is_cleared(photos, tmp_path):
+    """A kill between removing a finished staging folder's lock (last of its files) and the
+    folder itself leaves it empty: the next run goes on (found by benchmarks/faults.py)."""
+    (tmp_path / ".out.mmtok-staging").mkdir()
+    result = probe(str(photos), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / ".out.mmtok-staging").exists()
+
+
 def test_an_mmtok_output_as_input_cannot_be_its_own_output(photos, tmp_path):
     out = tmp_path / "out"
     assert probe(str(photos), "-o", str(out)).exit_code == 0
