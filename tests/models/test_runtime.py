@@ -139,6 +139,7 @@ def test_a_caller_that_stops_early_ends_both_threads():
 
     from mmtok.engine.local import BatchResult
 
+    before = set(threading.enumerate())  # other tests' worker pools may still be winding down
     stage = MeanColour(batch_size=2)
     size = SIZE * SIZE * 3
     pixels = pa.FixedSizeBinaryArray.from_buffers(
@@ -155,5 +156,6 @@ def test_a_caller_that_stops_early_ends_both_threads():
     first = next(stream)
     assert first.kept.column_names == ["id", "mean_colour"] and first.kept.num_rows == 2
     stream.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("mmtok-")]
+    left = [t for t in threading.enumerate() if t not in before and t.name.startswith("mmtok-")]
+    assert not left
     assert len(pulled) < 100  # the feeder stopped pulling work
