@@ -196,10 +196,15 @@ def writable_file(path: str, flag: str, output: str | None = None) -> None:
 
 
 def build_inputs(
-    paths: list[str], image_col: str, text_col: str, id_col: str | None, batch_rows: int = 256
+    paths: list[str],
+    image_col: str,
+    text_col: str,
+    id_col: str | None,
+    batch_rows: int = 256,
+    videos: bool = False,
 ) -> Inputs:
     options = ReadOptions(
-        image_col=image_col, text_col=text_col, id_col=id_col, batch_rows=batch_rows
+        image_col=image_col, text_col=text_col, id_col=id_col, batch_rows=batch_rows, videos=videos
     )
     return Inputs(paths, options)
 
@@ -272,12 +277,14 @@ def run_dataset(
     wrap_inputs: Callable[[Inputs], Any] | None = None,
     shard_stats: ShardStats | None = None,
     hold: bool = False,
+    videos: bool = False,
 ) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
     """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter).
 
     `batch_rows`: rows per unit of work; stages that make large rows (pixels) pass fewer, as
     memory in flight is about 2 x workers x batch_rows rows. `hold`: the caller adds side
-    outputs and publishes the folder with `publish_output` (see `run_pipeline`)."""
+    outputs and publishes the folder with `publish_output` (see `run_pipeline`). `videos`:
+    video files are input rows too (sample-frames, estimate-budget)."""
     out = build_output(
         opts.output,
         overwrite=opts.overwrite,
@@ -294,7 +301,9 @@ def run_dataset(
         stdout_is_data=to_stdout,
         stderr_is_data=to_stdout and opts.rejects is None,
     )
-    inputs = build_inputs(opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows)
+    inputs = build_inputs(
+        opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows, videos
+    )
     source = inputs if wrap_inputs is None else wrap_inputs(inputs)  # e.g. a random sample
     with reporter.progress(description) as (on_start, on_progress):
         manifest = run_pipeline(

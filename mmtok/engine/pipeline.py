@@ -100,6 +100,7 @@ def dataset_sink(
         shard_rows=output.shard_rows,
         shard_bytes=output.shard_bytes,
         shard_stats=shard_stats,
+        expands_rows=any(s.expands_rows for s in stages),
     )
 
 
@@ -265,7 +266,11 @@ def run_pipeline(
     if notes := inputs.notes():
         manifest["notes"] = notes
     if not isinstance(sink, DatasetSink):
-        return sink.finish(manifest)
+        manifest = sink.finish(manifest)
+        if any(s.expands_rows for s in stages):  # as DatasetSink.finish counts them
+            counts = manifest["counts"]
+            counts["in_kept"] = counts["in"] - counts["rejected"]
+        return manifest
     try:
         manifest = sink.finish(manifest)
         if hold:

@@ -33,6 +33,9 @@ class Stage:
     # retries a batch that failed row by row. A stage that keeps state from batch to batch must
     # stay False: it runs in the main process with one worker, where nothing is retried.
     isolate: ClassVar[bool] = False
+    # True when one input row becomes several output rows (sample-frames: a video, its frames):
+    # the run then counts input rows (in = kept + rejected) apart from the rows it writes.
+    expands_rows: ClassVar[bool] = False
 
     def output_fields(self) -> list[pa.Field]:
         """Columns this stage adds to kept rows (replacing input columns of the same name)."""

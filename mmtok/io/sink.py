@@ -168,7 +168,9 @@ class DatasetSink:
         row_group_bytes: int = 64 << 20,
         reject_commit_rows: int = 20_000,
         shard_stats: ShardStats | None = None,
+        expands_rows: bool = False,
     ):
+        self.expands_rows = expands_rows  # one input row gives several output rows
         self.shown = str(out_dir)
         self.out_dir = real(out_dir)  # a symlinked -o writes where the link points
         self.root = staging_path(self.out_dir)
@@ -557,7 +559,12 @@ class DatasetSink:
             },
             "resumed": self.state["resumed"],
         }
-        if manifest["counts"]["in"] != rows_out + rejected:
+        if self.expands_rows:  # every input row not rejected wrote at least one row
+            counts = manifest["counts"]
+            counts["in_kept"] = counts["in"] - rejected
+            if not 0 <= counts["in_kept"] <= rows_out:
+                raise AssertionError(f"row accounting broken: {counts}")  # a bug, not data
+        elif manifest["counts"]["in"] != rows_out + rejected:
             raise AssertionError(f"row accounting broken: {manifest['counts']}")  # a bug, not data
         self._manifest = manifest
         return manifest

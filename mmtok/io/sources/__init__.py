@@ -32,7 +32,13 @@ from mmtok.errors import MmtokError
 from mmtok.io.layout import MANIFEST_FILE, SIDE_DIR
 from mmtok.io.schema import BASE_FIELDS, BASE_NAMES, unify_passthrough
 from mmtok.io.sources.base import DEFAULT_TEXT_COL, READ_STAGE, ReadOptions, Source, SourceBatch
-from mmtok.io.sources.files import IMAGE_EXTENSIONS, FolderSource, ImageFileSource, image_file_row
+from mmtok.io.sources.files import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FolderSource,
+    ImageFileSource,
+    image_file_row,
+)
 from mmtok.io.sources.jsonl import (
     JsonArraySource,
     JsonLinesSource,
@@ -45,6 +51,7 @@ from mmtok.io.sources.webdataset import WDS_IMAGE_EXTENSIONS, WebDatasetSource
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
     "READ_STAGE",
     "WDS_IMAGE_EXTENSIONS",
     "CsvSource",
@@ -112,6 +119,8 @@ def _source_for(path: str, options: ReadOptions) -> list[Source]:
         return [WebDatasetSource(path, options)]
     if name.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS:
         return [ImageFileSource(path, options)]
+    if options.videos and name.rsplit(".", 1)[-1] in VIDEO_EXTENSIONS:
+        return [ImageFileSource(path, options)]  # one row, the video's path in `image`
     raise MmtokError(
         f"cannot tell the format of {path}",
         hint="inputs are .jsonl/.ndjson/.json(.gz), .csv/.tsv, .parquet, .tar WebDataset shards, "

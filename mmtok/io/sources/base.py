@@ -36,6 +36,9 @@ class ReadOptions:
     id_col: str | None = None  # None: the input's `id` column if it has one, else a hash
     batch_rows: int = 256
     batch_bytes: int = 32 << 20  # cut a batch early when its image bytes reach this
+    # video files are rows too (their path or bytes in `image`): folders and tar shards take
+    # VIDEO_EXTENSIONS members, and a video file is an input (sample-frames, estimate-budget)
+    videos: bool = False
 
 
 @dataclass

@@ -36,6 +36,7 @@ IMAGE_EXTENSIONS = frozenset(
         "tga",
     ]
 )
+VIDEO_EXTENSIONS = frozenset(["mp4", "mkv", "webm", "mov", "avi", "m4v"])
 
 
 class FolderSource(Source):
@@ -59,7 +60,7 @@ class FolderSource(Source):
                 dirs.sort()
                 for name in sorted(names):
                     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-                    if ext in IMAGE_EXTENSIONS:
+                    if ext in IMAGE_EXTENSIONS or (self.options.videos and ext in VIDEO_EXTENSIONS):
                         found.append(os.path.relpath(os.path.join(root, name), self.path))
                     elif ext != "txt":
                         ignored += 1

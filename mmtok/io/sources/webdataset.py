@@ -15,6 +15,7 @@ from mmtok.io.sources.values import RecordError, add_warning, caption_value, row
 from mmtok.io.tar import Damage, tar_members
 
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+WDS_VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "m4v")  # with ReadOptions.videos
 # WebDataset's rule: the key is everything before the first dot of the file name.
 _WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
@@ -35,6 +36,8 @@ class WebDatasetSource(Source):
 
     def _sample_row(self, key: str, members: dict[str, bytes]) -> dict:
         image_ext = next((e for e in WDS_IMAGE_EXTENSIONS if e in members), None)
+        if image_ext is None and self.options.videos:
+            image_ext = next((e for e in WDS_VIDEO_EXTENSIONS if e in members), None)
         key_text, bad_name = name_text(os.fsencode(key))
         warnings = []
         meta_text = caption = None
