@@ -18,6 +18,11 @@ class Reason(StrEnum):
     BOMB = "bomb"
     UNSUPPORTED_MODE = "unsupported_mode"
     DECODE_ERROR = "decode_error"
+    # Video files (mmtok sample-frames; estimate-budget on videos)
+    NOT_VIDEO = "not_video"
+    NO_VIDEO_STREAM = "no_video_stream"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    TOO_SHORT = "too_short"
     # The executor's isolation (the row hung or killed the process that read it)
     TIMEOUT = "timeout"
     DECODER_CRASH = "decoder_crash"
@@ -50,14 +55,20 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISSING_FILE: "the image path does not exist",
     Reason.READ_ERROR: "the path exists but cannot be read (a directory, a FIFO, a socket or a "
     "device, no permission, I/O error)",
-    Reason.EMPTY_FILE: "the image file or value has 0 bytes",
+    Reason.EMPTY_FILE: "the image or video file or value has 0 bytes",
     Reason.NOT_IMAGE: "not a raster image format mmtok reads (HTML, SVG, random bytes, ...)",
-    Reason.TRUNCATED: "the image data ends early (an interrupted download)",
+    Reason.TRUNCATED: "the image data ends early (an interrupted download); a truncated video "
+    "with no decodable frame (one with some gives those frames and a warning)",
     Reason.BOMB: "width x height exceeds the pixel limit (decompression bomb); no pixels allocated",
     Reason.UNSUPPORTED_MODE: "a pixel mode with no defined conversion to 8-bit RGB",
     Reason.DECODE_ERROR: "any other decoder error; the message has the decoder's words",
-    Reason.TIMEOUT: "the row took longer than --row-timeout seconds (a hung decoder); its worker "
-    "was killed and the run went on",
+    Reason.NOT_VIDEO: "not a video container mmtok reads (random bytes, a still image, text)",
+    Reason.NO_VIDEO_STREAM: "a media file without a video stream (audio only)",
+    Reason.UNSUPPORTED_CODEC: "a video codec no installed decoder reads",
+    Reason.TOO_SHORT: "the video has fewer frames (or less time) than the sampling mode needs, "
+    "and the mode cannot repeat frames (Qwen's even count; a timestamp past the end)",
+    Reason.TIMEOUT: "the row took longer than --row-timeout (sample-frames: --timeout) seconds "
+    "(a hung decoder); its worker was killed and the run went on",
     Reason.DECODER_CRASH: "the row killed the process that read it, twice (a decoder crash or "
     "the out-of-memory killer); the message has the signal or exit code",
     Reason.MODEL_REFUSES: "the model's processor refuses this size (Qwen: aspect ratio over 200)",
