@@ -66,6 +66,10 @@ class StageChain:
     def isolate(self) -> bool:
         return any(stage.isolate for stage in self.stages)
 
+    @property
+    def row_retries(self) -> int:
+        return max((stage.row_retries for stage in self.stages), default=0)
+
     def setup(self) -> None:
         for stage in self.stages:
             stage.setup()
@@ -155,6 +159,7 @@ class _Slot:
 class _Task:
     slot: _Slot
     row: int | None = None  # None: the whole batch; else the one row retried alone
+    retries: int = 0  # times this row failed alone and was sent again (Stage.row_retries)
 
     @property
     def rows(self) -> pa.Table:
@@ -282,7 +287,10 @@ class _Pool:
             return
         running, *waiting = worker.held
         retry = running.slot.split() if running.row is None else []
-        if running.row is not None:  # it failed alone too: this row is the cause
+        if running.row is not None and running.retries < self.chain.row_retries:
+            running.retries += 1  # the stage may try it another way (sample-frames: PyAV)
+            retry = [running]
+        elif running.row is not None:  # it failed alone too: this row is the cause
             stage = self.chain.stages[worker.stage].name
             running.finish(_failed_row(self.chain, running.rows, stage, reason, how))
         self.queue.extendleft(reversed(retry + waiting))

@@ -36,6 +36,9 @@ class Stage:
     # True when one input row becomes several output rows (sample-frames: a video, its frames):
     # the run then counts input rows (in = kept + rejected) apart from the rows it writes.
     expands_rows: ClassVar[bool] = False
+    # Times a row that hung or crashed alone is sent again to a fresh worker before it becomes
+    # a reject: for a stage that can then take another way (sample-frames: PyAV after decord).
+    row_retries: ClassVar[int] = 0
 
     def output_fields(self) -> list[pa.Field]:
         """Columns this stage adds to kept rows (replacing input columns of the same name)."""

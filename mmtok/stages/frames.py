@@ -103,6 +103,7 @@ class SampleFramesStage(Stage):
     name: ClassVar[str] = "sample_frames"
     isolate: ClassVar[bool] = True
     expands_rows: ClassVar[bool] = True
+    row_retries: ClassVar[int] = 1  # the retry with PyAV of a video decord hung or crashed on
 
     def __init__(
         self,
@@ -133,6 +134,18 @@ class SampleFramesStage(Stage):
             "jpeg_quality": self.frames.jpeg_quality,
             "preset": self.preset,
         }
+
+    def setup(self) -> None:
+        """Import the decoders once per worker, before its first video: their import time
+        must not count against --timeout."""
+        import av  # noqa: F401 - the probe's demuxer
+        from PIL import Image
+
+        from mmtok.video.decode import decord_available
+
+        Image.init()
+        if self.decoder != "pyav":
+            decord_available()  # imports decord
 
     # -- one video ---------------------------------------------------------------------------
 
@@ -182,8 +195,8 @@ class SampleFramesStage(Stage):
             decoded = self.decode(source, meta, list(sample.indices), decoder)
         except VideoError as e:
             raise VideoRejected(e.reason, e.message) from None
-        finally:
-            if marker is not None and os.path.exists(marker) and decoder == "decord":
+        finally:  # not reached when the decoder hangs or kills the process: the marker stays
+            if marker is not None and os.path.exists(marker):
                 os.remove(marker)
         if decoded.decoder != decoder:  # decord disagreed with the probe: PyAV took over
             decoder, why = decoded.decoder, decoded.why
@@ -272,7 +285,7 @@ class SampleFramesStage(Stage):
             for field in FRAME_FIELDS:
                 if field.name not in kept.column_names:
                     kept = kept.append_column(field, pa.array([], field.type))
-        rejected = make_rejects(rows.take(bad), self.name, reasons, messages)
+        rejected = make_rejects(rows.take(pa.array(bad, pa.int64())), self.name, reasons, messages)
         return StageResult(kept, rejected)
 
 

@@ -1,0 +1,27 @@
+"""A sample-frames stage whose decoder misbehaves on chosen videos, as real decoders do, for
+the isolation tests (spawned workers import it by name).
+
+The video's file name says what its decode does: `hang_decord*` sleeps when the decoder is
+decord (and decodes with PyAV), `hang*` sleeps whatever the decoder, `crash*` sends itself
+SIGSEGV, as a crashing native decoder does. Anything else decodes normally.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from mmtok.stages.frames import SampleFramesStage
+
+
+class PoisonDecoders(SampleFramesStage):
+    def decode(self, source: str | bytes, meta: Any, indices: list[int], decoder: str) -> Any:
+        name = os.path.basename(source) if isinstance(source, str) else ""
+        hangs = decoder == "decord" if name.startswith("hang_decord") else name.startswith("hang")
+        if hangs:
+            time.sleep(3600)
+        elif name.startswith("crash"):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().decode(source, meta, indices, decoder)
