@@ -488,3 +488,46 @@ def suggest(
         "images_per_prompt": per_prompt,
         "images_per_prompt_bound": bound,
     }
+
+
+# -- videos -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoCost:
+    """One video under one preset's video rule, from its presented timestamps alone."""
+
+    frames: int  # frames the rule samples
+    vision_tokens: int
+    frame_size: tuple[int, int]  # (width, height) each frame is fed at
+    pixel_bytes_uint8: int  # frames x fed width x height x 3
+
+
+def video_preset_name(label: str, preset: Preset) -> str | None:
+    """The video rule of a preset label (`qwen2.5-vl:max_pixels=...` -> `qwen2.5-vl`), or None
+    when the model has no published video rule in mmtok."""
+    from mmtok.video.sampling import VIDEO_PRESETS
+
+    base = label.split(":", 1)[0]
+    for name in (base, preset.name):
+        if name in VIDEO_PRESETS:
+            return name
+    return None
+
+
+def video_cost(name: str, pts: np.ndarray, width: int, height: int) -> VideoCost | str:
+    """What a video with presented timestamps `pts` (display size `width` x `height`) costs
+    under video preset `name`; a string says why the rule cannot take it (too short, a size
+    the model refuses)."""
+    from mmtok.video.sampling import VIDEO_PRESETS, TooShort, sample_frames
+    from mmtok.video.tokens import video_tokens
+
+    try:
+        frames = len(sample_frames(pts, VIDEO_PRESETS[name]).indices)
+    except TooShort as e:
+        return f"too_short: {e.message}"
+    cost = video_tokens(name, frames, width, height)
+    if isinstance(cost, Refused):
+        return cost.error
+    fed_w, fed_h = cost.frame_size
+    return VideoCost(frames, cost.vision_tokens, (fed_w, fed_h), frames * fed_w * fed_h * 3)

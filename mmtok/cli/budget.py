@@ -22,7 +22,7 @@ from mmtok.images.probe import SWAPS_SIDES
 from mmtok.io.layout import BUDGET_FILE
 from mmtok.io.sample import SampledInputs
 from mmtok.presets import get_preset, load_preset_file
-from mmtok.stages.budget import BudgetStage
+from mmtok.stages.budget import BudgetStage, MediaBudgetStage, VideoBudgetStage
 from mmtok.stages.probe import ProbeStage
 from mmtok.stats import RowSample
 from mmtok.text import TextCounter
@@ -213,18 +213,24 @@ def estimate_budget(
         sampled.append(SampledInputs(inputs, sample, seed))
         return sampled[0]
 
+    budget_stage = BudgetStage(presets, text, context=context, apply_exif=exif)
     stages = [
-        ProbeStage(max_pixels=max_pixels, decode_check=decode),
-        BudgetStage(presets, text, context=context, apply_exif=exif),
+        # videos among the images: their costs from the container alone (stages/budget.py)
+        MediaBudgetStage(
+            [ProbeStage(max_pixels=max_pixels, decode_check=decode), budget_stage],
+            VideoBudgetStage(budget_stage),
+        )
     ]
+    videos = VideoSummary(list(presets))
     manifest, out, reporter = o.run_dataset(
         common,
         stages,
         "estimating the budget",
-        [Observer(columns + list(presets), observe)],
+        [Observer(columns + list(presets), observe), Observer(videos.columns, videos.add)],
         wrap_inputs=wrap if sample else None,
         shard_stats=ShardBudget(list(presets), context),
         hold=True,  # budget.json goes into the folder before it is published
+        videos=True,
     )
     counts = manifest["counts"]
     total_rows = sampled[0].total_rows if sampled else counts["in"]
@@ -270,13 +276,106 @@ def estimate_budget(
             )
         doc["presets"][label] = entry
     doc["comparison"] = b.comparison(doc["presets"])
+    if videos.videos:
+        doc["videos"] = videos.to_dict()
     if plot:
         doc["plot"] = {"path": plot, "panels": _plot(plot, tallies, doc)}
     publish_output(out, {BUDGET_FILE: doc})
-    reporter.result(doc, lambda console: render(console, doc))
+    reporter.result(doc, lambda console: (render(console, doc), render_videos(console, doc)))
 
 
 def _plot(path, tallies, doc) -> int:
     from mmtok.plot import plot_budget
 
     return plot_budget(path, tallies, doc)
+
+
+class VideoSummary:
+    """The video rows of a mixed dataset: per preset, frames sampled and vision tokens."""
+
+    def __init__(self, labels: list[str]):
+        self.labels = labels
+        self.columns = ["media", "video_duration", "file_bytes", *labels]
+        self.videos = 0
+        self.seconds = 0.0
+        self.file_bytes = 0
+        self.per_preset = {
+            label: {"videos": 0, "refused": 0, "seconds": 0.0, "frames": 0, "vision_tokens": 0,
+                    "pixel_bytes_uint8": 0, "file_bytes": 0}
+            for label in labels
+        }  # fmt: skip
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0 or "media" not in table.column_names:
+            return
+        rows = table.filter(pa.compute.equal(table.column("media"), "video"))
+        if rows.num_rows == 0:
+            return
+        self.videos += rows.num_rows
+        seconds = [d or 0.0 for d in rows.column("video_duration").to_pylist()]
+        self.seconds += sum(seconds)
+        sizes = rows.column("file_bytes").to_pylist()
+        self.file_bytes += sum(sizes)
+        for label in self.labels:
+            tally = self.per_preset[label]
+            costs = rows.column(label).to_pylist()
+            for size, second, cost in zip(sizes, seconds, costs, strict=True):
+                if cost is None or cost["error"] is not None:
+                    tally["refused"] += 1
+                    continue
+                tally["videos"] += 1
+                tally["seconds"] += second
+                tally["frames"] += cost["num_tiles"]
+                tally["vision_tokens"] += cost["image_tokens"]
+                tally["pixel_bytes_uint8"] += cost["pixel_bytes_uint8"]
+                tally["file_bytes"] += size
+
+    def to_dict(self) -> dict[str, Any]:
+        presets = {}
+        for label, t in self.per_preset.items():
+            n, tokens = t["videos"], t["vision_tokens"]
+            presets[label] = {
+                **t,
+                "mean_frames": t["frames"] / n if n else None,
+                "mean_vision_tokens": tokens / n if n else None,
+                "vision_tokens_per_second": tokens / t["seconds"] if t["seconds"] else None,
+                "file_bytes_per_token": t["file_bytes"] / tokens if tokens else None,
+                "frame_bytes_per_token": t["pixel_bytes_uint8"] / tokens if tokens else None,
+            }
+        return {
+            "videos": self.videos,
+            "seconds": round(self.seconds, 3),
+            "file_bytes": self.file_bytes,
+            "presets": presets,
+        }
+
+
+def render_videos(console: Any, doc: dict[str, Any]) -> None:
+    """The video rows' figures, after the report (which counts them among the rows)."""
+    from rich.table import Table
+
+    videos = doc.get("videos")
+    if not videos:
+        return
+    table = Table(
+        title=f"Videos among the rows: {videos['videos']:,} ({videos['seconds']:,.1f} s), "
+        "from container metadata",
+        title_justify="left",
+    )
+    table.add_column("")
+    for label in videos["presets"]:
+        table.add_column(label, justify="right")
+    p = videos["presets"].values()
+
+    def row(name: str, key: str, fmt: str) -> None:
+        table.add_row(name, *("-" if v[key] is None else format(v[key], fmt) for v in p))
+
+    row("videos counted", "videos", ",")
+    row("refused (no video rule, too short)", "refused", ",")
+    row("frames sampled, mean", "mean_frames", ",.1f")
+    row("vision tokens, total", "vision_tokens", ",")
+    row("vision tokens per video, mean", "mean_vision_tokens", ",.0f")
+    row("vision tokens per second of video", "vision_tokens_per_second", ",.1f")
+    row("file bytes per token", "file_bytes_per_token", ",.1f")
+    row("frame bytes (uint8, as fed) per token", "frame_bytes_per_token", ",.1f")
+    console.print(table)

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.images.probe import SWAPS_SIDES
-from mmtok.io.schema import make_rejects
+from mmtok.io.schema import conform, make_rejects, reject_schema, with_fields
 from mmtok.presets import Preset, Refused
 from mmtok.text import TextCounter
 
@@ -156,3 +156,225 @@ class BudgetStage(Stage):
 def _ints(column: pa.ChunkedArray) -> np.ndarray:
     """An integer column as int64, nulls as 0 (exif_orientation is null when absent)."""
     return column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+# -- videos among the images ----------------------------------------------------------------------
+
+# first bytes of the containers a video row may hold as bytes (a tar member, a Parquet cell)
+_VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3",)  # Matroska / WebM (EBML)
+_BMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+MEDIA_FIELD = pa.field("media", pa.string())  # "image" or "video"
+VIDEO_BUDGET_FIELDS = [
+    MEDIA_FIELD,
+    pa.field("video_frames", pa.int64()),  # presented frames in the file
+    pa.field("video_duration", pa.float64()),  # seconds
+]
+
+
+def is_video(image: dict | None) -> bool:
+    """A row whose `image` holds a video: by the path's extension, or the bytes' signature
+    (MP4/MOV boxes other than an AVIF/HEIF image's `ftyp`, Matroska/WebM, AVI)."""
+    from mmtok.io.sources import VIDEO_EXTENSIONS
+
+    if not image:
+        return False
+    data = image.get("bytes")
+    if data is not None:
+        head = bytes(data[:12])
+        if head[4:8] == b"ftyp":
+            return head[8:12] not in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+        return (
+            head[4:8] in _BMFF_BOXES[1:]
+            or head.startswith(_VIDEO_MAGIC)
+            or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        )
+    path = image.get("path") or ""
+    return path.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS if "." in path else False
+
+
+class VideoBudgetStage(Stage):
+    """The probe and budget columns of video rows, from the container alone (`probe_video`:
+    demux, no decode): per preset, the frames its video rule samples, their vision tokens,
+    the uint8 pixels they are fed as (`pixel_bytes_uint8`) and file bytes per token. Under a
+    preset with no video rule the video is refused (`error`), not rejected.
+
+    `rgb_bytes` of a video: the decoded RGB frames the first preset samples, at the video's
+    size. `frames` (a probe column): the frames the first preset samples."""
+
+    name: ClassVar[str] = "video_probe"
+    isolate: ClassVar[bool] = True
+
+    def __init__(self, budget: BudgetStage):
+        self.budget = budget
+
+    def output_fields(self) -> list[pa.Field]:
+        from mmtok.stages.probe import PROBE_FIELDS
+
+        return [*PROBE_FIELDS, *self.budget.output_fields(), *VIDEO_BUDGET_FIELDS]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "video_rules": {
+                label: _video_name(label, p) for label, p in self.budget.presets.items()
+            }
+        }
+
+    def setup(self) -> None:
+        import av  # noqa: F401 - the demuxer
+
+        self.budget.text.setup()
+
+    def _row(self, row: dict[str, Any], text_tokens: int) -> dict[str, Any]:
+        from mmtok import budget as b
+        from mmtok.stages.frames import VideoRejected, video_source
+        from mmtok.video.probe import VideoError, probe_video
+
+        source = video_source(row)
+        try:
+            meta = probe_video(source)
+        except VideoError as e:
+            raise VideoRejected(e.reason, e.message) from None
+        width, height = meta.display_size
+        out: dict[str, Any] = {
+            "width": meta.coded_size[0],
+            "height": meta.coded_size[1],
+            "display_width": width,
+            "display_height": height,
+            "format": f"video/{meta.codec}",
+            "mode": "RGB",
+            "frames": None,
+            "exif_orientation": None,
+            "file_bytes": meta.file_size,
+            "text_tokens": text_tokens,
+            "media": "video",
+            "video_frames": meta.frame_count,
+            "video_duration": meta.duration,
+        }
+        context = self.budget.context
+        for label, preset in self.budget.presets.items():
+            name = b.video_preset_name(label, preset)
+            cost = (
+                b.video_cost(name, meta.pts, width, height)
+                if name
+                else f"{preset.name} has no video rule in mmtok"
+            )
+            if isinstance(cost, str):
+                out[label] = {"error": cost}
+                continue
+            sequence = cost.vision_tokens + text_tokens
+            out[label] = {
+                "image_tokens": cost.vision_tokens,
+                "prompt_tokens": cost.vision_tokens,
+                "num_tiles": cost.frames,
+                "pixel_bytes_uint8": cost.pixel_bytes_uint8,
+                "pixel_bytes_fp32": 4 * cost.pixel_bytes_uint8,
+                "bytes_per_token": meta.file_size / cost.vision_tokens
+                if cost.vision_tokens
+                else None,
+                "sequence_tokens": sequence,
+                "overflow": sequence > context if context else None,
+                "error": None,
+            }
+            if out["frames"] is None:
+                out["frames"] = cost.frames
+                out["rgb_bytes"] = cost.frames * width * height * 3
+        out.setdefault("rgb_bytes", 0)
+        return out
+
+    def process(self, rows: pa.Table) -> StageResult:
+        from mmtok.engine import stage as stage_module
+        from mmtok.stages.frames import VideoRejected
+
+        fields = self.output_fields()
+        values: dict[str, list] = {f.name: [] for f in fields}
+        keep, reasons, messages = [], [], []
+        captions = rows.column("caption").to_pylist()
+        text_tokens = self.budget.text.count(captions)
+        for row, tokens in zip(rows.select(["id", "image"]).to_pylist(), text_tokens, strict=True):
+            try:
+                out = self._row(row, int(tokens))
+            except VideoRejected as e:
+                keep.append(False)
+                reasons.append(e.reason)
+                messages.append(e.message)
+                continue
+            finally:
+                if stage_module._row_done is not None:
+                    stage_module._row_done()
+            keep.append(True)
+            for f in fields:
+                values[f.name].append(out.get(f.name))
+        mask = pa.array(keep, pa.bool_())
+        kept = rows.filter(mask)
+        for f in fields:
+            column = pa.array(values[f.name], f.type)
+            index = kept.schema.get_field_index(f.name)
+            kept = (
+                kept.set_column(index, f, column) if index >= 0 else kept.append_column(f, column)
+            )
+        rejected = make_rejects(rows.filter(pa.compute.invert(mask)), self.name, reasons, messages)
+        return StageResult(kept, rejected)
+
+
+def _video_name(label: str, preset: Preset) -> str | None:
+    from mmtok import budget as b
+
+    return b.video_preset_name(label, preset)
+
+
+class MediaBudgetStage(Stage):
+    """estimate-budget over images and videos mixed: image rows go through the image stages
+    (probe, budget), video rows through `VideoBudgetStage`; the rows keep their order and
+    every row has the columns of both (`media` says which it is)."""
+
+    name: ClassVar[str] = "media_budget"
+    isolate: ClassVar[bool] = True
+
+    def __init__(self, image_stages: list[Stage], video_stage: VideoBudgetStage):
+        self.image_stages = image_stages
+        self.video_stage = video_stage
+
+    def output_fields(self) -> list[pa.Field]:
+        fields: dict[str, pa.Field] = {}
+        for stage in [*self.image_stages, self.video_stage]:
+            for f in stage.output_fields():
+                fields[f.name] = f
+        return list(fields.values())
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "images": [{"stage": s.name, **s.config()} for s in self.image_stages],
+            "videos": {"stage": self.video_stage.name, **self.video_stage.config()},
+        }
+
+    def setup(self) -> None:
+        for stage in self.image_stages:
+            stage.setup()
+        self.video_stage.setup()
+
+    def process(self, rows: pa.Table) -> StageResult:
+        videos = np.array([is_video(v) for v in rows.column("image").to_pylist()], dtype=bool)
+        order = pa.array(np.arange(rows.num_rows), pa.int64())
+        rows = rows.append_column("__row", order)
+        kept_parts, rejected_parts = [], [make_rejects(rows.slice(0, 0), self.name, [], [])]
+        image_rows = rows.filter(pa.array(~videos))
+        for stage in self.image_stages:
+            if image_rows.num_rows == 0:
+                break
+            result = stage.process(image_rows)
+            image_rows = result.kept
+            rejected_parts.append(result.rejected)
+        kept_parts.append(
+            image_rows.append_column(
+                MEDIA_FIELD, pa.array(["image"] * image_rows.num_rows, pa.string())
+            )
+        )
+        if videos.any():
+            result = self.video_stage.process(rows.filter(pa.array(videos)))
+            kept_parts.append(result.kept)
+            rejected_parts.append(result.rejected)
+        schema = with_fields(rows.schema, self.output_fields())
+        kept = pa.concat_tables([conform(t, schema) for t in kept_parts]).sort_by("__row")
+        rejects = reject_schema(rows.schema)
+        rejected = pa.concat_tables([conform(t, rejects) for t in rejected_parts])
+        return StageResult(kept.drop(["__row"]), rejected.drop(["__row"]))

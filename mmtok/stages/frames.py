@@ -91,6 +91,22 @@ def encode_frame(rgb: np.ndarray, options: FrameOptions) -> tuple[bytes, int, in
     return out.getvalue(), width, height
 
 
+def video_source(row: dict[str, Any]) -> str | bytes:
+    """The path or bytes of a row's video; raises VideoRejected (no value, missing file)."""
+    try:
+        source = image_input(row["image"])
+    except BadImage as e:
+        raise VideoRejected(e.reason, e.message) from None
+    if isinstance(source, bytes) and row["image"].get("bytes") is None:
+        source = os.fsdecode(source)  # a file: URI of a name that is not UTF-8
+    if isinstance(source, str):
+        if not os.path.lexists(source):
+            raise VideoRejected(Reason.MISSING_FILE, f"no such file: {source}")
+        if not os.path.isfile(source) or not os.access(source, os.R_OK):
+            raise VideoRejected(Reason.READ_ERROR, f"not a readable regular file: {source}")
+    return source
+
+
 class VideoRejected(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(f"{reason}: {message}")
@@ -166,16 +182,8 @@ class SampleFramesStage(Stage):
         from mmtok.video.decode import choose_decoder
         from mmtok.video.probe import VideoError, probe_video
 
-        try:
-            source = image_input(row["image"])
-        except BadImage as e:
-            raise VideoRejected(e.reason, e.message) from None
+        source = video_source(row)
         path = source if isinstance(source, str) else None
-        if path is not None:
-            if not os.path.lexists(path):
-                raise VideoRejected(Reason.MISSING_FILE, f"no such file: {path}")
-            if not os.path.isfile(path) or not os.access(path, os.R_OK):
-                raise VideoRejected(Reason.READ_ERROR, f"not a readable regular file: {path}")
         video_id = row["id"]
         try:
             meta = probe_video(source)

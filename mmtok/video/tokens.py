@@ -38,14 +38,14 @@ class VideoTokens:
 
     preset: str
     frames: int  # frames sampled
-    frame_size: tuple[int, int] | None  # (width, height) each frame is resized to; None: tiles
+    frame_size: tuple[int, int]  # (width, height) each frame is resized to (Llama: the canvas)
     vision_tokens: int  # embeddings the LLM consumes for the whole clip
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "preset": self.preset,
             "frames": self.frames,
-            "frame_size": list(self.frame_size) if self.frame_size else None,
+            "frame_size": list(self.frame_size),
             "vision_tokens": self.vision_tokens,
         }
 
@@ -83,9 +83,11 @@ def qwen_rule(name: str, patch_size: int, total_pixels: float) -> TokenRule:
     return rule
 
 
-def per_frame_rule(name: str, tokens_per_frame: int, per_video: int = 0) -> TokenRule:
+def per_frame_rule(name: str, size: int, tokens_per_frame: int, per_video: int = 0) -> TokenRule:
+    """Each frame squashed to `size` x `size`, a fixed number of tokens."""
+
     def rule(frames: int, width: int, height: int) -> VideoTokens | Refused:
-        return VideoTokens(name, frames, None, frames * tokens_per_frame + per_video)
+        return VideoTokens(name, frames, (size, size), frames * tokens_per_frame + per_video)
 
     return rule
 
@@ -99,7 +101,8 @@ def image_preset_rule(name: str, image_preset: str) -> TokenRule:
         layout = get_preset(image_preset).layout(width, height)
         if isinstance(layout, Refused):
             return layout
-        return VideoTokens(name, frames, layout.resized, frames * layout.image_tokens)
+        size = layout.canvas or layout.resized  # the tiles' canvas
+        return VideoTokens(name, frames, size, frames * layout.image_tokens)
 
     return rule
 
@@ -109,9 +112,9 @@ TOKEN_RULES: dict[str, TokenRule] = {
     "qwen2.5-vl": qwen_rule("qwen2.5-vl", 14, int(float(128000 * 28 * 28 * 0.9))),
     "qwen3-vl": qwen_rule("qwen3-vl", 16, 128000 * 32 * 32 * 0.9),
     "llama3-336": image_preset_rule("llama3-336", "llama3-336"),
-    "llava-video": per_frame_rule("llava-video", 196 + 14),
-    "llava-onevision": per_frame_rule("llava-onevision", 196, per_video=1),
-    "internvl": per_frame_rule("internvl", 256),
+    "llava-video": per_frame_rule("llava-video", 384, 196 + 14),
+    "llava-onevision": per_frame_rule("llava-onevision", 384, 196, per_video=1),
+    "internvl": per_frame_rule("internvl", 448, 256),
 }
 
 
