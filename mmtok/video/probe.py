@@ -197,20 +197,31 @@ def probe_video(source: Source) -> VideoMeta:
 
 
 def _demux(container, stream, warnings: list[str], name: str) -> np.ndarray:
-    """(pts, dts, keyframe, discard, duration) of every video packet, in decode order."""
+    """(pts, dts, keyframe, discard, duration, corrupt) of every video packet, in decode order."""
     import av
 
-    rows: list[tuple[int, int, int, int, int]] = []
-    last = -(2**62)
+    rows: list[tuple[int, int, int, int, int, int]] = []
+    last = 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet PyAV yields at the end
                 continue
-            dts = packet.dts if packet.dts is not None else last
-            pts = packet.pts if packet.pts is not None else dts
+            # Matroska leaves some dts unset; pts then stands in (a keyframe's dts is only
+            # used to seek to it, and a seek by pts lands on or before it)
+            pts = packet.pts
+            dts = packet.dts if packet.dts is not None else pts
+            if pts is None:
+                pts = dts = dts if dts is not None else last
             last = dts
             rows.append(
-                (pts, dts, int(packet.is_keyframe), int(packet.is_discard), packet.duration or 0)
+                (
+                    pts,
+                    dts,
+                    int(packet.is_keyframe),
+                    int(packet.is_discard),
+                    packet.duration or 0,
+                    int(packet.is_corrupt),
+                )
             )
     except av.error.FFmpegError as e:
         warnings.append(f"truncated: demuxing stopped after {len(rows)} packets ({e})")
@@ -236,7 +247,10 @@ def _describe(
     name,
 ) -> VideoMeta:
     pts_col, key, discard, dur = rows[:, 0], rows[:, 2] == 1, rows[:, 3] == 1, rows[:, 4]
-    shown = ~discard
+    corrupt = rows[:, 5] == 1  # e.g. the last packet of a cut file, shorter than its index says
+    if corrupt.any():
+        warnings.append(f"truncated: {int(corrupt.sum())} incomplete packets left out")
+    shown = ~discard & ~corrupt
     if not shown.any():
         raise VideoError("truncated", f"{name}: every packet is discarded by the edit list")
     ticks, first_pos = np.unique(pts_col[shown], return_index=True)
@@ -307,7 +321,7 @@ def _describe(
         time_base=(time_base.numerator, time_base.denominator),
         pts_ticks=ticks,
         start_keyframe=start.astype(np.int64),
-        keyframe_ticks=rows[start, 1].astype(np.int64),
+        keyframe_ticks=np.minimum(rows[start, 0], rows[start, 1]).astype(np.int64),
     )
 
 
