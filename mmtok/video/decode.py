@@ -119,6 +119,9 @@ def decode_frames(
     wanted = sorted(set(indices))
     got: dict[int, np.ndarray] | None = None
     if decoder == "decord":
+        known = decord_problems(meta) if why == "requested" else []
+        if known:  # the user asked for decord (e.g. to match a reference loader): say so
+            warnings.append("decord may return wrong frames here: " + "; ".join(known))
         got, problem = _decode_decord(source, meta, wanted, threads)
         if got is None:
             warnings.append(f"decord fell back to PyAV: {problem}")

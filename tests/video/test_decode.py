@@ -108,14 +108,14 @@ def test_decord_falls_back_when_it_disagrees(corpus):
     the count before trusting it, and says so."""
     vf = corpus["edit_list"]
     out = decode_frames(vf.path, probe_video(vf.path), [0, 10], "decord")
-    assert out.decoder == "pyav" and "105 frames" in out.warnings[0]
+    assert out.decoder == "pyav" and any("105 frames" in w for w in out.warnings)
     assert numbers(out.frames, 0) == [45, 55]
 
 
 def test_decord_that_cannot_open_falls_back(corpus):
     vf = corpus["av1"]
     out = decode_frames(vf.path, probe_video(vf.path), [0, 44], "decord")
-    assert out.decoder == "pyav" and "cannot open" in out.warnings[0]
+    assert out.decoder == "pyav" and any("cannot open" in w for w in out.warnings)
     assert numbers(out.frames, 0) == [0, 44]
 
 
