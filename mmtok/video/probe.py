@@ -84,6 +84,8 @@ class VideoMeta:
     # demux facts the PyAV decoder plans its seeks with (one per presented frame):
     # the decode-order position of the keyframe a decoder must start from to output it
     start_keyframe: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    # the pts to seek to for each frame: its start keyframe's pts (FFmpeg's MP4 and Matroska
+    # seeks compare pts; the keyframe's dts lands a GOP early, measured)
     keyframe_ticks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @property
@@ -206,8 +208,7 @@ def _demux(container, stream, warnings: list[str], name: str) -> np.ndarray:
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet PyAV yields at the end
                 continue
-            # Matroska leaves some dts unset; pts then stands in (a keyframe's dts is only
-            # used to seek to it, and a seek by pts lands on or before it)
+            # Matroska leaves some dts unset; the pts stands in
             pts = packet.pts
             dts = packet.dts if packet.dts is not None else pts
             if pts is None:
@@ -321,7 +322,7 @@ def _describe(
         time_base=(time_base.numerator, time_base.denominator),
         pts_ticks=ticks,
         start_keyframe=start.astype(np.int64),
-        keyframe_ticks=np.minimum(rows[start, 0], rows[start, 1]).astype(np.int64),
+        keyframe_ticks=rows[start, 0].astype(np.int64),
     )
 
 
