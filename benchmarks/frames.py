@@ -1,7 +1,7 @@
 """Frame sampling speed and memory: mmtok auto vs raw decord vs PyAV.
 
   python benchmarks/frames.py                   # the issue's setting: 60 s 720p30 H.264
-  python benchmarks/frames.py --quick           # 20 s 480p, fewer repeats (< 2 min on 2 cores)
+  python benchmarks/frames.py --quick           # 10 s 360p (< 2 min on 2 busy cores)
 
 Prints, per test file (H.264, GOP 30 and GOP 250, generated here with PyAV and cached in
 --workdir), the median time per video for N uniform frames:
@@ -37,9 +37,7 @@ from tests.video.fixtures import make_video, read_frame_number  # noqa: E402
 
 def rss_mb() -> tuple[float, float]:
     """(current, peak) resident set size of this process in MB (Linux /proc)."""
-    fields = dict(
-        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
-    )
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
@@ -67,15 +65,6 @@ def mmtok(path: Path, k: int, decoder: str, threads: int) -> tuple[list[np.ndarr
     return out.frames, (t1 - t0) / (t2 - t1), out.decoder
 
 
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
 def right(frames: list[np.ndarray], want: list[int]) -> str:
     got = sum(read_frame_number(f) == w for f, w in zip(frames, want, strict=True))
     return f"{got}/{len(want)}"
@@ -83,30 +72,52 @@ def right(frames: list[np.ndarray], want: list[int]) -> str:
 
 def speed(args, work: Path) -> None:
     n = args.seconds * 30
-    print(f"## {args.frames} uniform frames, {args.seconds} s {args.width}x{args.height} 30 fps "
-          f"H.264, median of {args.repeats}, decoder threads={args.threads or 'auto'}")
-    print("| GOP | raw decord s | mmtok auto s (ratio) | PyAV exact s (ratio) | preflight share "
-          "| right frames (decord/auto/pyav) |")
+    print(
+        f"## {args.frames} uniform frames, {args.seconds} s {args.width}x{args.height} 30 fps "
+        f"H.264, median of {args.repeats}, decoder threads={args.threads or 'auto'}"
+    )
+    print(
+        "| GOP | raw decord s | mmtok auto s (ratio) | PyAV exact s (ratio) | preflight share "
+        "| right frames (decord/auto/pyav) |"
+    )
     print("|---|---|---|---|---|---|")
     for gop in args.gops:
         path = work / f"h264_{args.width}x{args.height}_{args.seconds}s_gop{gop}.mp4"
         if not path.exists():
             t = time.perf_counter()
-            make_video(path, "h264_long_gop", width=args.width, height=args.height, frames=n,
-                       gop=gop)
-            print(f"(generated {path.name}: {path.stat().st_size / 1e6:.1f} MB in "
-                  f"{time.perf_counter() - t:.0f} s)", file=sys.stderr)
+            make_video(
+                path, "h264_long_gop", width=args.width, height=args.height, frames=n, gop=gop
+            )
+            print(
+                f"(generated {path.name}: {path.stat().st_size / 1e6:.1f} MB in "
+                f"{time.perf_counter() - t:.0f} s)",
+                file=sys.stderr,
+            )
         want = uniform(n, args.frames)
-        t_raw, raw = timed(lambda p=path: raw_decord(p, want, args.threads), args.repeats)
-        t_auto, (auto, share, used) = timed(
-            lambda p=path: mmtok(p, args.frames, "auto", args.threads), args.repeats
+        runs = {
+            "raw decord": lambda p=path, w=want: (raw_decord(p, w, args.threads), 0.0, "decord"),
+            "auto": lambda p=path: mmtok(p, args.frames, "auto", args.threads),
+            "pyav": lambda p=path: mmtok(p, args.frames, "pyav", args.threads),
+        }
+        # interleaved, so that load on a shared machine hits every backend alike
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        shares, results = [], {}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                t = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - t)
+                if name == "auto":
+                    shares.append(results[name][1])
+        med = {name: statistics.median(ts) for name, ts in times.items()}
+        base = med["raw decord"]
+        print(
+            f"| {gop} | {base:.3f} | {med['auto']:.3f} ({med['auto'] / base:.2f}x, "
+            f"{results['auto'][2]}) | {med['pyav']:.3f} ({med['pyav'] / base:.2f}x) | "
+            f"{statistics.median(shares):.1%} | "
+            + " / ".join(right(results[k][0], want) for k in runs)
+            + " |"
         )
-        t_pyav, (pyav, _, _) = timed(
-            lambda p=path: mmtok(p, args.frames, "pyav", args.threads), args.repeats
-        )
-        print(f"| {gop} | {t_raw:.3f} | {t_auto:.3f} ({t_auto / t_raw:.2f}x, {used}) | "
-              f"{t_pyav:.3f} ({t_pyav / t_raw:.2f}x) | {share:.1%} | "
-              f"{right(raw, want)} / {right(auto, want)} / {right(pyav, want)} |")
 
 
 def memory(args, work: Path) -> None:
@@ -114,9 +125,11 @@ def memory(args, work: Path) -> None:
     if not path.exists():
         make_video(path, "h264", width=320, height=240, frames=60)
     loops = args.rss_loops
-    print(f"\n## RSS (MB, this process) over {loops} decodes of 16 frames from a 2 s 320x240 "
-          "clip, per backend in turn")
-    print("| backend | after 20 | after {} | growth 20 -> {} | peak |".format(loops, loops))
+    print(
+        f"\n## RSS (MB, this process) over {loops} decodes of 16 frames from a 2 s 320x240 "
+        "clip, per backend in turn"
+    )
+    print(f"| backend | after 20 | after {loops} | growth 20 -> {loops} | peak |")
     print("|---|---|---|---|---|")
     meta = probe_video(path)
     idx = uniform(meta.frame_count, 16)
@@ -153,9 +166,11 @@ def throughput(args, work: Path) -> None:
         t = time.perf_counter()
         frames = sum(pool.map(_clip_job, jobs, chunksize=1))
         dt = time.perf_counter() - t
-    print(f"\n## {args.clips} clips (5 s 320x240), 8 uniform frames each, {args.workers} spawn "
-          f"workers, 1 decoder thread each: {args.clips / dt:.1f} videos/s "
-          f"({frames} frames in {dt:.1f} s)")
+    print(
+        f"\n## {args.clips} clips (5 s 320x240), 8 uniform frames each, {args.workers} spawn "
+        f"workers, 1 decoder thread each: {args.clips / dt:.1f} videos/s "
+        f"({frames} frames in {dt:.1f} s)"
+    )
 
 
 def main() -> None:
@@ -171,10 +186,10 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=100)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/mmtok-bench-frames"))
-    p.add_argument("--quick", action="store_true", help="20 s 854x480, 1 repeat")
+    p.add_argument("--quick", action="store_true", help="10 s 640x360 (runs in < 2 min)")
     args = p.parse_args()
     if args.quick:
-        args.seconds, args.width, args.height, args.repeats = 20, 854, 480, 1
+        args.seconds, args.width, args.height = 10, 640, 360
     args.workdir.mkdir(parents=True, exist_ok=True)
     speed(args, args.workdir)
     memory(args, args.workdir)

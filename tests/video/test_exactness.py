@@ -20,13 +20,19 @@ from mmtok.video.probe import probe_video
 from tests.video.fixtures import GOOD_KINDS, VideoCorpus, read_frame_number, session_corpus
 
 BACKENDS = ("auto", "pyav", "decord", "raw decord")
-MODES = ("uniform16", "every", "random12")
+MODES = ("uniform16", "every", "random12", "gop_edges")
 
 # where raw decord 0.6.0 was measured wrong (video.md 3.2); the table below re-measures it
 RAW_DECORD_WRONG = {"av1", "edit_list", "hevc_open_gop", "mpeg4", "open_gop", "truncated"}
 
 
-def requested(mode: str, n: int) -> list[int]:
+def requested(mode: str, n: int, meta=None) -> list[int]:
+    """Indices per mode; `gop_edges` is the frame shown just before each keyframe, each
+    reached by a seek (where decord goes wrong on open GOPs; 1-fps sampling of a file whose
+    GOP is one second long hits exactly these)."""
+    if mode == "gop_edges":
+        keys = np.searchsorted(meta.pts_ticks, np.unique(meta.keyframe_ticks))
+        return sorted({int(k) - 1 for k in keys if k > 0} | {n - 1})
     if mode == "uniform16":
         return np.linspace(0, n - 1, 16).round().astype(int).tolist()
     if mode == "every":
@@ -54,7 +60,7 @@ def raw_decord(path, indices: list[int]) -> list[np.ndarray]:
 def score(vf, backend: str, mode: str) -> tuple[int, int, str]:
     """(right, requested, decoder that ran or the error)."""
     meta = probe_video(vf.path)
-    idx = requested(mode, meta.frame_count)
+    idx = requested(mode, meta.frame_count, meta)
     want = expected_numbers(vf, meta)
     try:
         if backend == "raw decord":
@@ -155,5 +161,5 @@ if __name__ == "__main__":
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        print("cells: uniform16 · every frame · random12, right/requested")
+        print("cells: " + " · ".join(MODES) + ", right/requested")
         print(markdown_table(VideoCorpus(Path(tmp))))
