@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mmtok.errors import MmtokError
-
 REASONS = (
+    "missing_file",
+    "read_error",
     "empty_file",
     "not_video",
     "no_video_stream",
@@ -125,8 +125,12 @@ def _open_input(source: Source) -> tuple[Any, int, str]:
     path = os.fspath(source)
     try:
         size = os.path.getsize(path)
+    except FileNotFoundError as e:
+        raise VideoError("missing_file", f"{path}: no such file") from e
     except OSError as e:
-        raise MmtokError(f"cannot read video {path}: {e.strerror}") from e
+        raise VideoError("read_error", f"{path}: {e.strerror}") from e
+    if not os.path.isfile(path):
+        raise VideoError("read_error", f"{path}: not a regular file")
     return path, size, path
 
 
