@@ -129,12 +129,13 @@ def decode_frames(
             warnings.append(f"decord fell back to PyAV: {problem}")
             decoder, why = "pyav", f"decord disagreed: {problem}"
     if got is None:
-        got = _decode_pyav(source, meta, wanted, threads, warnings, "AUTO", decoded)
+        got = _decode_pyav(source, meta, wanted, threads, warnings, False, decoded)
         missing = [i for i in wanted if i not in got]
         if missing:
-            # frame threads silently drop the frames in flight around a decode error; slice
-            # threads lose only the damaged ones (measured on a cut file: 67 vs 69 of 69)
-            got.update(_decode_pyav(source, meta, missing, threads, [], "SLICE", decoded))
+            # careful pass: frame threads silently drop the frames in flight around a decode
+            # error, slice threads lose only the damaged ones (measured on a cut file: 67 vs
+            # 69 of 69); and every picture is decoded
+            got.update(_decode_pyav(source, meta, missing, threads, [], True, decoded))
     if not got:
         damaged = any(w.startswith(("truncated", "damaged")) for w in warnings + meta.warnings)
         reason = "truncated" if damaged or meta.count_mismatch else "decode_error"
@@ -216,14 +217,14 @@ def _decode_pyav(
     wanted: list[int],
     threads: int,
     warnings: list[str],
-    thread_type: str,
+    careful: bool,
     counter: list[int] | None = None,
 ) -> dict[int, np.ndarray]:
     """Frames by pts: one seek per keyframe the requested frames depend on (frames of one GOP
     share it), decode forward, keep the frames whose pts is requested."""
     import av
 
-    run = _Run(meta, warnings)
+    run = _Run(meta, warnings, skip_nonref=not careful)
     groups: dict[int, list[int]] = {}
     for i in wanted:
         groups.setdefault(int(meta.start_keyframe[i]), []).append(i)
@@ -234,7 +235,7 @@ def _decode_pyav(
         return run.got
     with container:
         stream = _video_stream(container)
-        stream.thread_type = thread_type
+        stream.thread_type = "SLICE" if careful else "AUTO"
         stream.codec_context.thread_count = threads
         for _start, members in sorted(groups.items()):
             run.decode(container, stream, int(meta.keyframe_ticks[members[0]]), members)
@@ -259,11 +260,14 @@ def _video_stream(container):
 class _Run:
     """The frames found so far by one PyAV decode, and how many frames it decoded."""
 
-    def __init__(self, meta: VideoMeta, warnings: list[str]):
+    def __init__(self, meta: VideoMeta, warnings: list[str], skip_nonref: bool):
         self.meta, self.warnings = meta, warnings
         self.rotation = meta.rotation
         self.got: dict[int, np.ndarray] = {}
         self.decoded = 0
+        # FFmpeg's own H.264/HEVC decoders read skip_frame per packet, frame threads included
+        # (the setting is copied at submit); dav1d (AV1) applies it later and lost frames
+        self.skip_nonref = skip_nonref and meta.codec in ("h264", "hevc")
 
     def decode(self, container, stream, seek_to: int, members: list[int]) -> None:
         """Seek backward to a keyframe at or before `seek_to` and decode forward until every
@@ -279,7 +283,12 @@ class _Run:
             self.warnings.append(f"damaged: seek failed ({e})")
             return
         try:
+            ctx = stream.codec_context
             for packet in container.demux(stream):
+                if self.skip_nonref:
+                    # a picture nothing refers to and nobody asked for need not be decoded
+                    asked = packet.pts is None or packet.pts in targets
+                    ctx.skip_frame = "DEFAULT" if asked else "NONREF"
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError as e:

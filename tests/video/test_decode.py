@@ -171,3 +171,13 @@ def test_pyav_seeks_to_the_keyframe_it_needs_not_one_before(corpus, kind):
         assert numbers(out.frames, 0) == [vf.numbers[i]]
         first = int(np.searchsorted(meta.pts_ticks, meta.keyframe_ticks[i]))
         assert out.decoded_frames <= i - first + 1 + 4  # + the decoder's reorder delay
+
+
+def test_pyav_skips_pictures_nothing_refers_to(corpus):
+    """On the way to a target, non-reference B-frames are not decoded (skip_frame=NONREF
+    switched per packet): fewer pictures than the frames between keyframe and target."""
+    vf = corpus["h264_long_gop"]
+    meta = probe_video(vf.path)
+    out = decode_frames(vf.path, meta, [240], "pyav")
+    assert numbers(out.frames, 0) == [240]
+    assert out.decoded_frames < 0.8 * 241
