@@ -7,7 +7,8 @@ Two backends (shared/design/video.md, sections 0 and 5):
   requested frames are checked against the probe; a disagreement falls back to PyAV.
 - PyAV (frame-exact): for each requested frame, seek to the keyframe it depends on (from the
   probe's demux index), decode forward and pick frames by pts; frames of the same GOP share one
-  seek. This is the reference sampler of video.md 3.1.
+  seek, and on the way H.264/HEVC pictures nothing refers to are not decoded. This is the
+  reference sampler of video.md 3.1.
 
 `choose_decoder(meta, "auto")` sends to PyAV the files on which decord 0.6.0 was measured to
 return wrong frames without an error (video.md 3.2). Every frame comes back in display
@@ -201,7 +202,7 @@ def _decode_decord(
         del reader  # the reader decodes ahead while it lives (video.md 0.3)
     frames = {}
     for i, rgb in zip(wanted, batch, strict=True):
-        # decord applies the MP4 rotation itself (measured); turn only what it did not
+        # decord turns MP4 rotations itself (90, 180, 270: measured); turn only what it did not
         if meta.rotation in (90, 270) and rgb.shape[:2] == meta.coded_size[::-1]:
             rgb = _rotate(rgb, meta.rotation)
         frames[i] = np.ascontiguousarray(rgb)

@@ -181,3 +181,16 @@ def test_pyav_skips_pictures_nothing_refers_to(corpus):
     out = decode_frames(vf.path, meta, [240], "pyav")
     assert numbers(out.frames, 0) == [240]
     assert out.decoded_frames < 0.8 * 241
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_rotation_180_turned_once(tmp_path, decoder):
+    """decord turns MP4 rotations itself (90, 180 and 270, measured); mmtok must not turn the
+    picture a second time, and PyAV's frames must be turned by mmtok."""
+    from tests.video import fixtures
+
+    path = tmp_path / "r180.mp4"
+    fixtures._encode(str(path), fixtures._cfr_times(10, 30), width=64, height=48, rotation_cw=180)
+    out = decode_frames(path, probe_video(path), [4], decoder)
+    assert out.frames[0].shape == (48, 64, 3)
+    assert numbers(out.frames, 180) == [4]
