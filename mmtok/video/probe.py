@@ -113,6 +113,10 @@ class VideoMeta:
             "open_gop": self.open_gop,
             "edit_list": self.edit_list,
             "discarded_packets": self.discarded,
+            "packets": self.packets,
+            "keyframes": self.keyframes,
+            "header_duration": self.header_duration,
+            "sample_aspect_ratio": self.sample_aspect_ratio,
             "file_size": self.file_size,
             "warnings": list(self.warnings),
         }

@@ -194,3 +194,24 @@ def test_rotation_180_turned_once(tmp_path, decoder):
     out = decode_frames(path, probe_video(path), [4], decoder)
     assert out.frames[0].shape == (48, 64, 3)
     assert numbers(out.frames, 180) == [4]
+
+
+def _rss_mb() -> float:
+    from pathlib import Path
+
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pyav"])
+def test_rss_flat_over_200_decodes(corpus, decoder):
+    """No reader outlives its call (decord's live reader grows to GBs, video.md 0.3): the
+    resident size after 200 probe + decode calls is within a few MB of that after 20."""
+    path = corpus["h264"].path
+    at20 = 0.0
+    for i in range(200):
+        out = decode_frames(path, probe_video(path), [0, 45, 89], decoder)
+        assert len(out.frames) == 3
+        if i == 19:
+            at20 = _rss_mb()
+    assert _rss_mb() - at20 < 8.0
