@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mmtok.errors import MmtokError
-
 REASONS = (
+    "missing_file",
+    "read_error",
     "empty_file",
     "not_video",
     "no_video_stream",
@@ -84,6 +84,8 @@ class VideoMeta:
     # demux facts the PyAV decoder plans its seeks with (one per presented frame):
     # the decode-order position of the keyframe a decoder must start from to output it
     start_keyframe: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    # the pts to seek to for each frame: its start keyframe's pts (FFmpeg's MP4 and Matroska
+    # seeks compare pts; the keyframe's dts lands a GOP early, measured)
     keyframe_ticks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @property
@@ -111,6 +113,10 @@ class VideoMeta:
             "open_gop": self.open_gop,
             "edit_list": self.edit_list,
             "discarded_packets": self.discarded,
+            "packets": self.packets,
+            "keyframes": self.keyframes,
+            "header_duration": self.header_duration,
+            "sample_aspect_ratio": self.sample_aspect_ratio,
             "file_size": self.file_size,
             "warnings": list(self.warnings),
         }
@@ -123,8 +129,12 @@ def _open_input(source: Source) -> tuple[Any, int, str]:
     path = os.fspath(source)
     try:
         size = os.path.getsize(path)
+    except FileNotFoundError as e:
+        raise VideoError("missing_file", f"{path}: no such file") from e
     except OSError as e:
-        raise MmtokError(f"cannot read video {path}: {e.strerror}") from e
+        raise VideoError("read_error", f"{path}: {e.strerror}") from e
+    if not os.path.isfile(path):
+        raise VideoError("read_error", f"{path}: not a regular file")
     return path, size, path
 
 
@@ -197,20 +207,30 @@ def probe_video(source: Source) -> VideoMeta:
 
 
 def _demux(container, stream, warnings: list[str], name: str) -> np.ndarray:
-    """(pts, dts, keyframe, discard, duration) of every video packet, in decode order."""
+    """(pts, dts, keyframe, discard, duration, corrupt) of every video packet, in decode order."""
     import av
 
-    rows: list[tuple[int, int, int, int, int]] = []
-    last = -(2**62)
+    rows: list[tuple[int, int, int, int, int, int]] = []
+    last = 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet PyAV yields at the end
                 continue
-            dts = packet.dts if packet.dts is not None else last
-            pts = packet.pts if packet.pts is not None else dts
+            # Matroska leaves some dts unset; the pts stands in
+            pts = packet.pts
+            dts = packet.dts if packet.dts is not None else pts
+            if pts is None:
+                pts = dts = dts if dts is not None else last
             last = dts
             rows.append(
-                (pts, dts, int(packet.is_keyframe), int(packet.is_discard), packet.duration or 0)
+                (
+                    pts,
+                    dts,
+                    int(packet.is_keyframe),
+                    int(packet.is_discard),
+                    packet.duration or 0,
+                    int(packet.is_corrupt),
+                )
             )
     except av.error.FFmpegError as e:
         warnings.append(f"truncated: demuxing stopped after {len(rows)} packets ({e})")
@@ -236,7 +256,10 @@ def _describe(
     name,
 ) -> VideoMeta:
     pts_col, key, discard, dur = rows[:, 0], rows[:, 2] == 1, rows[:, 3] == 1, rows[:, 4]
-    shown = ~discard
+    corrupt = rows[:, 5] == 1  # e.g. the last packet of a cut file, shorter than its index says
+    if corrupt.any():
+        warnings.append(f"truncated: {int(corrupt.sum())} incomplete packets left out")
+    shown = ~discard & ~corrupt
     if not shown.any():
         raise VideoError("truncated", f"{name}: every packet is discarded by the edit list")
     ticks, first_pos = np.unique(pts_col[shown], return_index=True)
@@ -307,7 +330,7 @@ def _describe(
         time_base=(time_base.numerator, time_base.denominator),
         pts_ticks=ticks,
         start_keyframe=start.astype(np.int64),
-        keyframe_ticks=rows[start, 1].astype(np.int64),
+        keyframe_ticks=rows[start, 0].astype(np.int64),
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +48,23 @@ def _cells(width: int, height: int):
             yield r * _COLS + c, y0, y1, x0, x1
 
 
+@lru_cache(maxsize=4)
+def _texture(width: int, height: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A gradient-and-noise picture that frames pan across, and 4 planes of per-frame noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([(x * 2) % 256, (y * 3) % 256, ((x + y) * 2) % 256], axis=2) // 2 + 64
+    base = (base + rng.integers(0, 24, (height, width, 1))).astype(np.uint8)
+    return base, rng.integers(0, 12, (4, height, width, 1), dtype=np.uint8)
+
+
 def paint_frame(n: int, width: int, height: int, seed: int = 0) -> np.ndarray:
     """An RGB uint8 frame showing number `n` (0..4095) in its code cells."""
     if not 0 <= n <= MAX_NUMBER:
         raise ValueError(f"frame number {n} does not fit the 12-bit code")
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack(
-        [(x * 2 + n * 3) % 256, (y * 3 + n * 2) % 256, ((x + y) * 2 + n * 5) % 256], axis=2
-    )
-    noise = np.random.default_rng(seed * 100_003 + n).integers(0, 24, (height, width, 1))
-    rgb = np.clip(base // 2 + 64 + noise, 0, 255).astype(np.uint8)
+    base, noise = _texture(width, height, seed)
+    rgb = np.roll(base, ((2 * n) % height, (3 * n) % width), axis=(0, 1))  # a slow pan
+    rgb += noise[n % 4]  # at most 64 + 127 + 23 + 11 < 256
     for i, y0, y1, x0, x1 in _cells(width, height):
         rgb[y0:y1, x0:x1] = 235 if _bits(n)[i] else 16
     return rgb
@@ -342,7 +350,7 @@ def make_video(
             height=h,
             options={
                 "x264-params": f"open-gop=1:keyint={gop or 30}:min-keyint={gop or 30}"
-                ":scenecut=0:bframes=3:b-pyramid=none"
+                ":scenecut=0:bframes=3:b-adapt=0:b-pyramid=none"
             },
         )
     elif kind == "edit_list":

@@ -154,3 +154,31 @@ def test_rotation_180(tmp_path):
         assert (-next(c.decode(video=0)).rotation) % 360 == 180
     meta = probe_video(path)
     assert meta.rotation == 180 and meta.display_size == (64, 48)
+
+
+def test_text_and_html_are_not_videos(tmp_path):
+    for name, body in [("notes.txt", b"hello\nworld\n"), ("page.mp4", b"<html>hi</html>")]:
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(VideoError) as err:
+            probe_video(tmp_path / name)
+        assert err.value.reason == "not_video"
+
+
+def test_unknown_codec_is_unsupported(corpus, tmp_path):
+    """An MP4 whose sample entry names a codec no FFmpeg decoder knows (fourcc `zzzz`)."""
+    data = corpus["h264"].path.read_bytes()
+    at = data.index(b"avc1", data.index(b"stsd"))
+    path = tmp_path / "zzzz.mp4"
+    path.write_bytes(data[:at] + b"zzzz" + data[at + 4 :])
+    with pytest.raises(VideoError) as err:
+        probe_video(path)
+    assert err.value.reason == "unsupported_codec"
+
+
+def test_missing_and_unreadable_paths_are_rejects(tmp_path):
+    with pytest.raises(VideoError) as err:
+        probe_video(tmp_path / "nope.mp4")
+    assert err.value.reason == "missing_file"
+    with pytest.raises(VideoError) as err:
+        probe_video(tmp_path)  # a directory
+    assert err.value.reason == "read_error"
