@@ -29,6 +29,7 @@ from mmtok.video.sampling import (
 
 SAMPLING_PANEL = "Sampling"
 DEFAULT_TIMEOUT = 60.0  # seconds per video; a 60 s 720p file takes ~1-5 s (video.md 3.3)
+DEFAULT_RECYCLE_AFTER = 100  # videos per worker process (a fresh one costs ~0.5 s)
 VIDEO_BATCH_ROWS = 4  # videos per unit of work: frames are large, and a hang retries the batch
 
 
@@ -263,6 +264,16 @@ def sample_frames(
             rich_help_panel=o.RUN_PANEL,
         ),
     ] = DEFAULT_TIMEOUT,
+    recycle_after: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Replace each worker process after N videos, so that what a decoder leaks "
+            "cannot pile up.",
+            rich_help_panel=o.RUN_PANEL,
+        ),
+    ] = DEFAULT_RECYCLE_AFTER,
     quiet: o.QuietOpt = False,
     as_json: o.JsonOpt = False,
 ) -> None:
@@ -332,6 +343,7 @@ def sample_frames(
             frames=FrameOptions(frame_format=frame_format.value, max_side=max_side),
             preset=preset,
             attempts_dir=attempts,
+            recycle_after=recycle_after,
         )
         videos = VideoTable()
         manifest, out, reporter = o.run_dataset(

@@ -67,6 +67,10 @@ class StageChain:
         return any(stage.isolate for stage in self.stages)
 
     @property
+    def recycle_after(self) -> int | None:
+        return min((s.recycle_after for s in self.stages if s.recycle_after), default=None)
+
+    @property
     def row_retries(self) -> int:
         return max((stage.row_retries for stage in self.stages), default=0)
 
@@ -216,9 +220,22 @@ class _Pool:
             self._dispatch()
             self._wait()
 
+    def _retiring(self, worker: Worker) -> bool:
+        limit = self.chain.recycle_after
+        return limit is not None and worker.rows_given >= limit
+
+    def _recycle(self, worker: Worker) -> None:
+        """A worker given `Stage.recycle_after` rows is replaced once it holds nothing."""
+        if self._retiring(worker) and not worker.held and worker in self.workers:
+            worker.stop()
+            self.workers[self.workers.index(worker)] = Worker(self.context, self.chain)
+
     def _dispatch(self) -> None:
         while self.queue:
-            worker = min(self.workers, key=lambda w: len(w.held))
+            open_ = [w for w in self.workers if not self._retiring(w)]
+            if not open_:  # all retire when their work is done; fresh ones take the rest
+                return
+            worker = min(open_, key=lambda w: len(w.held))
             if len(worker.held) >= TASKS_PER_WORKER:
                 return
             task = self.queue.popleft()
@@ -242,6 +259,7 @@ class _Pool:
                     self._lost(worker, Reason.DECODER_CRASH)
                     continue
                 self._handle(worker, message)
+                self._recycle(worker)
             else:
                 self._lost(worker, Reason.DECODER_CRASH)
         if self.row_timeout is not None:

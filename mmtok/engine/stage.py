@@ -39,6 +39,9 @@ class Stage:
     # Times a row that hung or crashed alone is sent again to a fresh worker before it becomes
     # a reject: for a stage that can then take another way (sample-frames: PyAV after decord).
     row_retries: ClassVar[int] = 0
+    # Replace a worker after it has been given this many rows (None: never), so that what a
+    # native decoder leaks cannot pile up (decord, video.md §3.4). An instance may set it.
+    recycle_after: int | None = None
 
     def output_fields(self) -> list[pa.Field]:
         """Columns this stage adds to kept rows (replacing input columns of the same name)."""

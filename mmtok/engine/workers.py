@@ -62,6 +62,7 @@ class Worker:
         child.close()  # so the parent sees end-of-file when the worker dies
         self.ready = False  # set up and waiting for batches
         self.held: deque[Any] = deque()  # tasks sent and not answered, oldest (running) first
+        self.rows_given = 0  # for Stage.recycle_after
         self.seen = (-1, time.monotonic())  # the last progress value and when it was first seen
         # Sends happen on a thread: a worker hung in C code holding its GIL would block a send
         # from the main thread once the pipe's buffer is full, and nothing could time it out.
@@ -80,6 +81,7 @@ class Worker:
         if not self.held:  # an idle worker made no progress while it waited: start the clock now
             self.seen = (int(self.progress[COUNTER]), time.monotonic())
         self.held.append(task)
+        self.rows_given += rows.num_rows
         self._outbox.put(rows)
 
     def stalled_for(self, now: float) -> float:

@@ -130,7 +130,9 @@ class SampleFramesStage(Stage):
         preset: str | None = None,
         attempts_dir: str | None = None,
         decode_threads: int = 1,
+        recycle_after: int | None = None,
     ):
+        self.recycle_after = recycle_after  # videos per worker process (Stage.recycle_after)
         self.spec = spec
         self.decoder = decoder
         self.frames = frames or FrameOptions()

@@ -25,3 +25,13 @@ class PoisonDecoders(SampleFramesStage):
         elif name.startswith("crash"):
             os.kill(os.getpid(), signal.SIGSEGV)
         return super().decode(source, meta, indices, decoder)
+
+
+class PidStage(SampleFramesStage):
+    """Notes in each frame's `decoder` which process decoded it."""
+
+    def video_rows(self, row: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rows, info = super().video_rows(row)
+        for r in rows:
+            r["decoder"] = f"{r['decoder']}@{os.getpid()}"
+        return rows, info

@@ -300,7 +300,8 @@ def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(corpus, tmp_
     )
     counts = manifest["counts"]
     assert counts["in"] == len(names)
-    assert counts["rejected_by_reason"] == {"decoder_crash": 1, "timeout": 1}
+    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
+    assert counts["rejected_by_reason"] == {"decoder_crash": 1, "timeout": 1}, rejects
     assert counts["in_kept"] == len(names) - 2 and counts["out"] == 2 * (len(names) - 2)
     rows = read_rows(out)
     kept = sorted({Path(r["video_path"]).stem for r in rows})
@@ -310,7 +311,6 @@ def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(corpus, tmp_
     assert {r["decoder"] for r in retried} == {"pyav"}
     assert "retried with PyAV" in json.loads(retried[0]["video_info"])["decoder_why"]
     assert {r["decoder"] for r in rows if "ok" in r["video_path"]} == {"decord"}
-    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
     by_name = {Path(r["image"]["path"]).stem: r for r in rejects}
     assert (
         by_name["crash"]["reason"] == "decoder_crash" and "SIGSEGV" in by_name["crash"]["message"]
@@ -318,3 +318,23 @@ def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(corpus, tmp_
     assert by_name["hang"]["reason"] == "timeout"
     for r in rows:  # the frames of every video that went through are right
         assert number_of(r["image"]["bytes"], 0) == corpus["h264"].numbers[r["frame_index"]]
+
+
+def test_workers_are_recycled_after_n_videos(corpus, tmp_path):
+    from tests.video.poison_decoders import PidStage
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(6):
+        shutil.copy(corpus["h264"].path, folder / f"v{i}.mp4")
+    out = tmp_path / "out"
+    manifest = run_pipeline(
+        Inputs([str(folder)], ReadOptions(batch_rows=1, videos=True)),
+        [PidStage(SamplingSpec(num_frames=1), recycle_after=2)],
+        OutputOptions(str(out)),
+        workers=1,
+    )
+    assert manifest["counts"]["out"] == 6 and manifest["counts"]["rejected"] == 0
+    pids = [r["decoder"].split("@")[1] for r in read_rows(out)]
+    assert len(set(pids)) == 3  # 2 videos per worker process
+    assert pids == sorted(pids, key=pids.index)  # each process's videos in a row, in order
