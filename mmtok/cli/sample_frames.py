@@ -311,6 +311,7 @@ def sample_frames(
         start=start,
         end=end,
     )
+    o.require_module("av", "video", "sample-frames")
     if decoder is Decoder.DECORD:
         o.require_module("decord", "video", "--decoder decord")
     if frame_format is FrameFormat.RAW and output in (None, "-"):

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmtok.engine.stage import Stage, StageResult
+from mmtok.errors import MmtokError
 from mmtok.images.probe import SWAPS_SIDES
 from mmtok.io.schema import conform, make_rejects, reject_schema, with_fields
 from mmtok.presets import Preset, Refused
@@ -220,8 +221,6 @@ class VideoBudgetStage(Stage):
         }
 
     def setup(self) -> None:
-        import av  # noqa: F401 - the demuxer
-
         self.budget.text.setup()
 
     def _row(self, row: dict[str, Any], text_tokens: int) -> dict[str, Any]:
@@ -285,6 +284,7 @@ class VideoBudgetStage(Stage):
         from mmtok.engine import stage as stage_module
         from mmtok.stages.frames import VideoRejected
 
+        require_pyav()
         fields = self.output_fields()
         values: dict[str, list] = {f.name: [] for f in fields}
         keep, reasons, messages = [], [], []
@@ -314,6 +314,16 @@ class VideoBudgetStage(Stage):
             )
         rejected = make_rejects(rows.filter(pa.compute.invert(mask)), self.name, reasons, messages)
         return StageResult(kept, rejected)
+
+
+def require_pyav() -> None:
+    """Videos need PyAV (the `video` extra); images never do."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise MmtokError(
+            "the inputs hold videos, which need PyAV", hint="pip install 'mmtok[video]'"
+        ) from None
 
 
 def _video_name(label: str, preset: Preset) -> str | None:
