@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.mmtok-demo
 DEV_STAMP  := $(VENV)/.mmtok-dev
 
-.PHONY: install demo demo-probe test lint bench clean
+.PHONY: install demo demo-probe demo-video test lint bench clean
 
 install: $(DEV_STAMP)
 
@@ -32,6 +32,10 @@ demo: $(DEMO_STAMP)  # the budget comparison: mmtok's main job
 
 demo-probe: $(DEMO_STAMP)
 	@PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
+
+demo-video: $(DEMO_STAMP)  # sample-frames -> tile -> estimate-budget on generated clips
+	@$(BIN)/python -c "import av, decord" 2>/dev/null || $(BIN)/python -m pip install -qq -e '.[plot,video]'
+	@PATH="$(abspath $(BIN)):$$PATH" bash examples/video_demo.sh
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
