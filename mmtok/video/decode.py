@@ -138,8 +138,8 @@ def decode_frames(
             # 69 of 69); and every picture is decoded
             got.update(_decode_pyav(source, meta, missing, threads, [], True, decoded))
     if not got:
-        damaged = any(w.startswith(("truncated", "damaged")) for w in warnings + meta.warnings)
-        reason = "truncated" if damaged or meta.count_mismatch else "decode_error"
+        cut = any(w.startswith(("truncated", "shorter than")) for w in meta.warnings)
+        reason = "truncated" if cut else "decode_error"
         raise VideoError(reason, "no requested frame could be decoded: " + "; ".join(warnings))
     missing = [i for i in wanted if i not in got]
     if missing:

@@ -227,3 +227,16 @@ def test_decord_and_pyav_give_the_same_pixels(corpus, kind):
     b = decode_frames(vf.path, meta, [0, 31], "pyav").frames
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_intact_file_with_undecodable_frames_is_a_decode_error(corpus, tmp_path):
+    """Every byte of media data zeroed in a complete file: the index is fine, the data is not."""
+    data = corpus["faststart"].path.read_bytes()
+    head = data.index(b"mdat") + 4
+    broken = tmp_path / "zeroed_whole.mp4"
+    broken.write_bytes(data[:head] + bytes(len(data) - head))
+    meta = probe_video(broken)
+    assert not any(w.startswith(("truncated", "shorter")) for w in meta.warnings)
+    with pytest.raises(VideoError) as err:
+        decode_frames(broken, meta, [0, 5], "auto")
+    assert err.value.reason == "decode_error"
