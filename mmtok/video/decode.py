@@ -66,6 +66,9 @@ def decord_problems(meta: VideoMeta) -> list[str]:
         )
     if meta.container not in DECORD_CONTAINERS:
         problems.append(f"container {meta.container}")
+    if meta.container == "matroska,webm" and meta.header_duration <= 0:
+        # a live-written WebM (browsers' MediaRecorder): decord refuses it ("broken metadata")
+        problems.append("no duration in the header (decord cannot open it)")
     if meta.open_gop:
         problems.append("open GOP (decord returns a neighbouring frame)")
     if meta.edit_list:

@@ -198,6 +198,7 @@ KINDS: dict[str, str] = {
     "mkv": "H.264 in Matroska",
     "vfr_mp4": "variable frame rate H.264 MP4 (30, 10, 60 fps, irregular)",
     "vfr_mkv": "the same frames in Matroska (ms time base)",
+    "live_webm": "VP9 WebM written live (no duration, no cues), as browsers' MediaRecorder does",
     "odd_size": "H.264 4:4:4 at 129x97 (x264 refuses odd sizes in 4:2:0)",
     "odd_vp9": "VP9 WebM at 129x97",
     "one_frame": "a single-frame H.264 MP4",
@@ -220,7 +221,13 @@ KINDS: dict[str, str] = {
     "audio_only": "an AAC-only .m4a",
 }
 
-SUFFIX = {"mkv": ".mkv", "vfr_mkv": ".mkv", "odd_vp9": ".webm", "vp9": ".webm"}
+SUFFIX = {
+    "mkv": ".mkv",
+    "vfr_mkv": ".mkv",
+    "odd_vp9": ".webm",
+    "vp9": ".webm",
+    "live_webm": ".webm",
+}
 SUFFIX |= {"audio_only": ".m4a", "garbage": ".mp4", "empty": ".mp4"}
 
 # files the decoders must read; the others are rejects
@@ -279,7 +286,7 @@ def make_video(
         count = n or 60
         times = cfr(count)
         _encode(str(path), times, width=w, height=h, options=x264, pix_fmt="yuv444p")
-    elif kind in ("odd_vp9", "vp9"):
+    elif kind in ("odd_vp9", "vp9", "live_webm"):
         if kind == "odd_vp9":
             w, h = width + 1, height + 1
         count = n or 60
@@ -290,6 +297,8 @@ def make_video(
             times,
             width=w,
             height=h,
+            fmt="webm",
+            container_options={"live": "1"} if kind == "live_webm" else None,
             codec="libvpx-vp9",
             options={
                 "g": str(gop or 30),
