@@ -207,6 +207,8 @@ KINDS: dict[str, str] = {
     "hevc": "HEVC MP4, closed GOP",
     "vp9": "VP9 WebM",
     "mpeg4": "MPEG-4 part 2 in MP4",
+    "avi": "MPEG-4 part 2 with B-frames in AVI (no timestamps of its own)",
+    "fragmented": "fragmented H.264 MP4 (empty moov, one moof per GOP)",
     "av1": "AV1 (SVT-AV1) MP4",
     "open_gop": "H.264 with open GOPs (x264 open-gop=1)",
     "hevc_open_gop": "HEVC with x265's default open GOPs",
@@ -228,7 +230,7 @@ SUFFIX = {
     "vp9": ".webm",
     "live_webm": ".webm",
 }
-SUFFIX |= {"audio_only": ".m4a", "garbage": ".mp4", "empty": ".mp4"}
+SUFFIX |= {"audio_only": ".m4a", "garbage": ".mp4", "empty": ".mp4", "avi": ".avi"}
 
 # files the decoders must read; the others are rejects
 GOOD_KINDS = [k for k in KINDS if k not in {"empty", "garbage", "audio_only", "truncated_no_moov"}]
@@ -253,10 +255,13 @@ def make_video(
     rot = 0
     reason = None
     codec, container = "h264", "mp4"
-    if kind in ("h264", "faststart", "mkv", "with_audio", "rotated", "rotated_270"):
+    if kind in ("h264", "faststart", "fragmented", "mkv", "with_audio", "rotated", "rotated_270"):
         count = n or 90
         times = cfr(count)
-        opts = {"movflags": "+faststart"} if kind == "faststart" else None
+        opts = {
+            "faststart": {"movflags": "+faststart"},
+            "fragmented": {"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+        }.get(kind)
         rot = {"rotated": 90, "rotated_270": 270}.get(kind, 0)
         container = "matroska" if kind == "mkv" else "mp4"
         _encode(
@@ -325,10 +330,11 @@ def make_video(
         _encode(
             str(path), times, width=w, height=h, codec="libx265", options={"x265-params": params}
         )
-    elif kind == "mpeg4":
+    elif kind in ("mpeg4", "avi"):
         count = n or 60
         times = cfr(count)
         codec = "mpeg4"
+        container = "avi" if kind == "avi" else "mp4"
         _encode(
             str(path),
             times,
