@@ -102,6 +102,8 @@ def speed(args, work: Path) -> None:
         # interleaved, so that load on a shared machine hits every backend alike
         times: dict[str, list[float]] = {name: [] for name in runs}
         shares, results = [], {}
+        for fn in runs.values():  # warm up: imports, page cache
+            fn()
         for _ in range(args.repeats):
             for name, fn in runs.items():
                 t = time.perf_counter()
@@ -186,10 +188,10 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=100)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/mmtok-bench-frames"))
-    p.add_argument("--quick", action="store_true", help="10 s 640x360 (runs in < 2 min)")
+    p.add_argument("--quick", action="store_true", help="10 s 640x360, 5 repeats (runs in < 2 min)")
     args = p.parse_args()
     if args.quick:
-        args.seconds, args.width, args.height = 10, 640, 360
+        args.seconds, args.width, args.height, args.repeats = 10, 640, 360, 5
     args.workdir.mkdir(parents=True, exist_ok=True)
     speed(args, args.workdir)
     memory(args, args.workdir)

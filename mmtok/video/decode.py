@@ -66,6 +66,9 @@ def decord_problems(meta: VideoMeta) -> list[str]:
         )
     if meta.container not in DECORD_CONTAINERS:
         problems.append(f"container {meta.container}")
+    if meta.container == "matroska,webm" and meta.header_duration <= 0:
+        # a live-written WebM (browsers' MediaRecorder): decord refuses it ("broken metadata")
+        problems.append("no duration in the header (decord cannot open it)")
     if meta.open_gop:
         problems.append("open GOP (decord returns a neighbouring frame)")
     if meta.edit_list:
@@ -138,8 +141,8 @@ def decode_frames(
             # 69 of 69); and every picture is decoded
             got.update(_decode_pyav(source, meta, missing, threads, [], True, decoded))
     if not got:
-        damaged = any(w.startswith(("truncated", "damaged")) for w in warnings + meta.warnings)
-        reason = "truncated" if damaged or meta.count_mismatch else "decode_error"
+        cut = any(w.startswith(("truncated", "shorter than")) for w in meta.warnings)
+        reason = "truncated" if cut else "decode_error"
         raise VideoError(reason, "no requested frame could be decoded: " + "; ".join(warnings))
     missing = [i for i in wanted if i not in got]
     if missing:

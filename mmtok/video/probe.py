@@ -296,12 +296,22 @@ def _describe(
     if last_dur <= 0:
         last_dur = float(np.median(diffs)) if n > 1 else (1 / header_fps if header_fps else 0.0)
     packets, discarded = len(rows), int(discard.sum())
-    if header_frames and header_frames > packets:
+    covered = span + last_dur
+    # Matroska and WebM have no frame count; there the header duration tells a cut file (or
+    # an audio track that outlasts the video: the container's duration covers both)
+    short = header_duration > covered * 1.05 + 2 * last_dur
+    if header_frames and header_frames > packets and short:
         warnings.append(
             f"truncated: the header counts {header_frames} frames, {packets} packets can be read"
         )
     elif header_frames and header_frames != packets:
+        # e.g. an edit list: FFmpeg drops the hidden packets no shown frame depends on
         warnings.append(f"the header counts {header_frames} frames, the file has {packets}")
+    elif short:
+        warnings.append(
+            f"shorter than its header: {header_duration:.2f} s in the header, the video frames "
+            f"cover {covered:.2f} s (a cut file, or a longer audio track)"
+        )
     w, h = coded
     display = (h, w) if rotation in (90, 270) else (w, h)
     return VideoMeta(

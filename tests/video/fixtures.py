@@ -198,6 +198,7 @@ KINDS: dict[str, str] = {
     "mkv": "H.264 in Matroska",
     "vfr_mp4": "variable frame rate H.264 MP4 (30, 10, 60 fps, irregular)",
     "vfr_mkv": "the same frames in Matroska (ms time base)",
+    "live_webm": "VP9 WebM written live (no duration, no cues), as browsers' MediaRecorder does",
     "odd_size": "H.264 4:4:4 at 129x97 (x264 refuses odd sizes in 4:2:0)",
     "odd_vp9": "VP9 WebM at 129x97",
     "one_frame": "a single-frame H.264 MP4",
@@ -206,6 +207,8 @@ KINDS: dict[str, str] = {
     "hevc": "HEVC MP4, closed GOP",
     "vp9": "VP9 WebM",
     "mpeg4": "MPEG-4 part 2 in MP4",
+    "avi": "MPEG-4 part 2 with B-frames in AVI (no timestamps of its own)",
+    "fragmented": "fragmented H.264 MP4 (empty moov, one moof per GOP)",
     "av1": "AV1 (SVT-AV1) MP4",
     "open_gop": "H.264 with open GOPs (x264 open-gop=1)",
     "hevc_open_gop": "HEVC with x265's default open GOPs",
@@ -220,8 +223,14 @@ KINDS: dict[str, str] = {
     "audio_only": "an AAC-only .m4a",
 }
 
-SUFFIX = {"mkv": ".mkv", "vfr_mkv": ".mkv", "odd_vp9": ".webm", "vp9": ".webm"}
-SUFFIX |= {"audio_only": ".m4a", "garbage": ".mp4", "empty": ".mp4"}
+SUFFIX = {
+    "mkv": ".mkv",
+    "vfr_mkv": ".mkv",
+    "odd_vp9": ".webm",
+    "vp9": ".webm",
+    "live_webm": ".webm",
+}
+SUFFIX |= {"audio_only": ".m4a", "garbage": ".mp4", "empty": ".mp4", "avi": ".avi"}
 
 # files the decoders must read; the others are rejects
 GOOD_KINDS = [k for k in KINDS if k not in {"empty", "garbage", "audio_only", "truncated_no_moov"}]
@@ -246,10 +255,13 @@ def make_video(
     rot = 0
     reason = None
     codec, container = "h264", "mp4"
-    if kind in ("h264", "faststart", "mkv", "with_audio", "rotated", "rotated_270"):
+    if kind in ("h264", "faststart", "fragmented", "mkv", "with_audio", "rotated", "rotated_270"):
         count = n or 90
         times = cfr(count)
-        opts = {"movflags": "+faststart"} if kind == "faststart" else None
+        opts = {
+            "faststart": {"movflags": "+faststart"},
+            "fragmented": {"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+        }.get(kind)
         rot = {"rotated": 90, "rotated_270": 270}.get(kind, 0)
         container = "matroska" if kind == "mkv" else "mp4"
         _encode(
@@ -279,7 +291,7 @@ def make_video(
         count = n or 60
         times = cfr(count)
         _encode(str(path), times, width=w, height=h, options=x264, pix_fmt="yuv444p")
-    elif kind in ("odd_vp9", "vp9"):
+    elif kind in ("odd_vp9", "vp9", "live_webm"):
         if kind == "odd_vp9":
             w, h = width + 1, height + 1
         count = n or 60
@@ -290,6 +302,8 @@ def make_video(
             times,
             width=w,
             height=h,
+            fmt="webm",
+            container_options={"live": "1"} if kind == "live_webm" else None,
             codec="libvpx-vp9",
             options={
                 "g": str(gop or 30),
@@ -316,10 +330,11 @@ def make_video(
         _encode(
             str(path), times, width=w, height=h, codec="libx265", options={"x265-params": params}
         )
-    elif kind == "mpeg4":
+    elif kind in ("mpeg4", "avi"):
         count = n or 60
         times = cfr(count)
         codec = "mpeg4"
+        container = "avi" if kind == "avi" else "mp4"
         _encode(
             str(path),
             times,

@@ -11,6 +11,8 @@ import pytest
 from mmtok.video.probe import VideoError, probe_video
 from tests.video.fixtures import GOOD_KINDS, VideoCorpus, session_corpus
 
+DELAYED = {"fragmented": 2 / 30, "avi": 1 / 30}  # presented later than encoded (B-frame delay)
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> VideoCorpus:
@@ -33,14 +35,20 @@ def test_pts_match_the_frames_ffmpeg_presents(corpus, kind):
     oracle_pts, oracle_rotation = decoded_pts_and_rotation(vf.path)
     assert meta.frame_count == len(vf.numbers) == len(oracle_pts)
     np.testing.assert_allclose(meta.pts, oracle_pts, atol=1e-9)
-    np.testing.assert_allclose(meta.pts, vf.pts, atol=1e-3)  # what the fixture encoded
-    assert meta.start_time == pytest.approx(vf.pts[0], abs=1e-3)
+    # what the fixture encoded, up to a constant: without an edit list (fragmented MP4, AVI)
+    # every frame is presented later by the B-frame delay
+    shift = 0.0 if kind not in DELAYED else meta.start_time - vf.pts[0]
+    assert shift == pytest.approx(DELAYED.get(kind, 0.0), abs=1e-3)
+    np.testing.assert_allclose(meta.pts, np.array(vf.pts) + shift, atol=1e-3)
+    assert meta.start_time == pytest.approx(vf.pts[0] + shift, abs=1e-3)
     assert meta.rotation == vf.rotation == oracle_rotation
     assert meta.coded_size == vf.size
     w, h = vf.size
     assert meta.display_size == ((h, w) if vf.rotation in (90, 270) else (w, h))
     assert meta.codec == vf.codec
     assert np.all(np.diff(meta.pts) > 0)
+    if kind != "edit_list":
+        assert meta.warnings == []
 
 
 def test_cfr_file_facts(corpus):
@@ -87,6 +95,8 @@ def test_edit_list_hides_the_leading_frames(corpus):
     assert meta.frame_count == 90 and meta.header_frames == 135  # the header counts hidden ones
     assert meta.count_mismatch
     assert meta.start_time == pytest.approx(0.0)
+    # FFmpeg drops the 30 hidden packets no shown frame needs: not a truncated file
+    assert meta.warnings == ["the header counts 135 frames, the file has 105"]
 
 
 def test_truncated_file_lists_the_packets_present(corpus):
@@ -182,3 +192,16 @@ def test_missing_and_unreadable_paths_are_rejects(tmp_path):
     with pytest.raises(VideoError) as err:
         probe_video(tmp_path)  # a directory
     assert err.value.reason == "read_error"
+
+
+@pytest.mark.parametrize("kind", ["mkv", "vp9"])
+def test_cut_matroska_is_flagged_by_its_header_duration(corpus, kind, tmp_path):
+    """Matroska has no frame count: a cut file demuxes cleanly, but its header duration is
+    longer than its frames. (Its frames still decode exactly: decode tests cover that.)"""
+    data = corpus[kind].path.read_bytes()
+    path = tmp_path / f"cut{corpus[kind].path.suffix}"
+    path.write_bytes(data[: len(data) // 2])
+    meta = probe_video(path)
+    assert 0 < meta.frame_count < len(corpus[kind].numbers)
+    assert any(w.startswith("shorter than its header") for w in meta.warnings)
+    assert probe_video(corpus[kind].path).warnings == []
