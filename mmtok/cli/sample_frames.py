@@ -183,8 +183,8 @@ def sample_frames(
     pick: Annotated[
         Pick,
         typer.Option(
-            help="With --segments: the middle frame (InternVL), the first (Video-LLaMA) or a "
-            "seeded random one.",
+            help="With --segments: `middle` frame (InternVL), `first` (Video-LLaMA) or a "
+            "seeded `random` one.",
             rich_help_panel=SAMPLING_PANEL,
         ),
     ] = Pick.MIDDLE,
@@ -222,8 +222,8 @@ def sample_frames(
     decoder: Annotated[
         Decoder,
         typer.Option(
-            help="`auto`: decord where it is exact, PyAV for AV1, open GOP, edit lists and "
-            "miscounted files.",
+            help="`auto`: `decord` where it is exact, `pyav` for AV1, open GOP, edit lists "
+            "and miscounted files.",
         ),
     ] = Decoder.AUTO,
     frame_format: Annotated[
@@ -291,8 +291,9 @@ def sample_frames(
     [bold]Examples[/]
 
       mmtok sample-frames clips/ --num-frames 16 -o frames/
-      mmtok sample-frames clips/ --preset qwen2-vl -o frames/ && mmtok tile frames/ -p qwen2-vl
-      mmtok sample-frames videos.jsonl --video-col path --segments 8 -o frames/
+      mmtok sample-frames clips/ --preset qwen2-vl -o frames/
+      mmtok tile frames/ --preset qwen2-vl
+      mmtok sample-frames list.jsonl --video-col path --segments 8 -o frames/
     """
     from mmtok.stages.frames import FrameOptions, SampleFramesStage, VideoTable
 
