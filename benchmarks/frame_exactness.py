@@ -60,8 +60,13 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001
                 print(f"| {kind} | {mode} | too short ({type(e).__name__}) | | |")
                 continue
-            # the number the fixture shows at each index's pts
-            want = {i: video.numbers[int(np.argmin(np.abs(truth - meta.pts[i])))] for i in indices}
+            # the number the fixture shows at each index's time
+            # (times from the first frame: a container's clock may start later, e.g. AVI)
+            rel = truth - truth[0]
+            want = {
+                i: video.numbers[int(np.argmin(np.abs(rel - (meta.pts[i] - meta.pts[0]))))]
+                for i in indices
+            }
 
             cells = []
             for backend in ("raw", "pyav", "auto"):
