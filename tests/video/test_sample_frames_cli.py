@@ -247,6 +247,9 @@ def test_command_over_a_folder(corpus, clips, tmp_path):
     assert json.loads(result.output)["presets"]["internvl"]["images"] == len(rows)
     result = runner.invoke(app, ["filter", str(out), "--min-side", "8", "-o", str(tmp_path / "f")])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["dedup", str(out), "-o", str(tmp_path / "d"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counts"]["in"] == len(rows)
 
 
 def test_stdout_jsonl_and_sources(corpus, tmp_path):
