@@ -35,3 +35,12 @@ class PidStage(SampleFramesStage):
         for r in rows:
             r["decoder"] = f"{r['decoder']}@{os.getpid()}"
         return rows, info
+
+
+class InterruptAt(SampleFramesStage):
+    """Raises KeyboardInterrupt (as Ctrl-C does) on videos whose name holds `stop`."""
+
+    def decode(self, source: str | bytes, meta: Any, indices: list[int], decoder: str) -> Any:
+        if isinstance(source, str) and "stop" in os.path.basename(source):
+            raise KeyboardInterrupt
+        return super().decode(source, meta, indices, decoder)

@@ -345,3 +345,38 @@ def test_workers_are_recycled_after_n_videos(corpus, tmp_path):
     pids = [r["decoder"].split("@")[1] for r in read_rows(out)]
     assert len(set(pids)) == 3  # 2 videos per worker process
     assert pids == sorted(pids, key=pids.index)  # each process's videos in a row, in order
+
+
+def test_resume_after_an_interrupt_loses_and_repeats_nothing(corpus, tmp_path):
+    from mmtok.engine.pipeline import Interrupted
+    from tests.video.poison_decoders import InterruptAt
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    names = [f"v{i}" for i in range(5)] + ["v35_stop", "w0", "w1"]  # read in name order
+    for name in names:
+        shutil.copy(corpus["h264"].path, folder / f"{name}.mp4")
+    shutil.copy(corpus["garbage"].path, folder / "v2_garbage.mp4")
+    out = tmp_path / "out"
+    spec = SamplingSpec(num_frames=3)
+
+    def run(stage, resume: bool) -> dict:
+        return run_pipeline(
+            Inputs([str(folder)], ReadOptions(batch_rows=2, videos=True)),
+            [stage],
+            OutputOptions(str(out), resume=resume, shard_rows=4),
+            workers=1,
+        )
+
+    with pytest.raises(Interrupted):
+        run(InterruptAt(spec), resume=False)
+    state = json.loads(next((tmp_path).glob(".*out*/state.json")).read_text())
+    assert state["batches_done"] >= 2  # v0-v3 (and the garbage file) were written before
+    manifest = run(SampleFramesStage(spec), resume=True)
+    counts = manifest["counts"]
+    assert counts["in"] == len(names) + 1 and counts["rejected_by_reason"] == {"not_video": 1}
+    assert counts["in_kept"] == len(names) and counts["out"] == 3 * len(names)
+    assert manifest["resumed"] >= 1
+    rows = read_rows(out)
+    assert len({r["id"] for r in rows}) == len(rows) == 3 * len(names)
+    assert sorted({Path(r["video_path"]).stem for r in rows}) == sorted(names)
