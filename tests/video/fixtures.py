@@ -89,7 +89,7 @@ class VideoFile:
     path: Path
     kind: str
     numbers: list[int] = field(default_factory=list)  # painted number of each presented frame
-    pts: list[float] = field(default_factory=list)  # presentation time (s) of each one
+    pts: list[float] = field(default_factory=list)  # its presentation time (s) as encoded
     rotation: int = 0  # clockwise degrees a player turns the picture
     size: tuple[int, int] = (0, 0)  # coded (width, height)
     reason: str | None = None  # the VideoError reason a broken file must give
