@@ -28,6 +28,8 @@ COMMANDS = {
     "filter": ("mmtok.cli.filter", "filter_rows"),
     "dedup": ("mmtok.cli.dedup", "dedup"),
     "embed": ("mmtok.cli.embed", "embed"),
+    "tokenize-images": ("mmtok.cli.tokenize_images", "tokenize_images"),
+    "detokenize": ("mmtok.cli.detokenize", "detokenize"),
 }
 
 
