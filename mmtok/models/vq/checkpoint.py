@@ -1,0 +1,142 @@
+"""Loading a user's VQ checkpoint as it was published, without running code from it.
+
+Accepted forms (all read with `torch.load(weights_only=True)` or safetensors):
+- a bare state dict (`.pt`, `.pth`, `.bin`, `.ckpt`) or a `.safetensors` file;
+- wrapped: a Lightning `.ckpt` (`{"state_dict": ...}`, taming's and Chameleon's `vqgan.ckpt`),
+  LlamaGen's `{"ema": ...}` / `{"model": ...}` (`vq_demo.py` takes `ema`, then `model`, then
+  `state_dict`);
+- keys under a prefix: `model.vqmodel.` (Hugging Face Chameleon / Anole / Lumina-mGPT),
+  `vqmodel.`, `first_stage_model.` (taming transformer checkpoints, `extract_submodel.py`),
+  `gen_vision_model.` (Janus), `module.` (DDP); stripped.
+Only the keys the model needs are read: `loss.*` (LPIPS, discriminator), LlamaGen's
+`quantize.codebook_used` and, unless decoding, `decoder.*` / `post_quant_conv.*` are ignored.
+A missing or mis-shaped key is an `MmtokError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmtok.errors import MmtokError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmtok.models.vq.model import VQModel
+
+WRAPPERS = ("ema", "model", "state_dict")  # LlamaGen's order (vq_demo.py), then Lightning's
+PREFIXES = ("model.vqmodel.", "vqmodel.", "first_stage_model.", "gen_vision_model.", "module.")
+TOP_LEVEL = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.")
+
+
+def sha256_of(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The file's tensors by key, unwrapped (`WRAPPERS`), without running pickled code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MmtokError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise MmtokError(f"cannot read checkpoint {path}: {e}") from None
+    try:
+        data: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MmtokError(
+            f"checkpoint {path} holds Python objects besides tensors ({first[:200]})",
+            hint="mmtok loads checkpoints with torch.load(weights_only=True); save just the "
+            "weights: torch.save(torch.load(f, weights_only=False)['state_dict'], 'vq.pt') "
+            "(only for a file you trust)",
+        ) from None
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise MmtokError(f"cannot read checkpoint {path}: {str(e)[:300]}") from None
+    while isinstance(data, dict) and not any(torch.is_tensor(v) for v in data.values()):
+        inner = next((data[k] for k in WRAPPERS if isinstance(data.get(k), dict)), None)
+        if inner is None:
+            break
+        data = inner
+    if not isinstance(data, dict):
+        raise MmtokError(f"checkpoint {path}: expected a dict of tensors, found {type(data)}")
+    return {k: v for k, v in data.items() if isinstance(k, str) and torch.is_tensor(v)}
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys under a known prefix lose it; other keys stay as they are."""
+    out = {}
+    for key, value in state.items():
+        for prefix in PREFIXES:
+            rest = key[len(prefix) :]
+            if key.startswith(prefix) and rest.startswith(TOP_LEVEL):
+                key = rest
+                break
+        out.setdefault(key, value)
+    return out
+
+
+def _listing(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_checkpoint(model: VQModel, path: str | Path, *, decoder: bool = False) -> str:
+    """Load `path` into `model` (built by `build_model`); returns the file's sha256.
+
+    Every key the model needs must be in the file with its shape (`decoder=True` also needs
+    the decoder's), else an `MmtokError` names the missing or mis-shaped keys."""
+    import torch
+
+    config = model.config
+    state = strip_prefixes(read_tensors(path))
+    wanted = model.state_dict()
+    if not decoder:
+        wanted = {
+            k: v for k, v in wanted.items() if not k.startswith(("decoder.", "post_quant_conv."))
+        }
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        found = sorted(k for k in state if k.startswith(TOP_LEVEL))
+        part = (
+            "decoder "
+            if all(k.startswith(("decoder.", "post_quant_conv.")) for k in missing)
+            else ""
+        )
+        raise MmtokError(
+            f"checkpoint {path} lacks {len(missing)} {part}key(s) of the {config.family} "
+            f"VQ tokenizer {config.name!r}: {_listing(missing)}",
+            hint=(
+                f"it has {len(found)} model key(s) such as {_listing(found, 3)}; check that "
+                "--tokenizer (or the JSON config) matches the checkpoint"
+                if found
+                else f"none of its {len(state)} tensors is under encoder./quantize./quant_conv."
+            ),
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the config"
+        for k, v in wanted.items()
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if wrong:
+        raise MmtokError(
+            f"checkpoint {path} does not fit the VQ tokenizer {config.name!r}: "
+            f"{_listing(wrong, 3)}",
+            hint="the config's channels, levels, codebook size or embed_dim differ from the file's",
+        )
+    with torch.no_grad():
+        # every wanted key is there with its shape (checked above); the rest stays as built
+        model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    return sha256_of(path)
