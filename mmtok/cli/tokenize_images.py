@@ -80,7 +80,8 @@ PrecisionOpt = Annotated[
     Precision,
     typer.Option(
         help="`fp32`: the bit-exact reference (TF32 off). `tf32` and `bf16` (autocast; the "
-        "codebook distances stay fp32) are faster on CUDA and flip a few ids.",
+        "codebook distances stay fp32) are faster on CUDA and change a few ids (on CPU, tf32 "
+        "is fp32 and bf16 is slower).",
         rich_help_panel=o.RUN_PANEL,
     ),
 ]

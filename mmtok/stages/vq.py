@@ -160,11 +160,6 @@ class VQModelStage(DeviceStage):
     ):
         if precision not in PRECISIONS:
             raise MmtokError(f"unknown precision {precision!r}", hint="use fp32, tf32 or bf16")
-        if precision != "fp32" and not device.startswith("cuda"):
-            raise MmtokError(
-                f"--precision {precision} applies to CUDA devices only",
-                hint="leave it out on CPU (fp32, the reference)",
-            )
         super().__init__(device=device, batch_size=batch_size, precision=precision)
         if batch_size is None:
             self._batch = CUDA_BATCH if device.startswith("cuda") else CPU_BATCH
@@ -175,28 +170,25 @@ class VQModelStage(DeviceStage):
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        import torch
-
-        return torch.bfloat16 if self.precision == "bf16" else None
+        return None  # `precision` sets autocast (bf16) and TF32 around each forward
 
     @property
     def precision_name(self) -> str:
         return self.precision
 
-    def setup(self) -> None:
-        """Load the weights (a missing checkpoint or key fails here, before any data is read)
-        and set TF32 for the process: off in the fp32 reference mode (PyTorch's default lets
-        cuDNN convolutions use TF32)."""
-        if self.model is not None:
-            return
-        import torch
+    def numerics(self) -> Any:
+        """fp32: TF32 off (PyTorch lets cuDNN convolutions use it by default); tf32; bf16
+        autocast. The codebook distances stay fp32 in every mode (`mmtok.models.vq`)."""
+        from mmtok.models.vq import set_precision
 
-        self.model, self.checkpoint_sha256 = load_vq(
-            self.vq, self.checkpoint, self.device, decoder=self.decoder
-        )
-        tf32 = self.precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        return set_precision(self.precision, "cuda" if self.device.startswith("cuda") else "cpu")
+
+    def setup(self) -> None:
+        """Load the weights: a missing checkpoint or key fails here, before any data is read."""
+        if self.model is None:
+            self.model, self.checkpoint_sha256 = load_vq(
+                self.vq, self.checkpoint, self.device, decoder=self.decoder
+            )
 
     def config(self) -> dict[str, Any]:
         self.setup()
@@ -255,7 +247,8 @@ class VQTokenizeStage(VQModelStage):
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         from mmtok.models.vq import to_model_input
 
-        return {"ids": self.model.encode_ids(to_model_input(inputs["pixels"]))}
+        with self.numerics():
+            return {"ids": self.model.encode_ids(to_model_input(inputs["pixels"]))}
 
     def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
         n, g = kept.num_rows, self.vq.grid
@@ -372,9 +365,12 @@ class DetokenizeStage(VQModelStage):
         }
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.model.decode_ids(inputs["ids"]).float()  # (B, 3, H, W) in [-1, 1]
+        import torch
+
+        with self.numerics():
+            x = self.model.decode_ids(inputs["ids"]).float()  # (B, 3, H, W) in [-1, 1]
         # [-1, 1] -> 0..255, rounded to nearest (taming's custom_to_pil truncates instead)
-        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch_uint8()).permute(0, 2, 3, 1)
+        pixels = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
         return {"pixels": pixels.contiguous(), "psnr": psnr(pixels, inputs["pixels"])}
 
     def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
@@ -394,9 +390,3 @@ class DetokenizeStage(VQModelStage):
             SOURCE_IMAGE: kept.column("image"),
             PSNR: pa.array(scores, pa.float32(), mask=~has_source),
         }
-
-
-def torch_uint8() -> torch.dtype:
-    import torch
-
-    return torch.uint8

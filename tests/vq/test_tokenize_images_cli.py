@@ -286,7 +286,6 @@ def test_user_errors_are_one_line_before_any_data_is_read(files, tmp_path):
     good = [*base, "--checkpoint", files["checkpoint"]]
     if not torch.cuda.is_available():
         one_line_error(run(*good, "--device", "cuda"), "no CUDA GPU")
-        one_line_error(run(*good, "--precision", "bf16"), "--precision bf16", "CUDA")
     one_line_error(run(*good, "--boi", "1"), "--emit bin")
     one_line_error(run(*good, "--emit", "bin", "--boi", "3"), "--boi 3", "codebook")
     one_line_error(run(*good, "--emit", "bin", "--boi", "99", "--eoi", "99"), "same id")

@@ -107,6 +107,6 @@ def direct_ids(config_path: Path, checkpoint: Path, paths: list[Path]) -> np.nda
     out = []
     with torch.inference_mode():
         for path in paths:
-            pixels = torch.from_numpy(preprocess(Image.open(path), config)).unsqueeze(0)
+            pixels = torch.from_numpy(np.array(preprocess(Image.open(path), config)))[None]
             out.append(model.encode_ids(to_model_input(pixels)).reshape(-1).numpy())
     return np.stack(out)
