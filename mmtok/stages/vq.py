@@ -45,6 +45,7 @@ CODEBOOK_SIZE = "vq_codebook_size"
 PSNR = "psnr"
 SOURCE_IMAGE = "source_image"
 HAS_SOURCE = "has_source"  # detokenize: whether `pixels` holds the preprocessed source image
+CODES = "vq_codes"  # detokenize: the checked ids as int32 bytes, for the device (never written)
 PRECISIONS = ("fp32", "tf32", "bf16")
 CPU_BATCH = 16  # a 512 px VQ encoder is ~550 GFLOPs per image: small batches stream better
 CUDA_BATCH = 64  # the start on CUDA; halved on out-of-memory (~0.3 GB of activations per image)
@@ -208,12 +209,13 @@ class VQModelStage(DeviceStage):
             "precision": info["precision"],
         }
 
-    def _grid_ids(self, column: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+    def _codes(self, column: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+        """The workers' int32 ids of `n` rows as (n, grid, grid) int64."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         g = self.vq.grid
-        values = column.flatten().to_numpy(zero_copy_only=False)
-        return values.astype(np.int64).reshape(n, g, g)
+        data = np.frombuffer(column.buffers()[1], "<i4")[column.offset * g * g :][: n * g * g]
+        return data.astype(np.int64).reshape(n, g, g)
 
 
 def ids_column(ids: np.ndarray, codebook_size: int) -> pa.Array:
@@ -265,26 +267,33 @@ class VQTokenizeStage(VQModelStage):
 # --- detokenize ------------------------------------------------------------------------------
 
 
-def check_ids(row: dict[str, Any], config: VQConfig) -> None:
-    """Raise `RowRejected(bad_tokens)` unless the row's ids fit the tokenizer."""
-    ids, g = row.get(IDS_COLUMN), config.grid
-    if ids is None:
-        raise RowRejected(Reason.BAD_TOKENS.value, "the row has no vq_ids")
+def row_ids(row: dict[str, Any], config: VQConfig) -> np.ndarray:
+    """The row's ids as int32 (a list, or JSON text as JSON Lines and CSV inputs carry it);
+    raises `RowRejected(bad_tokens)` unless they fit the tokenizer."""
+    value, g = row.get(IDS_COLUMN), config.grid
+
+    def bad(message: str) -> RowRejected:
+        return RowRejected(Reason.BAD_TOKENS.value, message)
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise bad(f"vq_ids is not a list of ids: {value[:40]!r}") from None
+    if value is None:
+        raise bad("the row has no vq_ids")
+    if not isinstance(value, list) or not all(type(v) is int for v in value):
+        raise bad(f"vq_ids is not a list of integer ids: {str(value)[:40]!r}")
     grid = (row.get(GRID_H), row.get(GRID_W))
     if grid != (None, None) and grid != (g, g):
-        raise RowRejected(
-            Reason.BAD_TOKENS.value,
-            f"grid={grid[0]}x{grid[1]}, the tokenizer {config.name} makes {g}x{g}",
-        )
-    if len(ids) != g * g:
-        raise RowRejected(
-            Reason.BAD_TOKENS.value, f"ids={len(ids)}, the tokenizer {config.name} makes {g * g}"
-        )
-    if ids and max(ids) >= config.codebook_size:
-        raise RowRejected(
-            Reason.BAD_TOKENS.value,
-            f"id={max(ids)} >= codebook_size={config.codebook_size}",
-        )
+        raise bad(f"grid={grid[0]}x{grid[1]}, the tokenizer {config.name} makes {g}x{g}")
+    if len(value) != g * g:
+        raise bad(f"ids={len(value)}, the tokenizer {config.name} makes {g * g}")
+    ids = np.array(value, np.int64)
+    if ids.min() < 0 or ids.max() >= config.codebook_size:
+        worst = ids.max() if ids.max() >= config.codebook_size else ids.min()
+        raise bad(f"id={worst} outside the codebook (codebook_size={config.codebook_size})")
+    return ids.astype(np.int32)
 
 
 class DetokenizeInputStage(RowStage):
@@ -306,7 +315,11 @@ class DetokenizeInputStage(RowStage):
         return self.vq.resolution * self.vq.resolution * 3
 
     def output_fields(self) -> list[pa.Field]:
-        return [pa.field(PIXELS, pa.binary(self.pixel_bytes)), pa.field(HAS_SOURCE, pa.bool_())]
+        return [
+            pa.field(PIXELS, pa.binary(self.pixel_bytes)),
+            pa.field(HAS_SOURCE, pa.bool_()),
+            pa.field(CODES, pa.binary(self.vq.tokens * 4)),
+        ]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -316,16 +329,17 @@ class DetokenizeInputStage(RowStage):
         }
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        check_ids(row, self.vq)
+        codes = row_ids(row, self.vq).astype("<i4").tobytes()
         try:
             pixels = load_source(row["image"], self.vq, exif=self.exif, max_pixels=self.max_pixels)
         except BadImage:
-            return {PIXELS: bytes(self.pixel_bytes), HAS_SOURCE: False}
-        return {PIXELS: np.ascontiguousarray(pixels, np.uint8).tobytes(), HAS_SOURCE: True}
+            return {PIXELS: bytes(self.pixel_bytes), HAS_SOURCE: False, CODES: codes}
+        pixels = np.ascontiguousarray(pixels, np.uint8).tobytes()
+        return {PIXELS: pixels, HAS_SOURCE: True, CODES: codes}
 
     def build_column(self, field: pa.Field, values: list) -> pa.Array:
-        if field.name == PIXELS:
-            return pixel_column(values, self.pixel_bytes)
+        if field.name in (PIXELS, CODES):
+            return pixel_column(values, field.type.byte_width)
         return pa.array(values, field.type)
 
 
@@ -348,7 +362,7 @@ class DetokenizeStage(VQModelStage):
 
     name: ClassVar[str] = "detokenize"
     decoder: ClassVar[bool] = True
-    consumes: ClassVar[tuple[str, ...]] = (PIXELS, HAS_SOURCE)
+    consumes: ClassVar[tuple[str, ...]] = (PIXELS, HAS_SOURCE, CODES)
 
     def output_fields(self) -> list[pa.Field]:
         return [
@@ -360,7 +374,7 @@ class DetokenizeStage(VQModelStage):
     def host_inputs(self, kept: pa.Table) -> dict[str, torch.Tensor]:
         r, n = self.vq.resolution, kept.num_rows
         return {
-            "ids": self.host_tensor(self._grid_ids(kept.column(IDS_COLUMN), n)),
+            "ids": self.host_tensor(self._codes(kept.column(CODES), n)),
             "pixels": self.host_tensor(pixels_array(kept.column(PIXELS), r, r)),
         }
 
@@ -375,7 +389,7 @@ class DetokenizeStage(VQModelStage):
 
     def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
         n = kept.num_rows
-        pixels = outputs.get("pixels", np.zeros((0,), np.uint8))
+        pixels = outputs.get("pixels")
         images = pa.StructArray.from_arrays(
             [
                 pa.nulls(n, pa.string()),
