@@ -95,7 +95,8 @@ def detokenize(
 
     [bold]Examples[/]
 
-      mmtok detokenize tok/ -o seen/ --tokenizer chameleon --checkpoint tokenizer/vqgan.ckpt
+      mmtok detokenize tok/ -o seen/ --tokenizer chameleon \\
+          --checkpoint tokenizer/vqgan.ckpt
     """
     common = o.DatasetOptions.pick(locals())
     from mmtok.models.runtime import resolve_device

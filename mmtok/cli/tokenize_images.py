@@ -171,8 +171,9 @@ def tokenize_images(
 
       mmtok tokenize-images data.jsonl -o tok/ --tokenizer chameleon \\
           --checkpoint tokenizer/vqgan.ckpt
-      mmtok tokenize-images 'shards/*.tar' -o tok/ -t chameleon --checkpoint vqgan.ckpt \\
-          --emit bin --boi 8197 --eoi 8196 --device cuda --precision bf16
+      mmtok tokenize-images 'shards/*.tar' -o tok/ -t chameleon \\
+          --checkpoint vqgan.ckpt --emit bin --boi 8192 --eoi 8193 \\
+          --device cuda --precision bf16
     """
     common = o.DatasetOptions.pick(locals())
     if (boi is not None or eoi is not None) and emit is not Emit.BIN:
