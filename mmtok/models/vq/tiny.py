@@ -79,7 +79,8 @@ def random_state_dict(
         torch.random.set_rng_state(generator_state)
     side = pool_size or config.resolution
     per_image = (side // config.downsample) ** 2
-    images = synthetic_images(max(2, -(-config.codebook_size // per_image)), side, seed)
+    count = min(max(2, -(-config.codebook_size // per_image)), 4)  # at most 4 forward passes
+    images = synthetic_images(count, side, seed)
     with torch.inference_mode():
         z = model.latents(to_model_input(torch.from_numpy(images)))
     pool = z.permute(0, 2, 3, 1).reshape(-1, config.embed_dim)
