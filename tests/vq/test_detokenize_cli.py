@@ -134,3 +134,19 @@ def test_rows_without_a_source_keep_their_ids_and_bad_ids_are_rejects(tokenized,
     manifest = json.loads((tmp_path / "seen" / SIDE_DIR / "manifest.json").read_text())
     info = next(s for s in manifest["stages"] if s["stage"] == "detokenize")
     assert info["tokenizer"]["name"] == "tiny-taming" and len(info["checkpoint_sha256"]) == 64
+
+
+def test_a_checkpoint_without_the_decoder_is_one_line_before_any_data(tokenized, tmp_path):
+    from vq_fixtures import runner
+
+    from mmtok.cli.app import app
+    from mmtok.models.vq.tiny import tiny_checkpoint
+
+    encoder_only = tiny_checkpoint(tmp_path / "encoder-only.pt", 3, decoder=False)
+    result = runner.invoke(app, ["detokenize", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o"),
+                                 "--config", str(tokenized["config"]),
+                                 "--checkpoint", str(encoder_only)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "decoder." in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -161,6 +161,17 @@ def test_the_bin_stream_reads_back_to_the_parquet_ids(tokenized):
         assert listed[f"{SIDE_DIR}/vq_stream/{name}"] == digest
 
 
+def test_the_readme_reader_reads_the_stream(tokenized):
+    """The README's reader, run as written on the shared output."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```python\n")[1:]]
+    (reader,) = [b for b in blocks if "vq_stream/tokens.bin" in b]
+    assert len(reader.strip().splitlines()) == 5
+    scope: dict = {}
+    exec(reader.replace('"tok/', f'"{tokenized[1]}/'), scope)
+    assert scope["ids_of_image_3"].tolist() == stored_ids(read_rows(tokenized[1]))[3].tolist()
+
+
 @pytest.mark.parametrize(
     ("boi", "eoi", "width"), [(64, 65, 2), (None, 70000, 4), (8197, None, 2), (None, None, 2)]
 )
@@ -281,6 +292,11 @@ def test_user_errors_are_one_line_before_any_data_is_read(files, tmp_path):
     torch.save({k: v for k, v in state.items() if k not in dropped}, partial)
     base = [files["source"], "-o", tmp_path / "o", "--config", files["config"]]
     one_line_error(run(*base, "--checkpoint", partial), dropped[0])
+    assert not (tmp_path / "o").exists()
+
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"<!doctype html>not a checkpoint")
+    one_line_error(run(*base, "--checkpoint", garbage), "garbage.ckpt")
     assert not (tmp_path / "o").exists()
 
     good = [*base, "--checkpoint", files["checkpoint"]]
