@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,12 +57,17 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:  # not a pickle of tensors at all
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            reason = detail.group(1).strip() if detail else "not a PyTorch checkpoint"
+            raise MmtokError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+        what = found.group(1)
         raise MmtokError(
-            f"checkpoint {path} holds Python objects besides tensors ({first[:200]})",
-            hint="mmtok loads checkpoints with torch.load(weights_only=True); save just the "
-            "weights: torch.save(torch.load(f, weights_only=False)['state_dict'], 'vq.pt') "
-            "(only for a file you trust)",
+            f"checkpoint {path} holds Python objects besides tensors ({what}); mmtok reads "
+            "checkpoints with torch.load(weights_only=True), which never runs code from a file",
+            hint="save just the weights once, from a file you trust: torch.save(torch.load(f, "
+            "weights_only=False)['state_dict'], 'vq.pt')",
         ) from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise MmtokError(f"cannot read checkpoint {path}: {str(e)[:300]}") from None
@@ -93,6 +99,30 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _part(missing: list[str]) -> str:
+    decoding = all(k.startswith(("decoder.", "post_quant_conv.")) for k in missing)
+    return "decoder " if decoding else ""
+
+
+def _what_it_has(state: dict[str, torch.Tensor], family: str) -> str:
+    """A hint from the file's own keys: the family its key names belong to, or examples."""
+    model_keys = sorted(k for k in state if k.startswith(TOP_LEVEL))
+    if not model_keys:
+        return f"none of its {len(state)} tensors is under encoder., quantize. or quant_conv."
+    shapes = {"llamagen": "encoder.conv_blocks.", "taming": "encoder.down."}
+    for other, marker in shapes.items():
+        if other != family and any(k.startswith(marker) for k in model_keys):
+            return (
+                f"its keys ({marker}*) are those of the {other} family: choose a {other} "
+                "tokenizer config"
+            )
+    encoder = [k for k in model_keys if k.startswith("encoder.")] or model_keys
+    return (
+        f"it has {len(model_keys)} model key(s) such as {_listing(encoder, 3)}; check that "
+        "the tokenizer config matches the checkpoint"
+    )
+
+
 def load_checkpoint(model: VQModel, path: str | Path, *, decoder: bool = False) -> str:
     """Load `path` into `model` (built by `build_model`); returns the file's sha256.
 
@@ -109,21 +139,10 @@ def load_checkpoint(model: VQModel, path: str | Path, *, decoder: bool = False) 
         }
     missing = [k for k in wanted if k not in state]
     if missing:
-        found = sorted(k for k in state if k.startswith(TOP_LEVEL))
-        part = (
-            "decoder "
-            if all(k.startswith(("decoder.", "post_quant_conv.")) for k in missing)
-            else ""
-        )
         raise MmtokError(
-            f"checkpoint {path} lacks {len(missing)} {part}key(s) of the {config.family} "
-            f"VQ tokenizer {config.name!r}: {_listing(missing)}",
-            hint=(
-                f"it has {len(found)} model key(s) such as {_listing(found, 3)}; check that "
-                "--tokenizer (or the JSON config) matches the checkpoint"
-                if found
-                else f"none of its {len(state)} tensors is under encoder./quantize./quant_conv."
-            ),
+            f"checkpoint {path} lacks {len(missing)} {_part(missing)}key(s) of the "
+            f"{config.family} VQ tokenizer {config.name!r}: {_listing(missing)}",
+            hint=_what_it_has(state, config.family),
         )
     wrong = [
         f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the config"

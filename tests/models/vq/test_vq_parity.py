@@ -21,7 +21,13 @@ from tests.models.vq.vq_images import write_images
 
 transformers = pytest.importorskip("transformers")
 
-IMAGES = ["rgb_97x131.jpg", "rgba_131x77.png", "p_trns_90x120.png", "l_150x64.jpg", "rgb_513x37.png"]
+IMAGES = [
+    "rgb_97x131.jpg",
+    "rgba_131x77.png",
+    "p_trns_90x120.png",
+    "l_150x64.jpg",
+    "rgb_513x37.png",
+]
 
 
 def chameleon_oracle(config, state):

@@ -36,7 +36,9 @@ def high_byte(im: Image.Image) -> Image.Image:
     key = im.info.get("transparency")
     if key is None:
         return grey
-    return Image.merge("LA", (grey, Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8))))
+    return Image.merge(
+        "LA", (grey, Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8)))
+    )
 
 
 def chameleon_expected(im: Image.Image, size: int) -> np.ndarray:

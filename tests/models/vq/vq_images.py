@@ -42,12 +42,23 @@ def write_images(folder: Path) -> dict[str, Path]:
     save("p_trns_90x120.png", palette, transparency=5)  # palette index 5 is transparent
     save("p_90x120.gif", Image.fromarray(rgb(90, 120, 5)).quantize(32))
     save("l_150x64.jpg", Image.fromarray(rgb(150, 64, 6)[:, :, 1]), quality=92)
-    save("la_70x70.png", Image.fromarray(np.dstack([rgb(70, 70, 7)[:, :, 0], alpha_ramp(70, 70)]), "LA"))
-    grey16 = (rgb(80, 45, 8)[:, :, 2].astype(np.uint16) * 257 + np.arange(80, dtype=np.uint16)) & 0xFFFF
+    save(
+        "la_70x70.png",
+        Image.fromarray(np.dstack([rgb(70, 70, 7)[:, :, 0], alpha_ramp(70, 70)]), "LA"),
+    )
+    grey16 = (
+        rgb(80, 45, 8)[:, :, 2].astype(np.uint16) * 257 + np.arange(80, dtype=np.uint16)
+    ) & 0xFFFF
     save("i16_80x45.png", Image.fromarray(grey16.astype(np.uint16)))
-    save("i16_trns_80x45.png", Image.fromarray(grey16.astype(np.uint16)), transparency=int(grey16[3, 3]))
+    save(
+        "i16_trns_80x45.png",
+        Image.fromarray(grey16.astype(np.uint16)),
+        transparency=int(grey16[3, 3]),
+    )
     trns = rgb(60, 90, 11)
-    save("rgb_trns_60x90.png", Image.fromarray(trns), transparency=tuple(int(v) for v in trns[0, 0]))
+    save(
+        "rgb_trns_60x90.png", Image.fromarray(trns), transparency=tuple(int(v) for v in trns[0, 0])
+    )
     save("rgb_513x37.png", Image.fromarray(rgb(513, 37, 9)))  # extreme aspect ratio
     cmyk = Image.fromarray(rgb(64, 100, 10)).convert("CMYK")
     save("cmyk_64x100.jpg", cmyk, quality=90)
