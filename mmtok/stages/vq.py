@@ -31,6 +31,7 @@ from mmtok.images.probe import open_image, open_source
 from mmtok.io.schema import IMAGE_TYPE
 from mmtok.models.inputs import PIXELS
 from mmtok.models.runtime import DeviceStage, pixels_array
+from mmtok.models.vq import PRECISIONS  # the package imports torch only when a model is built
 from mmtok.reasons import Reason, RowRejected
 from mmtok.vq_stream import IDS_COLUMN, id_type
 
@@ -46,16 +47,8 @@ PSNR = "psnr"
 SOURCE_IMAGE = "source_image"
 HAS_SOURCE = "has_source"  # detokenize: whether `pixels` holds the preprocessed source image
 CODES = "vq_codes"  # detokenize: the checked ids as int32 bytes, for the device (never written)
-PRECISIONS = ("fp32", "tf32", "bf16")
 CPU_BATCH = 16  # a 512 px VQ encoder is ~550 GFLOPs per image: small batches stream better
 CUDA_BATCH = 64  # the start on CUDA; halved on out-of-memory (~0.3 GB of activations per image)
-
-
-def sha256_of(path: str) -> str:
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_checkpoint_file(path: str) -> None:
@@ -255,7 +248,7 @@ class VQTokenizeStage(VQModelStage):
     def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
         n, g = kept.num_rows, self.vq.grid
         ids = outputs.get("ids", np.zeros((n, g, g), np.int64))
-        grid_h, grid_w = ids.shape[1:] if ids.ndim == 3 else (g, g)
+        grid_h, grid_w = ids.shape[1:]
         return {
             IDS_COLUMN: ids_column(ids, self.vq.codebook_size),
             GRID_H: pa.array(np.full(n, grid_h, np.int32)),
