@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
 from PIL import Image
-from vq_fixtures import dataset, image_folder, read_rows, run_json, tiny_tokenizer
+from vq_fixtures import dataset, image_folder, mmtok, read_rows, run_json, tiny_tokenizer
 
 from mmtok.io.layout import SIDE_DIR
 
@@ -92,7 +92,13 @@ def test_detokenize_round_trips_a_tokenized_folder(tokenized, tmp_path, monkeypa
         assert psnr[i] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-3)
     assert doc["psnr"]["rows"] == 7
     assert doc["psnr"]["mean_db"] == pytest.approx(psnr.mean(), abs=1e-3)
-    # the decoded images are image rows every reader opens
+    # the decoded images are image rows every reader opens: mmtok's own commands ...
+    mmtok("probe", tmp_path / "seen", "-o", tmp_path / "probed", "-w", "1", "-q")
+    probed = read_rows(tmp_path / "probed")
+    sizes = zip(probed["width"].to_pylist(), probed["height"].to_pylist(), strict=True)
+    assert set(sizes) == {(64, 64)} and probed.num_rows == 7
+    assert set(probed["format"].to_pylist()) == {"png"}
+    # ... and Hugging Face datasets
     import datasets
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
