@@ -143,3 +143,15 @@ def test_importing_the_api_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_taming_decoder_keys_follow_taming():
+    """taming `Decoder`: `up` indexed by level, num_res_blocks + 1 blocks per level, an
+    `upsample` on every level but 0, attention where the side is in attn_resolutions."""
+    keys = build_model(load_config("taming-f16-1024"), decoder=True).state_dict()
+    assert "decoder.up.0.block.2.conv2.weight" in keys
+    assert "decoder.up.0.upsample.conv.weight" not in keys
+    assert "decoder.up.4.upsample.conv.weight" in keys
+    assert {k.split(".")[2] for k in keys if k.startswith("decoder.up.") and ".attn." in k} == {"4"}
+    assert tuple(keys["decoder.up.0.block.0.conv1.weight"].shape) == (128, 256, 3, 3)
+    assert "decoder.mid.attn_1.proj_out.weight" in keys and "post_quant_conv.weight" in keys
