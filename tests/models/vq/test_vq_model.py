@@ -153,5 +153,10 @@ def test_taming_decoder_keys_follow_taming():
     assert "decoder.up.0.upsample.conv.weight" not in keys
     assert "decoder.up.4.upsample.conv.weight" in keys
     assert {k.split(".")[2] for k in keys if k.startswith("decoder.up.") and ".attn." in k} == {"4"}
-    assert tuple(keys["decoder.up.0.block.0.conv1.weight"].shape) == (128, 256, 3, 3)
+    assert tuple(keys["decoder.up.1.block.0.conv1.weight"].shape) == (
+        128,
+        256,
+        3,
+        3,
+    )  # from level 2
     assert "decoder.mid.attn_1.proj_out.weight" in keys and "post_quant_conv.weight" in keys
