@@ -267,29 +267,21 @@ class VectorQuantizer(nn.Module):
 
 
 class _ieee_matmul:
-    """fp32 matmuls without TF32 on CUDA for the duration (the codebook distances)."""
+    """fp32 matmuls without TF32 on CUDA for the duration (the codebook distances). The legacy
+    flag, as `precision.set_precision` (see there why)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
 
     def __enter__(self):
         if self.cuda:
-            matmul = torch.backends.cuda.matmul
-            if hasattr(matmul, "fp32_precision"):
-                self.saved = matmul.fp32_precision
-                matmul.fp32_precision = "ieee"
-            else:  # torch < 2.9
-                self.saved = matmul.allow_tf32
-                matmul.allow_tf32 = False
+            self.saved = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
         return self
 
     def __exit__(self, *exc):
         if self.cuda:
-            matmul = torch.backends.cuda.matmul
-            if hasattr(matmul, "fp32_precision"):
-                matmul.fp32_precision = self.saved
-            else:
-                matmul.allow_tf32 = self.saved
+            torch.backends.cuda.matmul.allow_tf32 = self.saved
         return False
 
 

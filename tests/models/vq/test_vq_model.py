@@ -124,14 +124,16 @@ def test_bf16_runs_and_keeps_most_ids():
 
 
 def test_set_precision_restores_the_flags():
-    matmul = torch.backends.cuda.matmul
-    conv = torch.backends.cudnn.conv
-    before = (matmul.fp32_precision, conv.fp32_precision)
+    backends = torch.backends
+    before = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
     with set_precision("fp32"):
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (False, False)
     with set_precision("tf32"):
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
-    assert (matmul.fp32_precision, conv.fp32_precision) == before
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (True, True)
+    with set_precision("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (False, False)
+    assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == before
     with pytest.raises(ValueError), set_precision("fp16"):
         pass
 
