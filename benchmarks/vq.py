@@ -137,7 +137,7 @@ def model_only(model, pixels: np.ndarray, args, device: str) -> list[dict]:
                         "channels_last": channels_last,
                         "images": reps * batch_size,
                         "seconds": round(seconds, 3),
-                        "images_per_s": round(reps * batch_size / seconds, 2),
+                        "images_per_s": round(reps * batch_size / seconds, 4),
                         "agreement_vs_fp32": agree,
                         "distinct_ids": int(torch.unique(ids).numel()),
                     }
@@ -152,7 +152,7 @@ def _row_text(r: dict) -> str:
     layout = "channels_last" if r["channels_last"] else "contiguous"
     return (
         f"  model-only batch {r['batch']:>4} {r['precision']:>4} {layout:<13} "
-        f"{r['images_per_s']:>9.2f} img/s  ids = fp32: {agree:>8}  ({r['distinct_ids']} distinct)"
+        f"{r['images_per_s']:>9.3g} img/s  ids = fp32: {agree:>8}  ({r['distinct_ids']} distinct)"
     )
 
 
@@ -199,7 +199,7 @@ def end_to_end_command(paths, checkpoint, args, precision: str, batch: int, out:
         "batch": batch,
         "images": rows,
         "process_seconds": round(wall, 2),
-        "process_images_per_s": round(rows / wall, 2),
+        "process_images_per_s": round(rows / wall, 4),
         "pipeline_seconds": timing.get("seconds"),
         "images_per_s": timing.get("rows_per_second"),
     }
@@ -229,7 +229,7 @@ def end_to_end_loop(model, paths, args, precision: str, batch_size: int, device:
         "batch": batch_size,
         "images": done,
         "pipeline_seconds": round(seconds, 2),
-        "images_per_s": round(done / seconds, 2),
+        "images_per_s": round(done / seconds, 4),
     }
 
 
@@ -295,10 +295,10 @@ def main() -> None:
         prep = {
             "workers": args.workers,
             "images": len(pixels),
-            "images_per_s": round(len(pixels) / seconds, 2),
+            "images_per_s": round(len(pixels) / seconds, 4),
         }
         print(
-            f"  preprocess only ({args.workers} workers, pool start included): {prep['images_per_s']:.2f} img/s"
+            f"  preprocess only ({args.workers} workers, pool start included): {prep['images_per_s']:.3g} img/s"
         )
 
         rows = model_only(model, pixels, args, device)
@@ -309,6 +309,8 @@ def main() -> None:
             )
 
         e2e = []
+        if cuda:
+            torch.cuda.empty_cache()  # the command runs in its own process on the same GPU
         if not args.no_e2e:
             for precision in e2e_precisions:
                 best = max(
@@ -334,10 +336,10 @@ def main() -> None:
                 e2e.append(result)
                 print(
                     f"  end to end ({result['how']}) {precision} batch {result['batch']}: "
-                    f"{result['images_per_s']} img/s over {result['images']} images = "
-                    f"{result.get('ratio')} x model-only ({best['images_per_s']} img/s)"
+                    f"{result['images_per_s'] or 0:.3g} img/s over {result['images']} images = "
+                    f"{result.get('ratio')} x model-only ({best['images_per_s']:.3g} img/s)"
                     + (
-                        f"; whole process {result['process_images_per_s']} img/s"
+                        f"; whole process {result['process_images_per_s']:.3g} img/s"
                         if "process_images_per_s" in result
                         else ""
                     ),

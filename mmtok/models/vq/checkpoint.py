@@ -47,11 +47,12 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MmtokError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
-        try:
-            return load_file(str(path))
+        try:  # only the tokenizer's tensors: a full model's shard holds gigabytes of others
+            with safe_open(str(path), framework="pt") as f:
+                keys = [k for k in f.keys() if _model_key(k)]  # noqa: SIM118 - not a dict
+                return {k: f.get_tensor(k) for k in keys}
         except (SafetensorError, OSError) as e:
             raise MmtokError(f"cannot read checkpoint {path}: {e}") from None
     try:
@@ -79,6 +80,13 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict):
         raise MmtokError(f"checkpoint {path}: expected a dict of tensors, found {type(data)}")
     return {k: v for k, v in data.items() if isinstance(k, str) and torch.is_tensor(v)}
+
+
+def _model_key(key: str) -> bool:
+    """A key the tokenizer may need, bare or under a known prefix."""
+    return key.startswith(TOP_LEVEL) or any(
+        key.startswith(p) and key[len(p) :].startswith(TOP_LEVEL) for p in PREFIXES
+    )
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

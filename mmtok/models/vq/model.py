@@ -102,9 +102,11 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _names(config: VQConfig) -> tuple[str, str]:
-    """(levels, res blocks) attribute names of the family."""
-    return ("down", "block") if config.family == "taming" else ("conv_blocks", "res")
+def _names(config: VQConfig, part: str) -> tuple[str, str]:
+    """(levels, res blocks) attribute names of the family in the encoder or the decoder."""
+    if config.family == "llamagen":
+        return "conv_blocks", "res"
+    return ("down" if part == "encoder" else "up"), "block"
 
 
 def _mid(config: VQConfig, channels: int) -> nn.Module:
@@ -134,7 +136,7 @@ def _has_attention(config: VQConfig, level: int, side: int) -> bool:
 class Encoder(nn.Module):
     def __init__(self, config: VQConfig):
         super().__init__()
-        levels_name, blocks_name = _names(config)
+        levels_name, blocks_name = _names(config, "encoder")
         ch, mults, n = config.ch, config.ch_mult, len(config.ch_mult)
         self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
         levels = nn.ModuleList()
@@ -178,7 +180,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, config: VQConfig):
         super().__init__()
-        levels_name, blocks_name = _names(config)
+        levels_name, blocks_name = _names(config, "decoder")
         ch, mults, n = config.ch, config.ch_mult, len(config.ch_mult)
         block_in = ch * mults[-1]
         side = config.resolution // 2 ** (n - 1)
@@ -265,29 +267,21 @@ class VectorQuantizer(nn.Module):
 
 
 class _ieee_matmul:
-    """fp32 matmuls without TF32 on CUDA for the duration (the codebook distances)."""
+    """fp32 matmuls without TF32 on CUDA for the duration (the codebook distances). The legacy
+    flag, as `precision.set_precision` (see there why)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
 
     def __enter__(self):
         if self.cuda:
-            matmul = torch.backends.cuda.matmul
-            if hasattr(matmul, "fp32_precision"):
-                self.saved = matmul.fp32_precision
-                matmul.fp32_precision = "ieee"
-            else:  # torch < 2.9
-                self.saved = matmul.allow_tf32
-                matmul.allow_tf32 = False
+            self.saved = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
         return self
 
     def __exit__(self, *exc):
         if self.cuda:
-            matmul = torch.backends.cuda.matmul
-            if hasattr(matmul, "fp32_precision"):
-                matmul.fp32_precision = self.saved
-            else:
-                matmul.allow_tf32 = self.saved
+            torch.backends.cuda.matmul.allow_tf32 = self.saved
         return False
 
 

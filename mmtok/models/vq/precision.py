@@ -24,14 +24,12 @@ def set_precision(mode: str, device_type: str = "cuda") -> Iterator[None]:
 
     if mode not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {mode!r}")
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    new_api = hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision")
-    if new_api:  # torch >= 2.9; mixing it with the allow_tf32 flags is an error
-        saved = (conv.fp32_precision, matmul.fp32_precision)
-        conv.fp32_precision = matmul.fp32_precision = "tf32" if mode == "tf32" else "ieee"
-    else:
-        saved = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = mode == "tf32"
+    # The legacy flags, as mmtok.models.clip: torch 2.15 still honours them without a warning,
+    # and once the new per-backend `fp32_precision` API sets cuDNN's conv flag apart from its
+    # RNN flag, any later read of `torch.backends.cudnn.allow_tf32` raises.
+    backends = torch.backends
+    saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+    backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = mode == "tf32"
     try:
         if mode == "bf16":
             with torch.autocast(device_type, dtype=torch.bfloat16):
@@ -39,7 +37,4 @@ def set_precision(mode: str, device_type: str = "cuda") -> Iterator[None]:
         else:
             yield
     finally:
-        if new_api:
-            conv.fp32_precision, matmul.fp32_precision = saved
-        else:
-            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved

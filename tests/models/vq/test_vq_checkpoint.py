@@ -59,6 +59,7 @@ def lpips_weights():
         "bare.pt",
         "bare.safetensors",
         "hf-prefix.safetensors",  # model.vqmodel.encoder... (transformers Chameleon / Anole)
+        "hf-shard.safetensors",  # a full Chameleon model's shard: the LLM's tensors beside
         "first-stage.pt",  # first_stage_model. (taming transformer checkpoints)
         "lightning.ckpt",  # {"state_dict": ..., "epoch": ..., "global_step": ...} + loss.*
         "ddp.pth",  # module.
@@ -78,6 +79,9 @@ def test_taming_forms_load_to_the_same_ids(tmp_path, states, form):
             ),
             str(path),
         )
+    elif form == "hf-shard.safetensors":
+        llm = {"model.layers.0.self_attn.q_proj.weight": torch.zeros(8, 8)}
+        save_file({**llm, **with_prefix(state, "model.vqmodel.")}, str(path))
     elif form == "first-stage.pt":
         torch.save(
             {

@@ -124,14 +124,16 @@ def test_bf16_runs_and_keeps_most_ids():
 
 
 def test_set_precision_restores_the_flags():
-    matmul = torch.backends.cuda.matmul
-    conv = torch.backends.cudnn.conv
-    before = (matmul.fp32_precision, conv.fp32_precision)
+    backends = torch.backends
+    before = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
     with set_precision("fp32"):
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (False, False)
     with set_precision("tf32"):
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
-    assert (matmul.fp32_precision, conv.fp32_precision) == before
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (True, True)
+    with set_precision("bf16", "cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == (False, False)
+    assert (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32) == before
     with pytest.raises(ValueError), set_precision("fp16"):
         pass
 
@@ -143,3 +145,20 @@ def test_importing_the_api_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_taming_decoder_keys_follow_taming():
+    """taming `Decoder`: `up` indexed by level, num_res_blocks + 1 blocks per level, an
+    `upsample` on every level but 0, attention where the side is in attn_resolutions."""
+    keys = build_model(load_config("taming-f16-1024"), decoder=True).state_dict()
+    assert "decoder.up.0.block.2.conv2.weight" in keys
+    assert "decoder.up.0.upsample.conv.weight" not in keys
+    assert "decoder.up.4.upsample.conv.weight" in keys
+    assert {k.split(".")[2] for k in keys if k.startswith("decoder.up.") and ".attn." in k} == {"4"}
+    assert tuple(keys["decoder.up.1.block.0.conv1.weight"].shape) == (
+        128,
+        256,
+        3,
+        3,
+    )  # from level 2
+    assert "decoder.mid.attn_1.proj_out.weight" in keys and "post_quant_conv.weight" in keys

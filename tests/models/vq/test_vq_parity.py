@@ -114,7 +114,8 @@ def janus_oracle(config, state):
         num_patches=config.grid,
     )
     oracle = transformers.JanusVQVAE(hf_config).eval()
-    oracle.load_state_dict({to_janus_key(k): v for k, v in state.items()}, strict=True)
+    if state:
+        oracle.load_state_dict({to_janus_key(k): v for k, v in state.items()}, strict=True)
     return oracle
 
 
@@ -152,3 +153,30 @@ def test_builtin_llamagen_has_janus_keys_and_shapes():
     theirs = transformers.JanusVQVAE(hf_config).state_dict()
     mapped = {to_janus_key(k): tuple(v.shape) for k, v in ours.items()}
     assert mapped == {k: tuple(v.shape) for k, v in theirs.items()}
+
+
+def test_taming_decoder_equals_the_janus_decoder_with_levels_reversed():
+    """transformers has no taming decoder; its Janus decoder has the same blocks, listed in run
+    order (deepest level first), where taming indexes `decoder.up` by level
+    (`taming/modules/diffusionmodules/model.py` `Decoder`: `self.up.insert(0, up)`). With the
+    attention at the deepest level (the tiny config's attn_resolutions) the two coincide once the
+    level index is reversed."""
+    config = tiny_config()
+    state = random_state_dict(config, 5)
+    model = build_model(config, decoder=True)
+    model.load_state_dict(state, strict=True)
+    levels = len(config.ch_mult)
+
+    def to_janus(key: str) -> str:
+        found = re.match(r"decoder\.up\.(\d+)\.(.*)", key)
+        return f"decoder.up.{levels - 1 - int(found[1])}.{found[2]}" if found else key
+
+    janus = janus_oracle(tiny_config("llamagen", l2_norm=False), {})
+    janus.load_state_dict({to_janus(k): v for k, v in state.items()}, strict=True)
+    z = torch.randn(
+        2, config.embed_dim, config.grid, config.grid, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.inference_mode():
+        ours = model.decoder(model.post_quant_conv(z))
+        theirs = janus.decoder(janus.post_quant_conv(z))
+    assert torch.equal(ours, theirs)

@@ -75,6 +75,7 @@ CASES = [
     "rgba_131x77.png",
     "p_trns_90x120.png",
     "p_90x120.gif",
+    "p_alpha_palette_77x50.png",
     "l_150x64.jpg",
     "la_70x70.png",
     "i16_80x45.png",

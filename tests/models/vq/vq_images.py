@@ -40,6 +40,12 @@ def write_images(folder: Path) -> dict[str, Path]:
     save("rgba_131x77.png", Image.fromarray(rgba, "RGBA"))
     palette = Image.fromarray(rgb(90, 120, 4)).quantize(64)
     save("p_trns_90x120.png", palette, transparency=5)  # palette index 5 is transparent
+    alphas = bytes(range(0, 256, 4))  # a tRNS alpha per palette entry
+    save(
+        "p_alpha_palette_77x50.png",
+        Image.fromarray(rgb(77, 50, 12)).quantize(64),
+        transparency=alphas,
+    )
     save("p_90x120.gif", Image.fromarray(rgb(90, 120, 5)).quantize(32))
     save("l_150x64.jpg", Image.fromarray(rgb(150, 64, 6)[:, :, 1]), quality=92)
     save(
