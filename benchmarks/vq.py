@@ -4,6 +4,8 @@ model-only against end to end, precision modes with their id agreement against f
     python benchmarks/vq.py --images 8                                    # CPU, a few minutes
     python benchmarks/vq.py --device cuda --images 256 --batch-size 16,32,64,128 \\
         --precision fp32,tf32,bf16 --channels-last both --e2e-images 2048 --workers 14
+    python benchmarks/vq.py --device cuda --images 512 --batch-size 64 --precision bf16 \\
+        --channels-last both --compile --no-e2e
 
 Figures, all on the same random weights (the codebook drawn from the latents, so that ids
 spread over the codebook as with trained weights) and the same photo-like JPEG files:
@@ -115,10 +117,12 @@ def model_only(model, pixels: np.ndarray, args, device: str) -> list[dict]:
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             model.to(memory_format=fmt)
             for precision in args.precisions:
-                ids = None
-                if device != "cpu":  # warm-up (cuDNN plans, allocator); the CPU needs none
+                ids, warm_up = None, 0.0
+                if device != "cpu" or args.compile:  # cuDNN plans, allocator, compilation
+                    t0 = time.perf_counter()
                     ids = encode(model, batch, precision, device, channels_last)
                     sync(device)
+                    warm_up = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     out = encode(model, batch, precision, device, channels_last)
@@ -137,6 +141,7 @@ def model_only(model, pixels: np.ndarray, args, device: str) -> list[dict]:
                         "channels_last": channels_last,
                         "images": reps * batch_size,
                         "seconds": round(seconds, 3),
+                        "warm_up_seconds": round(warm_up, 2),
                         "images_per_s": round(reps * batch_size / seconds, 4),
                         "agreement_vs_fp32": agree,
                         "distinct_ids": int(torch.unique(ids).numel()),
@@ -252,6 +257,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--cpu-check", type=int, default=2, help="CUDA: images vs CPU fp32")
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the encoder (model-only figures)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
 
@@ -285,6 +293,11 @@ def main() -> None:
         model = build_model(config)
         model.load_state_dict(state)
         model.to(device)
+        if args.compile:
+            import torch._dynamo
+
+            torch._dynamo.config.cache_size_limit = 64  # one graph per batch x precision x layout
+            model.encoder.compile(dynamic=False)
         e2e_count = args.e2e_images or args.images
         paths = make_images(work / "images", max(e2e_count, args.images))
         print(f"setup (weights, {len(paths)} JPEGs): {time.perf_counter() - t0:.1f} s")

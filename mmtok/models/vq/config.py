@@ -71,6 +71,11 @@ class VQConfig:
                 f"VQ config {self.name!r}: resolution {self.resolution} is not a multiple of "
                 f"the downsampling factor {self.downsample}"
             )
+        if self.family == "llamagen" and self.attn_resolutions:
+            raise MmtokError(
+                f"VQ config {self.name!r}: the llamagen family has attention in its last level "
+                "(vq_model.py has no setting); leave attn_resolutions empty"
+            )
         if self.codebook_size < 2 or self.embed_dim < 1 or self.num_res_blocks < 1:
             raise MmtokError(f"VQ config {self.name!r}: codebook, embed_dim and blocks must be > 0")
 

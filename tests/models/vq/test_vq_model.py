@@ -75,6 +75,7 @@ def test_json_config_round_trip(tmp_path):
         ({"name": "x", "family": "magvit"}, "family must be one of"),
         ({"name": "x", "ch": 48}, "multiple of 32"),
         ({"name": "x", "resolution": 500}, "not a multiple"),
+        ({"name": "x", "family": "llamagen", "attn_resolutions": [16]}, "leave attn_resolutions"),
         ([1, 2], "expected a JSON object"),
     ],
 )
