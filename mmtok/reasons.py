@@ -46,6 +46,8 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     # Embed
     LOW_CLIP_SCORE = "low_clip_score"
+    # Detokenize
+    BAD_TOKENS = "bad_tokens"
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -88,6 +90,8 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.MOJIBAKE: "the caption was decoded with the wrong codec or has U+FFFD characters",
     Reason.DUPLICATE: "a duplicate of the kept row named in the message (mmtok dedup)",
     Reason.LOW_CLIP_SCORE: "image-caption cosine below --min-clip-score (mmtok embed)",
+    Reason.BAD_TOKENS: "the row's VQ ids do not fit the tokenizer: missing, a grid other than "
+    "the tokenizer's, or an id outside its codebook (mmtok detokenize)",
 }
 
 

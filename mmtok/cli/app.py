@@ -29,6 +29,8 @@ COMMANDS = {
     "dedup": ("mmtok.cli.dedup", "dedup"),
     "embed": ("mmtok.cli.embed", "embed"),
     "sample-frames": ("mmtok.cli.sample_frames", "sample_frames"),
+    "tokenize-images": ("mmtok.cli.tokenize_images", "tokenize_images"),
+    "detokenize": ("mmtok.cli.detokenize", "detokenize"),
 }
 
 

@@ -150,7 +150,8 @@ class DeviceStage(Stage):
         raise NotImplementedError
 
     def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
-        """Output columns of one batch from the model's outputs (float32 numpy)."""
+        """Output columns of one batch from the model's outputs (float32 numpy; integer
+        outputs keep their dtype)."""
         raise NotImplementedError
 
     # --- the runtime ----------------------------------------------------------------------------
@@ -372,7 +373,8 @@ class DeviceStage(Stage):
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 continue  # the same rows again, in smaller batches
-            parts.append({k: v.float() for k, v in out.items()})
+            # float outputs as float32; integer outputs (token ids, pixels) as they are
+            parts.append({k: v.float() if v.is_floating_point() else v for k, v in out.items()})
             start += size
         if not parts:
             return {}
