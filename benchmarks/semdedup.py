@@ -15,6 +15,7 @@ reports a pair below the threshold: its pairs are checked exactly).
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -76,6 +77,9 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.95)
     ap.add_argument("--cluster-size", type=int, default=1000)
     ap.add_argument("--topics", type=int, default=0, help="0: evenly spread (the worst case)")
+    ap.add_argument(
+        "--default-only", action="store_true", help="only the default cluster size and probes"
+    )
     args = ap.parse_args()
 
     v = planted(args.rows, args.dupes, args.dim, args.threshold, args.topics)
@@ -86,13 +90,19 @@ def main() -> None:
     print(f"brute force: {len(truth):,} pairs in {t_brute:.2f} CPU s")
     print("| cluster size | probes | recall | pairs found | CPU s | x faster than brute force |")
     print("|---|---|---|---|---|---|")
-    for size in (args.cluster_size // 2, args.cluster_size, args.cluster_size * 2):
-        for probes in (1, 2, 3):
-            found, t = timed(near_pairs, v, args.threshold, cluster_size=size, probes=probes)
-            r = recall(found, truth)
-            print(
-                f"| {size:,} | {probes} | {r:.4f} | {len(found):,} | {t:.2f} | {t_brute / t:.1f} |"
-            )
+    grid = (
+        [(args.cluster_size, 2)]
+        if args.default_only
+        else [
+            (size, probes)
+            for size in (args.cluster_size // 2, args.cluster_size, args.cluster_size * 2)
+            for probes in (1, 2, 3)
+        ]
+    )
+    for size, probes in grid:
+        found, t = timed(near_pairs, v, args.threshold, cluster_size=size, probes=probes)
+        r = recall(found, truth)
+        print(f"| {size:,} | {probes} | {r:.4f} | {len(found):,} | {t:.2f} | {t_brute / t:.1f} |")
 
     unit = v.astype(np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
@@ -105,6 +115,8 @@ def main() -> None:
     except ImportError:
         line += ", faiss not installed"
     print(line)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory of this process: {peak:,.0f} MB")
 
 
 def _faiss_threads() -> int:

@@ -481,4 +481,4 @@ def _cosines(embedding: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for start in range(0, len(a), 1 << 14):
         x, y = unit(a[start : start + (1 << 14)]), unit(b[start : start + (1 << 14)])
         out[start : start + len(x)] = np.einsum("nd,nd->n", x, y)
-    return out
+    return np.clip(out, -1, 1)  # a row with itself: 1.0000001 in float32

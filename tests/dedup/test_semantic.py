@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 from conftest import encode, photo, write_jsonl
@@ -258,6 +259,22 @@ def test_a_lower_threshold_joins_what_a_higher_one_keeps_apart(tmp_path, synthet
     assert groups_of(clusters) == [A, B, {"c", "c_near"}]
     _, kept, _, clusters = dedup(source, tmp_path / "high", "--threshold", "0.98")
     assert groups_of(clusters) == [{"a", "a_big"}]
+
+
+def test_against_reference_embeddings_drops_only_contaminated_inputs(tmp_path, synthetic):
+    source, order, _ = synthetic
+    table = pq.read_table(source)
+    is_ref = pa.array([i == "a_big" for i in order])
+    pq.write_table(table.filter(is_ref), tmp_path / "ref.parquet")
+    pq.write_table(table.filter(pa.compute.invert(is_ref)), tmp_path / "train.parquet")
+    doc, kept, rejects, clusters = dedup(
+        tmp_path / "train.parquet", tmp_path / "out", "--against", str(tmp_path / "ref.parquet")
+    )
+    assert set(rejects) == {"a", "a_long"}  # b's cluster is within the input: left alone
+    assert all("duplicate_of=a_big " in r["message"] for r in rejects.values())
+    assert all(r["message"].endswith("in=reference cluster_size=3") for r in rejects.values())
+    assert {c["id"] for c in clusters if c["reference"]} == {"a_big"}
+    assert doc["counts"]["in"] == len(order) - 1
 
 
 def test_inputs_without_embeddings_stop_before_any_pass(tmp_path):
