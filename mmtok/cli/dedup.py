@@ -35,7 +35,7 @@ from mmtok.io.output_guard import real, remove_output
 from mmtok.io.sources import Inputs
 from mmtok.stages.columns import KeepColumns
 from mmtok.stages.dedup import DedupStage
-from mmtok.stages.embedding_signature import EmbeddingSignatureStage, require_embeddings
+from mmtok.stages.embedding_signature import embedding_signatures
 from mmtok.stages.signature import SignatureStage
 from mmtok.text.minhash import CaptionBands
 
@@ -214,16 +214,11 @@ def dedup(
         CaptionBands(caption_threshold, shingle_size=shingle_size) if by is not By.IMAGE else None
     )
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
-    if by is By.EMBEDDING:
-        stage = EmbeddingSignatureStage(pixels=keep is Keep.LARGEST)
     # one Inputs for both passes over the data: stdin is spooled once and read twice
     source = o.build_inputs(inputs, image_col, text_col, id_col)
     if by is By.EMBEDDING:
-        for each in [
-            source,
-            *(o.build_inputs([r], image_col, text_col, id_col) for r in against or []),
-        ]:
-            require_embeddings(each)
+        refs = [o.build_inputs([r], image_col, text_col, id_col) for r in against or []]
+        stage = embedding_signatures(settings, [source, *refs])
     check_output(out, source, against or [])  # before the signature pass: hours at scale
     store = signature_store(out)
     if store is not None and store.exists() and not (resume or overwrite):

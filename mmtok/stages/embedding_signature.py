@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from mmtok.dedup import Settings
 from mmtok.engine.stage import RowStage, StageResult
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS, image_input
@@ -22,6 +23,14 @@ from mmtok.stages.signature import SIGNATURE_FIELDS
 
 IMAGE_EMBEDDING = "image_embedding"  # what `mmtok embed` writes (mmtok.stages.embed)
 EMBEDDING = "sig_embedding"
+
+
+def embedding_signatures(settings: Settings, inputs: list[Inputs]) -> EmbeddingSignatureStage:
+    """The signature stage of `--by embedding`, once every input (and reference) is known to
+    hold embeddings: before any pass, which can take hours at scale."""
+    for each in inputs:
+        require_embeddings(each)
+    return EmbeddingSignatureStage(pixels=settings.keep == "largest")
 
 
 def require_embeddings(inputs: Inputs, column: str = IMAGE_EMBEDDING) -> None:
