@@ -132,7 +132,7 @@ def filter_rows(
       mmtok filter pairs.jsonl -o clean/ --recipe filter.toml --lang en,de
       mmtok filter 'shards/*.tar' --preset qwen2-vl --max-tokens 4096 --dry-run
       mmtok filter emb/ -o good/ --min-clip-score 0.28
-      mmtok filter pairs.jsonl -o good/ --min-clip-score 0.28 --model local-dir:ViT-L-14
+      mmtok filter pairs.jsonl -o good/ --min-clip-score 0.3 -m local-dir:b32
     """
     common = o.DatasetOptions.pick(locals())
     flags = {
