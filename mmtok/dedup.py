@@ -230,7 +230,11 @@ class Signatures:
         n = table.num_rows
         sha = column("sha256").fill_null(pa.scalar(bytes(32), pa.binary(32)))
         raw = np.frombuffer(sha.buffers()[1], np.uint8)[sha.offset * 32 : (sha.offset + n) * 32]
-        embedding, embedding_ok = _embeddings(column("sig_embedding"))
+        embedding, embedding_ok = _embeddings(
+            column("sig_embedding")
+            if "sig_embedding" in table.column_names  # (only --by embedding needs it)
+            else pa.nulls(n, pa.list_(pa.float16()))
+        )
         bands_col = column("caption_bands")
         caption_ok = bands_col.is_valid().to_numpy(zero_copy_only=False)
         bands = np.zeros((n, band_count), np.uint64)

@@ -100,6 +100,7 @@ def photos(tmp_path_factory):
     return write_jsonl(d / "in.jsonl", rows), {i: files[i] for i in order}
 
 
+@pytest.mark.slow  # embed, then dedup, then the open_clip oracle: about 10 s here
 def test_planted_copies_found_by_the_tiny_model_equal_brute_force_over_open_clip(tmp_path, photos):
     import open_clip
     import torch
