@@ -37,6 +37,7 @@ class Options:
     tokens_per_gpu_second: float | None = None
     read_gbps: float | None = None  # GB/s (bytes), not gigabits
     embed_dim: int | None = None
+    image_embed_dim: int | None = None  # one pooled embedding per image (CLIP-style)
     text_bytes_per_token: int = 4
 
 
@@ -152,6 +153,8 @@ def figures(s: Sums, scale: float, preset: Preset, opts: Options) -> dict[str, A
         "pretiled_uint8": s.pixel_bytes_uint8 or None,
         "vq_ids": 2 * s.image_tokens if preset.name in VQ_PRESETS else None,
         "embeddings_fp16": 2 * opts.embed_dim * s.image_tokens if opts.embed_dim else None,
+        # one float16 vector of D per image, as `mmtok embed` stores it
+        "image_embedding_fp16": 2 * opts.image_embed_dim * s.rows if opts.image_embed_dim else None,
         "text_ids": text_bytes,
     }
     storage = {k: _count(v * scale) for k, v in storage.items() if v is not None}

@@ -25,6 +25,7 @@ FORMS = {
     "pretiled_uint8": "pre-tiled uint8",
     "vq_ids": "VQ ids (uint16)",
     "embeddings_fp16": "embeddings (fp16)",
+    "image_embedding_fp16": "one embedding per image (fp16)",
 }
 PERCENTILES = ("p5", "p50", "p95", "p99")
 MIN_LABEL = 16  # labels wrap down to this width before presets are split over tables

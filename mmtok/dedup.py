@@ -7,6 +7,8 @@
 - Caption near-duplicates: rows sharing any LSH band key are candidates, then verified with
   their exact Jaccard similarity (integer shingle sets, many pairs at once), in bounded chunks;
   a candidate whose rows are already joined is not verified again.
+- Semantic near-duplicates: stored embeddings (an `mmtok embed` output) within a cosine
+  threshold, SemDeDup-style (`mmtok.models.semdedup`: k-means clusters, exact pairs inside).
 - Clusters: connected components (union by minimum label, then pointer jumping), so a cluster
   is labelled by its first row and is the same whatever order the pairs came in.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmtok.errors import MmtokError
 from mmtok.hamming import near_pairs
 from mmtok.text.shingle_sets import ShingleSets
 
@@ -212,6 +215,8 @@ class Signatures:
     reason: pa.Array  # string, null unless the row's image could not be read
     message: pa.Array  # string
     reference: np.ndarray  # bool: a row of --against
+    embedding: np.ndarray  # rows x D float16 (zeros where none; D = 0 unless --by embedding)
+    embedding_ok: np.ndarray  # bool: the row has an embedding
 
     @classmethod
     def from_table(cls, table: pa.Table, reference: bool, band_count: int) -> Signatures:
@@ -225,6 +230,11 @@ class Signatures:
         n = table.num_rows
         sha = column("sha256").fill_null(pa.scalar(bytes(32), pa.binary(32)))
         raw = np.frombuffer(sha.buffers()[1], np.uint8)[sha.offset * 32 : (sha.offset + n) * 32]
+        embedding, embedding_ok = _embeddings(
+            column("sig_embedding")
+            if "sig_embedding" in table.column_names  # (only --by embedding needs it)
+            else pa.nulls(n, pa.list_(pa.float16()))
+        )
         bands_col = column("caption_bands")
         caption_ok = bands_col.is_valid().to_numpy(zero_copy_only=False)
         bands = np.zeros((n, band_count), np.uint64)
@@ -244,6 +254,8 @@ class Signatures:
             reason=column("sig_reason"),
             message=column("sig_message"),
             reference=np.full(n, reference),
+            embedding=embedding,
+            embedding_ok=embedding_ok,
         )
 
     @classmethod
@@ -252,6 +264,8 @@ class Signatures:
             values = [getattr(p, name) for p in parts]
             if isinstance(values[0], pa.Array):
                 return pa.concat_arrays(values)
+            if name == "embedding":
+                values = _same_width(values)
             return np.concatenate(values)
 
         return cls(**{name: join(name) for name in cls.__dataclass_fields__})
@@ -260,19 +274,50 @@ class Signatures:
         return len(self.ids)
 
 
+def _embeddings(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list<float16> column as a rows x D float16 matrix (zeros where null) and its mask."""
+    n = len(column)
+    ok = column.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)[ok]
+    dim = int(lengths[0]) if len(lengths) else 0
+    if (lengths != dim).any():
+        raise MmtokError(
+            f"embeddings of different lengths ({sorted(set(lengths.tolist()))[:4]})",
+            hint="dedup one model's embeddings at a time",
+        )
+    matrix = np.zeros((n, dim), np.float16)
+    if dim:
+        values = column.filter(pa.array(ok)).flatten().to_numpy(zero_copy_only=False)
+        matrix[ok] = values.astype(np.float16, copy=False).reshape(-1, dim)
+    return matrix, ok
+
+
+def _same_width(matrices: list[np.ndarray]) -> list[np.ndarray]:
+    """Parts with no embedding (width 0) widened to the others' width; two widths: an error."""
+    widths = {m.shape[1] for m in matrices} - {0}
+    if len(widths) > 1:
+        raise MmtokError(
+            f"the inputs hold embeddings of different widths {sorted(widths)}",
+            hint="dedup one model's embeddings at a time",
+        )
+    dim = widths.pop() if widths else 0
+    return [m if m.shape[1] == dim else np.zeros((len(m), dim), np.float16) for m in matrices]
+
+
 @dataclass(frozen=True)
 class Settings:
-    by: str = "image"  # image | caption | pair
+    by: str = "image"  # image | caption | pair | embedding
     max_distance: int = 8
     mirror: bool = False
     caption_threshold: float = 0.8
     shingle_size: int = 1
     keep: str = "largest"
+    embedding_threshold: float = 0.95  # cosine
 
 
 # why a dropped row is a duplicate of its cluster's kept row (Clusters.kind holds the index)
-KINDS = (None, "member", "exact", "near", "mirror", "caption", "transitive")
-MEMBER, EXACT, NEAR, MIRROR, CAPTION, TRANSITIVE = range(1, len(KINDS))
+KINDS = (None, "member", "exact", "near", "mirror", "caption", "transitive", "embedding")
+MEMBER, EXACT, NEAR, MIRROR, CAPTION, TRANSITIVE, EMBEDDING = range(1, len(KINDS))
 
 
 @dataclass
@@ -286,6 +331,7 @@ class Clusters:
     dropped: np.ndarray
     image_distance: np.ndarray  # Hamming bits to the kept row, -1 when not applicable
     caption_similarity: np.ndarray  # exact Jaccard with the kept row, nan when not applicable
+    cosine: np.ndarray  # embedding cosine with the kept row, nan when not applicable
     kind: np.ndarray  # int8 index into KINDS; 0 unless dropped
 
     def kind_names(self, rows: np.ndarray) -> list[str | None]:
@@ -355,6 +401,12 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
             joined.add(a, b)
     if settings.by == "caption":
         _caption_components(sig, similar, joined)
+    if settings.by == "embedding":
+        from mmtok.models.semdedup import near_pairs as embedding_pairs  # imports Pairs from here
+
+        rows = np.flatnonzero(sig.embedding_ok)
+        pairs = embedding_pairs(sig.embedding[rows], settings.embedding_threshold)
+        joined.add(rows[pairs.a], rows[pairs.b])
     label = joined.label
     size = np.bincount(label, minlength=n)[label]
 
@@ -398,9 +450,16 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
         others = np.flatnonzero(both_captions & (target != rows))
         caption_similarity[others] = sets.jaccard(others, target[others])
 
+    cosine = np.full(n, np.nan)
+    if settings.by == "embedding":
+        both = np.flatnonzero((size > 1) & sig.embedding_ok & sig.embedding_ok[target])
+        cosine[both] = _cosines(sig.embedding, both, target[both])
+
     same_file = both_images & (sig.sha256 == sig.sha256[target]).all(axis=1)
     if settings.by == "caption":
         similar_kind = np.where(caption_similarity >= settings.caption_threshold, CAPTION, 0)
+    elif settings.by == "embedding":
+        similar_kind = np.where(cosine >= settings.embedding_threshold, EMBEDDING, 0)
     else:
         within = (image_distance >= 0) & (image_distance <= settings.max_distance)
         similar_kind = np.where(within, np.where(plain <= settings.max_distance, NEAR, MIRROR), 0)
@@ -410,4 +469,20 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
         TRANSITIVE,
     ).astype(np.int8)
     kind[~dropped] = 0
-    return Clusters(label, size, kept, dropped, image_distance, caption_similarity, kind)
+    return Clusters(label, size, kept, dropped, image_distance, caption_similarity, cosine, kind)
+
+
+def _cosines(embedding: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of rows a[i] and b[i] in float32, as the pair search computes it (unit vectors
+    first), 16,384 pairs at a time."""
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        x = embedding[rows].astype(np.float32)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norms == 0, 1, norms)
+
+    out = np.empty(len(a), np.float32)
+    for start in range(0, len(a), 1 << 14):
+        x, y = unit(a[start : start + (1 << 14)]), unit(b[start : start + (1 << 14)])
+        out[start : start + len(x)] = np.einsum("nd,nd->n", x, y)
+    return np.clip(out, -1, 1)  # a row with itself: 1.0000001 in float32

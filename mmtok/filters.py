@@ -66,6 +66,8 @@ class FilterRules:
     lang: tuple[str, ...] | None = None
     lang_confidence: float = 0.5
     drop_mojibake: bool = False
+    # image-caption agreement (a clip_score column, or computed with --model)
+    min_clip_score: float | None = None
 
     @classmethod
     def names(cls) -> list[str]:
@@ -115,6 +117,11 @@ class FilterRules:
             raise MmtokError("--max-aspect is long side / short side, so it is at least 1")
         if not 0 <= self.lang_confidence <= 1:
             raise MmtokError("--lang-confidence is a probability between 0 and 1")
+        if self.min_clip_score is not None and not -1 <= self.min_clip_score <= 1:
+            raise MmtokError(
+                f"--min-clip-score is a cosine, between -1 and 1, not {self.min_clip_score:g}",
+                hint="DataComp kept rows at 0.28 (OpenAI ViT-L-14) or 0.3 (ViT-B-32)",
+            )
 
     @property
     def checks_caption(self) -> bool:
@@ -226,4 +233,18 @@ def caption_violation(
                 Reason.WRONG_LANGUAGE,
                 f"lang={lang} p_not_wanted={outside:.3f} ({wanted} wanted)",
             )
+    return None
+
+
+def clip_score_violation(minimum: float, score: float | None, caption: str | None) -> Violation:
+    """DataComp-style CLIP-score filtering: a row goes when the cosine of its image and caption
+    embeddings is below `minimum`. A row with no score cannot pass a rule that needs one: without
+    a caption it goes as `no_caption` (there was nothing to score), otherwise as `no_clip_score`
+    (an input whose rows were not all scored)."""
+    if score is None or score != score:  # null or NaN
+        if caption is None or not caption.strip():
+            return Reason.NO_CAPTION, "no caption to score the image against"
+        return Reason.NO_CLIP_SCORE, f"clip_score=null, min_clip_score={minimum:g}"
+    if score < minimum:
+        return Reason.LOW_CLIP_SCORE, f"clip_score={score:.4f} < min_clip_score={minimum:g}"
     return None

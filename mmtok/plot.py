@@ -23,6 +23,7 @@ FORMS = {
     "pretiled_uint8": "pre-tiled uint8",
     "vq_ids": "VQ ids",
     "embeddings_fp16": "fp16 embeddings",
+    "image_embedding_fp16": "fp16 embedding per image",
 }
 WIDTH_IN = 11.0
 BINS = 40

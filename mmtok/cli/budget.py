@@ -115,6 +115,14 @@ def estimate_budget(
         int | None,
         typer.Option(min=1, help="Also price precomputed fp16 embeddings of this width."),
     ] = None,
+    image_embed_dim: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Also price one fp16 embedding of this width per image, as mmtok embed stores "
+            "it (512: ViT-B-32, 768: ViT-L-14).",
+        ),
+    ] = None,
     suggest: Annotated[
         bool,
         typer.Option("--suggest", help="Search each preset's size parameter to fit --context."),
@@ -188,6 +196,7 @@ def estimate_budget(
         tokens_per_gpu_second=tokens_per_gpu_second,
         read_gbps=read_gbps,
         embed_dim=embed_dim,
+        image_embed_dim=image_embed_dim,
         text_bytes_per_token=text.bytes_per_id,
     )
     tallies = {

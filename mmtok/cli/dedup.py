@@ -35,6 +35,7 @@ from mmtok.io.output_guard import real, remove_output
 from mmtok.io.sources import Inputs
 from mmtok.stages.columns import KeepColumns
 from mmtok.stages.dedup import DedupStage
+from mmtok.stages.embedding_signature import embedding_signatures
 from mmtok.stages.signature import SignatureStage
 from mmtok.text.minhash import CaptionBands
 
@@ -45,6 +46,7 @@ class By(StrEnum):
     IMAGE = "image"
     CAPTION = "caption"
     PAIR = "pair"
+    EMBEDDING = "embedding"
 
 
 class Keep(StrEnum):
@@ -64,6 +66,7 @@ SIGNATURE_COLUMNS = [
     "caption_bands",
     "sig_reason",
     "sig_message",
+    "sig_embedding",
 ]
 
 
@@ -74,8 +77,8 @@ def dedup(
     by: Annotated[
         By,
         typer.Option(
-            help="What makes two rows duplicates: the `image`, the `caption`, or the `pair` "
-            "(both near-duplicates).",
+            help="What makes two rows duplicates: the `image`, the `caption`, the `pair` "
+            "(both near-duplicates), or the stored `embedding` (of an `mmtok embed` output).",
             rich_help_panel=DEDUP,
         ),
     ] = By.IMAGE,
@@ -103,6 +106,15 @@ def dedup(
             rich_help_panel=DEDUP,
         ),
     ] = 0.8,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            callback=o.share,
+            help="--by embedding: cosine similarity of image embeddings at which images are "
+            "duplicates.",
+            rich_help_panel=DEDUP,
+        ),
+    ] = 0.95,
     shingle_size: Annotated[
         int,
         typer.Option(
@@ -176,6 +188,7 @@ def dedup(
         caption_threshold=caption_threshold,
         shingle_size=shingle_size,
         keep=keep.value,
+        embedding_threshold=threshold,
     )
     out = o.build_output(
         output,
@@ -203,6 +216,9 @@ def dedup(
     stage = SignatureStage(images=by is not By.CAPTION, captions=captions)
     # one Inputs for both passes over the data: stdin is spooled once and read twice
     source = o.build_inputs(inputs, image_col, text_col, id_col)
+    if by is By.EMBEDDING:
+        refs = [o.build_inputs([r], image_col, text_col, id_col) for r in against or []]
+        stage = embedding_signatures(settings, [source, *refs])
     check_output(out, source, against or [])  # before the signature pass: hours at scale
     store = signature_store(out)
     if store is not None and store.exists() and not (resume or overwrite):
@@ -354,6 +370,7 @@ def cluster_table(sig: Signatures, c: Clusters) -> pa.Table:
             "reference": pa.array(sig.reference[members]),
             "image_distance": pa.array(distance.astype(np.int32), mask=distance < 0),
             "caption_jaccard": pa.array(similarity, mask=np.isnan(similarity)),
+            "cosine": pa.array(c.cosine[members], pa.float32(), mask=np.isnan(c.cosine[members])),
             "kind": pa.array(c.kind_names(members), pa.string()),
         }
     )

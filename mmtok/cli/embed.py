@@ -22,7 +22,7 @@ from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.io.layout import SIDE_DIR
 from mmtok.stats import PercentileSample
 
-MODEL_PANEL = "Model"
+MODEL_PANEL = o.MODEL_PANEL
 
 
 class Precision(StrEnum):
@@ -61,41 +61,11 @@ class ScoreSummary:
 @handle_errors
 def embed(
     inputs: o.InputsArg,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            help="open_clip architecture (ViT-B-32, ViT-L-14-quickgelu, ViT-B-16-SigLIP, ...) "
-            "or local-dir:DIR (open_clip_config.json + weights).",
-            rich_help_panel=MODEL_PANEL,
-        ),
-    ],
+    model: o.ModelOpt,
     output: o.OutputOpt = None,
-    checkpoint: Annotated[
-        str | None,
-        typer.Option(
-            help="Weights file (.safetensors, .bin, .pt) for the architecture --model names.",
-            rich_help_panel=MODEL_PANEL,
-        ),
-    ] = None,
-    pretrained_tag: Annotated[
-        str | None,
-        typer.Option(
-            help="The tag the weights were trained as (openai, laion2b_s34b_b79k, webli, ...): "
-            "sets the preprocessing and QuickGELU; without --checkpoint, the weights are "
-            "taken from the local Hugging Face cache.",
-            rich_help_panel=MODEL_PANEL,
-        ),
-    ] = None,
-    preprocess: Annotated[
-        str | None,
-        typer.Option(
-            help="Preprocessing by name, overriding the tag's: clip, clip-bilinear, clip-squash, "
-            "inception, siglip, mobileclip.",
-            rich_help_panel=MODEL_PANEL,
-        ),
-    ] = None,
+    checkpoint: o.CheckpointOpt = None,
+    pretrained_tag: o.PretrainedTagOpt = None,
+    preprocess: o.PreprocessOpt = None,
     text: Annotated[
         bool,
         typer.Option(
@@ -120,19 +90,8 @@ def embed(
             rich_help_panel=o.IO_PANEL,
         ),
     ] = None,
-    device: Annotated[
-        str,
-        typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=o.RUN_PANEL),
-    ] = "auto",
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Images per model batch. Default: automatic (512 on CUDA, halved on "
-            "out-of-memory; 64 on CPU).",
-            rich_help_panel=o.RUN_PANEL,
-        ),
-    ] = None,
+    device: o.DeviceOpt = "auto",
+    batch_size: o.BatchSizeOpt = None,
     gpu_decode: Annotated[
         bool,
         typer.Option(

@@ -13,15 +13,14 @@ from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
 from mmtok.errors import MmtokError
 from mmtok.filters import FilterRules, load_recipe
-from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.presets import load_preset_file
 from mmtok.reasons import DESCRIPTIONS, Reason
-from mmtok.stages.filter import FilterStage
-from mmtok.stages.probe import ProbeStage
+from mmtok.stages.filter import ClipModelOptions, filter_stages
 
 IMAGE = "Image rules (from the header)"
 TOKENS = "Vision-token rules"
 CAPTION = "Caption rules"
+CLIP = "CLIP-score rule"
 
 
 def _opt(kind, help: str, panel: str, *names: str) -> Any:
@@ -93,6 +92,18 @@ def filter_rows(
         CAPTION,
         "--drop-mojibake/--keep-mojibake",
     ) = None,
+    min_clip_score: _opt(
+        float | None,
+        "Drop rows whose clip_score (image-caption cosine) is below X (`low_clip_score`): the "
+        "input's clip_score column (mmtok embed --text), or computed with --model.",
+        CLIP,
+    ) = None,
+    model: o.ModelOpt = None,
+    checkpoint: o.CheckpointOpt = None,
+    pretrained_tag: o.PretrainedTagOpt = None,
+    preprocess: o.PreprocessOpt = None,
+    device: o.DeviceOpt = "auto",
+    batch_size: o.BatchSizeOpt = None,
     image_col: o.ImageColOpt = "image",
     text_col: o.TextColOpt = "caption",
     id_col: o.IdColOpt = None,
@@ -110,9 +121,9 @@ def filter_rows(
     """Keep the image-text rows that pass the rules; drop the rest with a reason and a value.
 
     Image rules read the header only (fast); --decode-check decodes every image. Rules run in
-    a fixed order (header, vision tokens, caption) and the first rule a row breaks is its
-    reason. Dropped rows go to __mmtok__/rejects.parquet with the reason code and the measured
-    value in the message (reason `too_small`, message `side=12 < min_side=64 (12x80)`).
+    a fixed order (header, vision tokens, caption, CLIP score) and the first rule a row breaks
+    is its reason. Dropped rows go to __mmtok__/rejects.parquet with the reason code and the
+    measured value in the message (reason `too_small`, message `side=12 < min_side=64 (12x80)`).
 
     [bold]Examples[/]
 
@@ -120,6 +131,8 @@ def filter_rows(
           --caption-min-words 3
       mmtok filter pairs.jsonl -o clean/ --recipe filter.toml --lang en,de
       mmtok filter 'shards/*.tar' --preset qwen2-vl --max-tokens 4096 --dry-run
+      mmtok filter emb/ -o good/ --min-clip-score 0.28
+      mmtok filter pairs.jsonl -o good/ --min-clip-score 0.3 -m local-dir:b32
     """
     common = o.DatasetOptions.pick(locals())
     flags = {
@@ -142,9 +155,11 @@ def filter_rows(
         common.output = None
     elif output is None:
         raise MmtokError("give -o DIR (or -o - for JSON Lines), or --dry-run to only count")
-    stages = [ProbeStage(max_pixels=DEFAULT_MAX_PIXELS, decode_check=rules.decode_check)]
-    stages.append(FilterStage(rules))
-    manifest, out, reporter = o.run_dataset(common, stages, "filtering", [])
+    clip = ClipModelOptions(model, checkpoint, pretrained_tag, preprocess, device, batch_size)
+    stages, batch_rows, check_inputs = filter_stages(rules, clip if model else None)
+    manifest, out, reporter = o.run_dataset(
+        common, stages, "filtering", [], batch_rows=batch_rows, wrap_inputs=check_inputs
+    )
     counts = manifest["counts"]
     document = {
         "output": out.path if out else None,

@@ -131,6 +131,55 @@ JsonOpt = Annotated[
     ),
 ]
 
+# The model options of every command that runs a CLIP-family model (embed, filter --model).
+MODEL_PANEL = "Model"
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="open_clip architecture (ViT-B-32, ViT-L-14-quickgelu, ViT-B-16-SigLIP, ...) "
+        "or local-dir:DIR (open_clip_config.json + weights).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+CheckpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Weights file (.safetensors, .bin, .pt) for the architecture --model names.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+PretrainedTagOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The tag the weights were trained as (openai, laion2b_s34b_b79k, webli, ...): "
+        "sets the preprocessing and QuickGELU; without --checkpoint, the weights are "
+        "taken from the local Hugging Face cache.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+PreprocessOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Preprocessing by name, overriding the tag's: clip, clip-bilinear, clip-squash, "
+        "inception, siglip, mobileclip.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN_PANEL)
+]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Images per model batch. Default: automatic (512 on CUDA, halved on "
+        "out-of-memory; 64 on CPU).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
 

@@ -193,7 +193,7 @@ def run_pipeline(
     cpu_stages = _with_output_stages(stages[:-1] if device else stages, output)
     stages = [*cpu_stages, device] if device else cpu_stages
     worker_schema = with_fields(inputs.schema, [f for s in cpu_stages for f in s.output_fields()])
-    row_schema = device.output_schema(worker_schema) if device else worker_schema
+    row_schema = device.output_schema(worker_schema, inputs.schema) if device else worker_schema
     rejects = reject_schema(inputs.schema)
     fingerprint, input_parts = inputs.fingerprint()
     stage_configs = [{"stage": s.name, **s.config()} for s in stages]

@@ -129,6 +129,7 @@ class DeviceStage(Stage):
 
     name: ClassVar[str] = "device"
     consumes: ClassVar[tuple[str, ...]] = (PIXELS,)  # worker columns dropped from the output
+    _input_schema: pa.Schema | None = None  # the run's input columns: what rejects carry
 
     def __init__(
         self, *, device: str = "cpu", batch_size: int | None = None, precision: str = "auto"
@@ -181,14 +182,20 @@ class DeviceStage(Stage):
         """Rows the stage rejects after the model (e.g. a low CLIP score); None keeps all."""
         return None
 
-    def output_schema(self, worker_schema: pa.Schema) -> pa.Schema:
+    def output_schema(
+        self, worker_schema: pa.Schema, input_schema: pa.Schema | None = None
+    ) -> pa.Schema:
         """The kept rows' schema: the workers' columns less the consumed ones, plus ours.
 
-        The workers' stages before a device stage add only what it consumes, so the input
-        columns are the workers' columns less those; rejects carry them."""
+        Rejects carry the input's columns (`input_schema`, kept from the engine's first call),
+        as the workers' rejects do: worker stages may add columns of their own (filter's probe)
+        that rejects leave out."""
         names = [n for n in worker_schema.names if n not in self.consumes]
         base = pa.schema([worker_schema.field(n) for n in names], metadata=worker_schema.metadata)
-        self._reject_schema = reject_schema(base)
+        if input_schema is not None:
+            self._input_schema = input_schema
+        inputs = self._input_schema
+        self._reject_schema = reject_schema(inputs if inputs is not None else base)
         return with_fields(base, self.output_fields())
 
     def process(self, rows: pa.Table) -> StageResult:

@@ -60,15 +60,19 @@ def exact_pairs(vectors: np.ndarray, threshold: float) -> Pairs:
 
 
 def spherical_kmeans(v: np.ndarray, k: int, *, iterations: int = 10, seed: int = 0) -> np.ndarray:
-    """(k, D) unit centroids: assign by largest cosine, re-centre, renormalise."""
+    """(k, D) unit centroids: assign by largest cosine, re-centre, renormalise. Trained on
+    every vector: a sample of 256 per centroid (faiss's default) was 3x faster here but cut
+    the recall at one probe from 0.97 to 0.87 (benchmarks/semdedup.py)."""
     rng = np.random.default_rng(seed)
     centroids = v[rng.choice(len(v), size=k, replace=False)].copy()
     for _ in range(iterations):
         nearest = _nearest(v, centroids, 1)[:, 0]
+        order = np.argsort(nearest, kind="stable")
+        ranked = nearest[order]
+        starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
         sums = np.zeros_like(centroids)
-        np.add.at(sums, nearest, v)
-        counts = np.bincount(nearest, minlength=k)
-        empty = counts == 0
+        sums[ranked[starts]] = np.add.reduceat(v[order], starts, axis=0)  # (np.add.at: 4x slower)
+        empty = np.bincount(nearest, minlength=k) == 0
         sums[empty] = v[rng.choice(len(v), size=int(empty.sum()), replace=False)]
         centroids = _unit(sums)
     return centroids

@@ -66,6 +66,8 @@ class DedupStage(Stage):
             parts.append(f"image_distance={int(c.image_distance[p])}")
         if not np.isnan(c.caption_similarity[p]):
             parts.append(f"caption_jaccard={c.caption_similarity[p]:.3f}")
+        if not np.isnan(c.cosine[p]):
+            parts.append(f"cosine={c.cosine[p]:.4f}")
         if kept >= 0 and self.sig.reference[kept]:
             parts.append("in=reference")
         parts.append(f"cluster_size={int(c.size[p])}")

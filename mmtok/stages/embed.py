@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmtok.engine.stage import RowStage
+from mmtok.filters import clip_score_violation as filter_rule
 from mmtok.models.clip import ClipModel, ResolvedModel, load_clip
 from mmtok.models.device_decode import decode_jpegs, tensor_model_input
 from mmtok.models.inputs import JPEG, PIXELS
@@ -29,13 +30,10 @@ DECODE_PATH = "decode_path"  # with device decode: "device" or "pillow", per row
 
 
 def clip_score_violation(score: float | None, minimum: float) -> tuple[str, str] | None:
-    """DataComp-style CLIP-score filtering: the reason and message for a row to drop, or None.
-    A row without a caption has no score to judge: it goes as `no_caption`."""
-    if score is None or score != score:
-        return Reason.NO_CAPTION.value, "no caption to score the image against"
-    if score < minimum:
-        return Reason.LOW_CLIP_SCORE.value, f"clip_score={score:.4f} < min_clip_score={minimum:g}"
-    return None
+    """The rule of `mmtok.filters.clip_score_violation` on a score this stage computed, which is
+    null only where the caption is: such a row goes as `no_caption`."""
+    violation = filter_rule(minimum, score, None)
+    return None if violation is None else (violation[0].value, violation[1])
 
 
 def embedding_type(dim: int) -> pa.DataType:
@@ -191,12 +189,37 @@ def score_verdicts(scores: pa.Array, minimum: float) -> RowVerdicts:
     return RowVerdicts(np.array(keep, bool), reasons, messages)
 
 
+class ClipScoreStage(EmbedStage):
+    """`mmtok filter --min-clip-score --model`: computes each row's CLIP score on the device and
+    judges it; adds only the `clip_score` column (the embeddings are `mmtok embed`'s job)."""
+
+    name: ClassVar[str] = "clip_score"
+
+    def __init__(self, resolved: ResolvedModel, min_clip_score: float, **runtime: Any):
+        super().__init__(resolved, text=True, min_clip_score=min_clip_score, **runtime)
+
+    def output_fields(self) -> list[pa.Field]:
+        return [pa.field(CLIP_SCORE, pa.float32())]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **self.resolved.info(),
+            "min_clip_score": self.min_clip_score,
+            "precision": self.precision_name,
+            "clip_score": "cosine of the l2-normalised float32 image and caption embeddings",
+        }
+
+    def columns(self, outputs: dict[str, np.ndarray], kept: pa.Table) -> dict[str, pa.Array]:
+        return {CLIP_SCORE: self._scores(outputs, kept)}
+
+
 class ClipScoreFilterStage(RowStage):
     """`--min-clip-score` over rows that already have a `clip_score` column (an `mmtok embed
-    --text` output): the same rule as `mmtok embed --min-clip-score`."""
+    --text` output): the same rule as `mmtok embed --min-clip-score`; a row with a caption but
+    no score goes as `no_clip_score`."""
 
     name: ClassVar[str] = "clip_score_filter"
-    input_columns: ClassVar[tuple[str, ...]] = (CLIP_SCORE,)
+    input_columns: ClassVar[tuple[str, ...]] = (CLIP_SCORE, "caption")
 
     def __init__(self, min_clip_score: float):
         self.min_clip_score = min_clip_score
@@ -205,7 +228,7 @@ class ClipScoreFilterStage(RowStage):
         return {"min_clip_score": self.min_clip_score}
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        violation = clip_score_violation(row[CLIP_SCORE], self.min_clip_score)
+        violation = filter_rule(self.min_clip_score, row[CLIP_SCORE], row["caption"])
         if violation is not None:
             raise RowRejected(*violation)
         return {}

@@ -35,6 +35,7 @@ SIGNATURE_FIELDS = [
     pa.field("caption_bands", pa.list_(pa.uint64())),
     pa.field("sig_reason", pa.string()),
     pa.field("sig_message", pa.string()),
+    pa.field("sig_embedding", pa.list_(pa.float16())),  # --by embedding only (EmbeddingSignatures)
 ]
 RECENT_FILES = 16_384  # about 200 bytes each: 3 MB per worker
 
