@@ -53,7 +53,7 @@ from mmtok.io.output_guard import (
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: "position" (slice, batches of it done, rows read) of the last commit
 _PART = re.compile(r"^part-\d{5}\.parquet(\.tmp)?$")
 _CHUNK = re.compile(r"^chunk-\d{5}\.parquet(\.tmp)?$")
 
@@ -202,6 +202,7 @@ class DatasetSink:
         self._pending_rejects: list[pa.Table] = []
         self._pending_reject_rows = 0
         self._batches_since_commit = self._records_since_commit = 0
+        self._position: Any = None  # where the last batch written was in the input
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -339,6 +340,7 @@ class DatasetSink:
             "replace": self.overwrite,
             "batches_done": 0,
             "records_done": 0,
+            "position": None,
             "parts": [],
             "reject_chunks": [],
             "resumed": 0,
@@ -409,7 +411,11 @@ class DatasetSink:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
+    def write(
+        self, kept: pa.Table, rejected: list[pa.Table], num_records: int, position: Any = None
+    ) -> None:
+        """`position`: where the batch was in the input (JSON); a commit records the last one,
+        so a resumed run knows where to start reading (`state["position"]`)."""
         self._busy = True  # stays set if this raises: `abandon` must not commit half a write
         if kept.num_rows:
             if self.shard_stats is not None:
@@ -430,6 +436,7 @@ class DatasetSink:
             self._pending_reject_rows += table.num_rows
         self._batches_since_commit += 1
         self._records_since_commit += num_records
+        self._position = position
         if (
             self._open_rows >= self.shard_rows
             or self._open_bytes >= self.shard_bytes
@@ -482,6 +489,8 @@ class DatasetSink:
             _replace(tmp, self.root / "rejects" / name)
             crash_point("chunk-renamed")
             state["reject_chunks"].append(name)
+        if self._batches_since_commit:
+            state["position"] = self._position
         state["batches_done"] += self._batches_since_commit
         state["records_done"] += self._records_since_commit
         _write_json_atomic(self.root / STATE_FILE, state)
@@ -650,8 +659,16 @@ def row_to_json(row: dict[str, Any], include_bytes: bool) -> str:
     return json.dumps(_json_value(row), ensure_ascii=False, default=str)
 
 
+def _is_null_device(stream: IO[str]) -> bool:
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):  # not a file (a test's StringIO, a pipe...)
+        return False
+
+
 class StdoutSink:
-    """JSON Lines of kept rows on stdout; rejects as JSON Lines to a file, or to stderr."""
+    """JSON Lines of kept rows on stdout; rejects as JSON Lines to a file, or to stderr. With
+    `count_only` (a run without output), rows are counted, never serialised."""
 
     def __init__(
         self,
@@ -660,9 +677,12 @@ class StdoutSink:
         rejects_path: str | None = None,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        count_only: bool = False,
     ):
+        self.count_only = count_only
         self.include_bytes = include_bytes
         self.stdout = stdout or sys.stdout
+        self._rows_unread = _is_null_device(self.stdout)  # `-o - > /dev/null`: nobody reads rows
         self._rejects_file = open(rejects_path, "w") if rejects_path else None  # noqa: SIM115
         self.rejects_out = self._rejects_file or stderr or sys.stderr
         self.counts = {"in": 0, "out": 0, "rejected": 0}
@@ -674,11 +694,21 @@ class StdoutSink:
     def committed_parts(self) -> Iterator[Path]:
         return iter(())
 
-    def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
+    def write(
+        self, kept: pa.Table, rejected: list[pa.Table], num_records: int, position: Any = None
+    ) -> None:
+        if self.count_only:
+            for table in rejected:
+                self.reasons += reason_counts(table)
+                self.counts["rejected"] += table.num_rows
+            self.counts["in"] += num_records
+            self.counts["out"] += kept.num_rows
+            return
         try:
-            for row in kept.to_pylist():
-                self.stdout.write(row_to_json(row, self.include_bytes) + "\n")
-            self.stdout.flush()
+            if not self._rows_unread:
+                for row in kept.to_pylist():
+                    self.stdout.write(row_to_json(row, self.include_bytes) + "\n")
+                self.stdout.flush()
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
