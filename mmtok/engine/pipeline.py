@@ -31,6 +31,7 @@ from mmtok.engine.local import (
     run_local,
     run_slices,
 )
+from mmtok.engine.process import block_pandas, is_cli_process
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.hf_features import inherited_features
@@ -197,6 +198,8 @@ def run_pipeline(
     With `hold`, a dataset output is finished but not published: the caller adds its side
     outputs with `publish_output(output, {...})`."""
     workers = workers or default_workers()
+    if is_cli_process():
+        block_pandas()
     # A device stage (a model) runs last, in this process, over the workers' results.
     device = stages[-1] if stages and hasattr(stages[-1], "run_stream") else None
     cpu_stages = _with_output_stages(stages[:-1] if device else stages, output)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from mmtok.engine.process import block_pandas, is_cli_process
 from mmtok.engine.stage import on_row_done
 from mmtok.io.schema import conform
 
@@ -135,6 +136,7 @@ def _main(
     conn: Connection, chain: StageChain, reader: SliceReader | None, progress: Any, parent: int
 ) -> None:
     _exit_with_parent(parent)
+    block_pandas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     try:
         chain.setup()
@@ -192,9 +194,7 @@ def _light_main() -> Iterator[None]:
     installed `mmtok` script imports the whole CLI (Typer, rich, every command: ~1 s per
     worker). The worker needs only the stages it is sent, which import what they use."""
     main = sys.modules.get("__main__")
-    entry = getattr(main, "main", None)
-    ours = getattr(entry, "__module__", "").startswith("mmtok.cli")
-    if main is None or not ours or getattr(main, "__spec__", None) is not None:
+    if main is None or getattr(main, "__spec__", None) is not None or not is_cli_process():
         yield  # `python -m mmtok` is never re-imported; anything else may define stages
         return
     sys.modules["__main__"] = types.ModuleType("__main__")

@@ -90,6 +90,8 @@ def _decoded_lines(f: IO[bytes], offset: int, stop: int | None) -> Iterator[tupl
         if b"\r" in raw and (not raw.endswith(b"\r\n") or raw.count(b"\r") > 1):
             at = end - len(raw)
             for piece in raw.splitlines(keepends=True):
+                if stop is not None and at >= stop:  # a slice may start at a lone \r
+                    return
                 yield at, at + len(piece), piece.decode("utf-8", "surrogateescape")
                 at += len(piece)
         else:
