@@ -454,12 +454,12 @@ class DatasetSink:
         if self._writer is None:
             path = self.build / (self._part_name() + ".tmp")
             self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
-        # in slices, so the cast of image bytes to `binary` (32-bit offsets) never overflows
+        # in slices of at most 256 MiB, so the cast of image bytes to `binary` (32-bit offsets)
+        # never overflows; as few as that allows, since each slice's cast has a fixed cost
+        rows = pa.concat_tables(self._row_buffer)
+        per_slice = max(64, rows.num_rows * (256 << 20) // max(rows.nbytes, 1))
         table = pa.Table.from_batches(
-            [
-                b.cast(self.row_write_schema)
-                for b in pa.concat_tables(self._row_buffer).to_batches(64)
-            ],
+            [b.cast(self.row_write_schema) for b in rows.to_batches(per_slice)],
             self.row_write_schema,
         )
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
