@@ -118,25 +118,39 @@ def pillow_rate(paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
-def mmtok_run(rows_file: Path, rows: int, out: Path, root: Path) -> tuple[float, float]:
-    """(rows/s over the whole command's wall time, peak RSS MB of its largest process)."""
+def pillow_cpu(paths: list[Path]) -> float:
+    """CPU microseconds per row of the same loop (robust when other jobs share the cores)."""
+    t0 = time.process_time()
+    for p in paths:
+        Image.open(p).size  # noqa: B018
+    return (time.process_time() - t0) / len(paths) * 1e6
+
+
+def mmtok_run(
+    rows_file: Path, rows: int, out: Path | None, root: Path
+) -> tuple[float, float, float]:
+    """(rows/s over the whole command's wall time, CPU microseconds per row of the command and
+    its workers, peak RSS MB of its largest process). `out` None: no -o (counts only)."""
     cmd = [sys.executable, "-m", "mmtok", "estimate-budget", str(rows_file), "--json"]
     cmd += sum((["-p", p] for p in PRESETS), [])
-    cmd += ["-o", str(out), "--overwrite"]
+    if out is not None:
+        cmd += ["-o", str(out), "--overwrite"]
     # a fresh wrapper per run: RUSAGE_CHILDREN is a running maximum over a process's children
     wrapper = (
         "import resource, subprocess, sys, time; t = time.perf_counter(); "
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime)"
     )
     env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled modules are cached
     result = subprocess.run(
         [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, cwd=root
     )
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
-    seconds, peak_kb = result.stdout.split()
-    return rows / float(seconds), int(peak_kb) / 1024
+    seconds, peak_kb, cpu = result.stdout.split()
+    return rows / float(seconds), float(cpu) / rows * 1e6, int(peak_kb) / 1024
 
 
 def main() -> None:
@@ -164,17 +178,24 @@ def main() -> None:
                     "".join(json.dumps({"image": str(p), "caption": "a photo " * 8}) + "\n"
                             for p in paths)
                 )  # fmt: skip
-                pillow = pillow_rate(paths)
-                rate, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", args.mmtok_root)
-                results.append((labels[line], rows, rate, pillow, rss))
+                pillow, pillow_us = pillow_rate(paths), pillow_cpu(paths)
+                rate, cpu, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", args.mmtok_root)
+                bare, bare_cpu, _ = mmtok_run(rows_file, rows, None, args.mmtok_root)
+                results.append(
+                    (labels[line], rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us)
+                )
                 print(f"  {labels[line]}, {rows:,} rows: done", flush=True)
     print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
-    print(f"{'data':<30}{'rows':>9}{'mmtok rows/s':>14}{'Pillow loop/s':>15}{'ratio':>7}"
-          f"{'peak RSS MB':>13}")  # fmt: skip
-    for label, rows, rate, pillow, rss in results:
+    print("rows/s: wall time of the whole command (-o OUT, and with no -o); CPU: microseconds")
+    print("per row of the command and its workers, against the Pillow loop's own CPU per row")
+    print(f"{'data':<30}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'ratio':>6}"
+          f"{'CPU us':>8}{'no -o':>7}{'Pillow':>7}{'peak MB':>8}")  # fmt: skip
+    for label, rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us in results:
         print(
-            f"{label:<30}{rows:>9,}{rate:>14,.0f}{pillow:>15,.0f}{rate / pillow:>7.2f}{rss:>13,.0f}"
+            f"{label:<30}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{rate / pillow:>6.2f}"
+            f"{cpu:>8.1f}{bare_cpu:>7.1f}{pillow_us:>7.1f}{rss:>8,.0f}"
         )
+    print(f"load average now: {os.getloadavg()[0]:.1f} on {cores} cores")
 
 
 if __name__ == "__main__":

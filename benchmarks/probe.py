@@ -3,6 +3,12 @@ in the same run, so they compare across machines.
 
   python benchmarks/probe.py            # example data + 5,000 generated JPEGs, 5k vs 50k rows
   python benchmarks/probe.py --quick    # 1,000 JPEGs, 1k vs 10k rows
+  python benchmarks/probe.py --scaling 20000 [--mmtok-root /work/main]
+                                        # only: `mmtok probe` -w1 vs -w2, whole process
+
+Scaling: the `mmtok probe ... -o OUT` command in a fresh process, wall time from start to exit,
+and the CPU time of it and all its workers (user + system) per row: on a machine shared with
+other jobs the wall-time ratio says little, the CPU per row still does.
 
 Reference: one process calling `PIL.Image.open(path).size` per file (the least any header
 probe can do). mmtok adds the stage engine, Arrow batches, Parquet shards and the manifest.
@@ -93,12 +99,62 @@ def run_mmtok(rows_file: Path, out: Path, workers: int, decode: bool = False) ->
     return json.loads(result.stdout)
 
 
+def command_cost(cmd: list[str], root: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the command and all its children, peak RSS MB)."""
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(time.perf_counter() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled modules are cached
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, cwd=root
+    )
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-2000:])
+    wall, cpu, rss = result.stdout.split()
+    return float(wall), float(cpu), int(rss) / 1024
+
+
+def scaling(rows: int, root: Path, repeats: int = 2) -> None:
+    """`mmtok probe` on `rows` JPEG rows with 1 and 2 workers, whole process (best of
+    `repeats`, since other jobs on the machine only ever make a run slower)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "jpegs").mkdir()
+        jpegs = make_jpegs(tmp / "jpegs", min(rows, 1_000))
+        rows_file = write_rows(tmp / "rows.jsonl", jpegs, rows)
+        reference = bare_pillow_rate(jpegs, decode=False)
+        print(f"probe, {rows:,} JPEG rows, whole process (mmtok from {root})")
+        print(f"bare Pillow header loop, 1 process: {reference:,.0f} rows/s")
+        print(f"{'workers':>8}{'rows/s':>10}{'speed-up':>10}{'CPU us/row':>12}{'peak MB':>9}")
+        first = None
+        for workers in (1, 2):
+            cmd = [sys.executable, "-m", "mmtok", "probe", str(rows_file), "-o"]
+            cmd += [str(tmp / "out"), "--overwrite", "-w", str(workers), "--quiet"]
+            wall, cpu, rss = min(command_cost(cmd, root) for _ in range(repeats))
+            rate = rows / wall
+            first = first or rate
+            print(
+                f"{workers:>8}{rate:>10,.0f}{rate / first:>10.2f}{cpu / rows * 1e6:>12.1f}{rss:>9.0f}"
+            )
+        load = os.getloadavg()[0]
+        print(f"load average now: {load:.1f} on {len(os.sched_getaffinity(0))} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scaling", type=int, metavar="ROWS", help="only 1 vs 2 workers")
+    parser.add_argument("--mmtok-root", type=Path, default=ROOT)
     args = parser.parse_args()
+    if args.scaling:
+        scaling(args.scaling, args.mmtok_root)
+        return
     n_images = 1_000 if args.quick else 5_000
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores; python {sys.version.split()[0]}; Pillow {Image.__version__}")

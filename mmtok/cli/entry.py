@@ -20,7 +20,11 @@ def main() -> None:
 
         # the command is the first word that is not an option (the root has only flags)
         name = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        app = build([name] if name in COMMANDS else COMMANDS)
+        if name in COMMANDS:
+            app = build([name])
+        else:  # the root's help, --version, or an unknown command: the names and summaries
+            completing = any(k.endswith("_COMPLETE") for k in os.environ)
+            app = build(COMMANDS, listing=not completing)
         try:
             code = app(standalone_mode=False)
         except typer.TyperException as e:  # the parser's errors: bad flags, bad values

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -34,7 +34,11 @@ from mmtok.engine.stage import Stage
 from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker
 from mmtok.errors import MmtokError
 from mmtok.io.schema import conform, make_rejects
+from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
+
+if TYPE_CHECKING:
+    from mmtok.io.sources.slices import SliceReader
 
 # No row of an image or a short video takes minutes: decoding a 178-megapixel PNG (the largest
 # under the pixel limit) takes a few seconds, tens on a loaded machine. Five minutes leaves wide
@@ -52,6 +56,9 @@ class BatchResult:
     kept: pa.Table  # in the output schema
     rejected: list[pa.Table]  # in the reject schema, one table per stage that rejected rows
     num_records: int  # input records this result accounts for
+    # where the batch was in the input: (slice index in the plan, batches of that slice done
+    # with this one, rows read in this batch); None when the caller read the batches itself
+    position: tuple[int, int, int] | None = None
 
 
 class StageChain:
@@ -108,19 +115,61 @@ def run_local(
     max_in_flight: int | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
 ) -> Iterator[BatchResult]:
-    """Run `chain` over `(rows, read_rejects, num_records)` batches; yield results in order.
+    """Run `chain` over `(rows, read_rejects, num_records)` batches read by the caller; yield
+    results in order. `row_timeout`: seconds a worker may go without finishing a row (None:
+    no limit). `run_slices` is the fast path, where workers read their own input."""
+    units = (_Slot(*item) for item in batches)
+    yield from _run(units, None, chain, workers, max_in_flight, row_timeout)
 
-    `row_timeout`: seconds a worker may go without finishing a row (None: no limit)."""
+
+def run_slices(
+    reader: SliceReader,
+    slices: Iterable[tuple[int, Slice, int]],
+    chain: StageChain,
+    workers: int,
+    max_in_flight: int | None = None,
+    row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
+) -> Iterator[BatchResult]:
+    """Run `chain` over `(index, slice, batches to skip)` units: each worker reads its slices
+    itself (the main process sends a few numbers and gets results back). Yields results in
+    input order, each with its `position` (index, batches of that slice done); the read stats
+    and notes of the workers are added to `reader`'s sources as results are yielded."""
+    units = (_SliceUnit(index, part, skip) for index, part, skip in slices)
+    # one more unit per worker than with batches: a slice that finished early waits for the
+    # one before it, and its worker should not idle meanwhile
+    max_in_flight = max_in_flight or (TASKS_PER_WORKER + 1) * max(workers, 1)
+    yield from _run(units, reader, chain, workers, max_in_flight, row_timeout)
+
+
+def _run(
+    units: Iterable[_Slot | _SliceUnit],
+    reader: SliceReader | None,
+    chain: StageChain,
+    workers: int,
+    max_in_flight: int | None,
+    row_timeout: float | None,
+) -> Iterator[BatchResult]:
     if workers <= 1 and not chain.isolate:
         chain.setup()
-        for rows, read_rejects, n in batches:
-            kept, rejected = chain(rows)
-            yield BatchResult(kept, _with_read_rejects(read_rejects, rejected, chain), n)
+        for unit in units:
+            if isinstance(unit, _Slot):
+                unit.result = chain(unit.rows)
+                yield unit.batch_result(chain)
+                continue
+            assert reader is not None
+            for number, batch in enumerate(reader.read(unit.part, unit.skip), start=unit.skip):
+                kept, rejected = chain(batch.rows)
+                rejected = _with_read_rejects(batch.rejected, rejected, chain)
+                reader.merge(unit.part, batch.stats, None)
+                yield BatchResult(
+                    kept, rejected, batch.num_records, (unit.index, number + 1, batch.rows.num_rows)
+                )
+            reader.merge(unit.part, None, reader.notes(unit.part))
         return
     workers = max(workers, 1)
-    pool = _Pool(chain, workers, row_timeout)
+    pool = _Pool(chain, workers, row_timeout, reader)
     try:
-        yield from pool.run(batches, max_in_flight or TASKS_PER_WORKER * workers)
+        yield from pool.run(units, max_in_flight or TASKS_PER_WORKER * workers)
     finally:  # at the end, on Ctrl-C or on an error: nothing a worker runs is worth waiting for
         pool.close()
 
@@ -128,11 +177,23 @@ def run_local(
 class _Slot:
     """One input batch, from the moment it is read until its result is yielded."""
 
-    def __init__(self, rows: pa.Table, read_rejects: pa.Table | None, num_records: int):
+    def __init__(
+        self,
+        rows: pa.Table,
+        read_rejects: pa.Table | None,
+        num_records: int,
+        position: tuple[int, int, int] | None = None,
+        stats: tuple[Slice, Any] | None = None,
+    ):
         self.rows, self.read_rejects, self.num_records = rows, read_rejects, num_records
+        self.position, self.stats = position, stats
         self.result: Rows | None = None
         self._rows_left = 0
         self._row_results: list[Rows | None] = []
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
 
     def split(self) -> list[_Task]:
         """The batch failed as a whole: one task per row."""
@@ -155,8 +216,31 @@ class _Slot:
         assert self.result is not None
         kept, rejected = self.result
         return BatchResult(
-            kept, _with_read_rejects(self.read_rejects, rejected, chain), self.num_records
+            kept,
+            _with_read_rejects(self.read_rejects, rejected, chain),
+            self.num_records,
+            self.position,
         )
+
+
+class _SliceUnit:
+    """One slice given to a worker whole: its batches' results arrive one by one, in order."""
+
+    def __init__(self, index: int, part: Slice, skip: int = 0):
+        self.index, self.part, self.skip = index, part, skip
+        self.results: deque[tuple[BatchResult, Any]] = deque()  # (result, read stats)
+        self.received = skip  # batches of the slice finished (results received)
+        self.notes: dict[str, int] | None = None
+        self.done = False
+
+    @property
+    def message(self) -> tuple:
+        return ("slice", self.part, self.skip)
+
+    def add(self, kept: pa.Table, rejected: list[pa.Table], n: int, rows: int, stats: Any) -> None:
+        self.received += 1
+        position = (self.index, self.received, rows)
+        self.results.append((BatchResult(kept, rejected, n, position), stats))
 
 
 @dataclass
@@ -172,6 +256,10 @@ class _Task:
         # `take` copies the one row: a pickled slice would carry the whole batch's buffers
         return self.slot.rows.take([self.row])
 
+    @property
+    def message(self) -> pa.Table:
+        return self.rows
+
     def finish(self, result: Rows) -> None:
         if self.row is None:
             self.slot.result = result
@@ -180,41 +268,67 @@ class _Task:
 
 
 class _Pool:
-    def __init__(self, chain: StageChain, size: int, row_timeout: float | None):
-        self.chain, self.row_timeout = chain, row_timeout
+    def __init__(
+        self,
+        chain: StageChain,
+        size: int,
+        row_timeout: float | None,
+        reader: SliceReader | None = None,
+    ):
+        self.chain, self.row_timeout, self.reader = chain, row_timeout, reader
         self.context = multiprocessing.get_context("spawn")
-        self.queue: deque[_Task] = deque()  # tasks not sent yet; retries go first
+        self.queue: deque[_Task | _SliceUnit] = deque()  # tasks not sent yet; retries go first
+        self.pending: deque[_Slot | _SliceUnit] = deque()  # every unit not yielded, in order
         self.failed_starts = 0  # workers in a row that died before they were set up
         self.workers: list[Worker] = []
         try:
             for _ in range(size):
-                self.workers.append(Worker(self.context, chain))
+                self.workers.append(self._new_worker())
         except BaseException:  # Ctrl-C or a stage that does not pickle: none is left behind
             self.close()
             raise
 
-    def run(
-        self, batches: Iterable[tuple[pa.Table, pa.Table | None, int]], max_in_flight: int
-    ) -> Iterator[BatchResult]:
-        pending: deque[_Slot] = deque()
-        source = iter(batches)
+    def _new_worker(self) -> Worker:
+        return Worker(self.context, self.chain, self.reader)
+
+    def run(self, units: Iterable[_Slot | _SliceUnit], max_in_flight: int) -> Iterator[BatchResult]:
+        pending = self.pending
+        source = iter(units)
         more = True
         while True:
             while more and len(pending) < max_in_flight:
-                item = next(source, None)
-                if item is None:
+                unit = next(source, None)
+                if unit is None:
                     more = False
                     break
-                slot = _Slot(*item)
-                pending.append(slot)
-                if slot.rows.num_rows == 0:  # nothing to run (every row rejected on reading)
-                    slot.result = self.chain(slot.rows)
+                pending.append(unit)
+                if isinstance(unit, _Slot) and unit.rows.num_rows == 0:
+                    unit.result = self.chain(unit.rows)  # nothing to run: every row rejected
+                elif isinstance(unit, _Slot):
+                    self.queue.append(_Task(unit))
                 else:
-                    self.queue.append(_Task(slot))
-                    self._dispatch()
-            if pending and pending[0].result is not None:
-                yield pending.popleft().batch_result(self.chain)
-                continue
+                    self.queue.append(unit)
+                self._dispatch()
+            if pending:
+                head = pending[0]
+                if isinstance(head, _Slot):
+                    if head.done:
+                        pending.popleft()
+                        if head.stats is not None and self.reader is not None:
+                            self.reader.merge(head.stats[0], head.stats[1], None)
+                        yield head.batch_result(self.chain)
+                        continue
+                elif head.results:
+                    result, stats = head.results.popleft()
+                    if self.reader is not None:
+                        self.reader.merge(head.part, stats, None)
+                    yield result
+                    continue
+                elif head.done:
+                    pending.popleft()
+                    if head.notes and self.reader is not None:
+                        self.reader.merge(head.part, None, head.notes)
+                    continue
             if not pending:
                 return
             self._dispatch()
@@ -239,7 +353,7 @@ class _Pool:
             if len(worker.held) >= TASKS_PER_WORKER:
                 return
             task = self.queue.popleft()
-            worker.give(task, task.rows)
+            worker.give(task, task.message)
 
     def _wait(self) -> None:
         owner: dict[Any, Worker] = {}
@@ -277,6 +391,11 @@ class _Pool:
             worker.seen = (-1, time.monotonic())
         elif kind == "done":
             worker.held.popleft().finish(message[1])
+        elif kind == "batch":  # one batch of the slice the worker is reading
+            worker.held[0].add(*message[1:])
+        elif kind == "end":  # the end of that slice
+            unit = worker.held.popleft()
+            unit.notes, unit.done = message[1], True
         else:  # "error": a stage raised, which is a bug or a bad configuration
             error, text = message[1], message[2]
             error.__cause__ = RemoteTraceback(f"\n\nin the worker process:\n{text}")
@@ -299,19 +418,44 @@ class _Pool:
                     f"worker processes keep dying while they start: {how}",
                     hint="out of memory? try fewer --workers",
                 )
-        self.workers[self.workers.index(worker)] = Worker(self.context, self.chain)
+        self.workers[self.workers.index(worker)] = self._new_worker()
         if not worker.ready or not worker.held:
             self.queue.extendleft(reversed(worker.held))
             return
         running, *waiting = worker.held
-        retry = running.slot.split() if running.row is None else []
-        if running.row is not None and running.retries < self.chain.row_retries:
+        retry: list[_Task | _SliceUnit] = []
+        if isinstance(running, _SliceUnit):
+            retry = self._split_slice(running)
+        elif running.row is None:
+            retry = list(running.slot.split())
+        elif running.retries < self.chain.row_retries:
             running.retries += 1  # the stage may try it another way (sample-frames: PyAV)
             retry = [running]
-        elif running.row is not None:  # it failed alone too: this row is the cause
+        else:  # it failed alone too: this row is the cause
             stage = self.chain.stages[worker.stage].name
             running.finish(_failed_row(self.chain, running.rows, stage, reason, how))
         self.queue.extendleft(reversed(retry + waiting))
+
+    def _split_slice(self, unit: _SliceUnit) -> list[_Task | _SliceUnit]:
+        """A worker died inside a slice: the batch it was running is read here and retried row
+        by row; the rest of the slice is a new unit. Both take the unit's place in the order."""
+        assert self.reader is not None
+        unit.done = True  # it ends with the batches already received
+        batch = next(iter(self.reader.read(unit.part, unit.received)), None)
+        if batch is None:  # it died after its last batch
+            return []
+        rest = _SliceUnit(unit.index, unit.part, unit.received + 1)
+        position = (unit.index, unit.received + 1, batch.rows.num_rows)
+        slot = _Slot(
+            batch.rows, batch.rejected, batch.num_records, position, (unit.part, batch.stats)
+        )
+        at = self.pending.index(unit) + 1
+        self.pending.insert(at, rest)
+        self.pending.insert(at, slot)
+        if batch.rows.num_rows == 0:
+            slot.result = self.chain(batch.rows)
+            return [rest]
+        return [*slot.split(), rest]
 
     def close(self) -> None:
         for worker in self.workers:

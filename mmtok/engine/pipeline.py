@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import mmtok
-from mmtok.engine.local import DEFAULT_ROW_TIMEOUT, StageChain, default_workers, run_local
+from mmtok.engine.local import (
+    DEFAULT_ROW_TIMEOUT,
+    BatchResult,
+    StageChain,
+    default_workers,
+    run_local,
+    run_slices,
+)
+from mmtok.engine.process import block_pandas, is_cli_process
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
 from mmtok.io.hf_features import inherited_features
@@ -30,6 +39,8 @@ from mmtok.io.output_guard import read_manifest, real
 from mmtok.io.schema import reject_schema, with_fields
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
+from mmtok.io.sources.base import ReadStats, Slice
+from mmtok.io.sources.slices import SliceReader, plan_slices
 from mmtok.stages.image_bytes import InlineImageBytes
 
 
@@ -188,6 +199,8 @@ def run_pipeline(
     With `hold`, a dataset output is finished but not published: the caller adds its side
     outputs with `publish_output(output, {...})`."""
     workers = workers or default_workers()
+    if is_cli_process():
+        block_pandas()
     # A device stage (a model) runs last, in this process, over the workers' results.
     device = stages[-1] if stages and hasattr(stages[-1], "run_stream") else None
     cpu_stages = _with_output_stages(stages[:-1] if device else stages, output)
@@ -207,7 +220,7 @@ def run_pipeline(
     }
     sink: DatasetSink | StdoutSink
     if output is None:  # summary only: rows are counted, not written
-        sink = StdoutSink(stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))  # noqa: SIM115
+        sink = StdoutSink(count_only=True)
     elif output.to_stdout:
         sink = StdoutSink(include_bytes=output.include_bytes, rejects_path=output.rejects_path)
     else:
@@ -236,11 +249,36 @@ def run_pipeline(
 
     started, t0, done_before = datetime.now(UTC), time.monotonic(), done
     chain = StageChain(cpu_stages, worker_schema, rejects)
+    position = sink.state.get("position") if skip else None
+    rows_read = position[2] if position else 0
+    positions: deque[tuple[int, int, int] | None] = deque()  # of the results on their way
     try:
-        batches = _batches_after(inputs, skip, stages)
-        results = run_local(batches, chain, workers, row_timeout=row_timeout)
-        for result in device.run_stream(results) if device else results:
-            sink.write(result.kept, result.rejected, result.num_records)
+        # a stage whose workers are recycled after N rows (video decoders) gets rows in
+        # batches, so a worker can retire between them rather than after a whole slice
+        if isinstance(inputs, Inputs) and (position or not skip) and not chain.recycle_after:
+            for source in inputs.sources:  # this pass's figures (dedup reads its inputs twice)
+                source.stats = ReadStats()
+            results = run_slices(
+                SliceReader.of(inputs),
+                _slices_after(inputs, position, stages),
+                chain,
+                workers,
+                row_timeout=row_timeout,
+            )
+        else:  # inputs that only give batches (a random sample), or an older state file
+            results = run_local(
+                _batches_after(inputs, skip, stages), chain, workers, row_timeout=row_timeout
+            )
+        stream = _noting_positions(results, positions)
+        for result in device.run_stream(stream) if device else stream:
+            where = positions.popleft()  # a device stage keeps the order, one result per batch
+            if where is not None:
+                rows_read += where[2]
+                sink.write(
+                    result.kept, result.rejected, result.num_records, [*where[:2], rows_read]
+                )
+            else:
+                sink.write(result.kept, result.rejected, result.num_records)
             for observer in observers:
                 observer.add(result.kept.select(observer.columns))
             done += result.num_records
@@ -282,6 +320,34 @@ def run_pipeline(
     finally:
         if not hold:
             sink.release()
+
+
+def _noting_positions(
+    results: Iterator[BatchResult], positions: deque[tuple[int, int, int] | None]
+) -> Iterator[BatchResult]:
+    """The results, each one's position noted first (a device stage makes new results)."""
+    try:
+        for result in results:
+            positions.append(result.position)
+            yield result
+    finally:
+        close = getattr(results, "close", None)
+        if close:
+            close()  # ends the worker pool now, not when the generator is collected
+
+
+def _slices_after(
+    inputs: Inputs, position: list[int] | None, stages: list[Stage]
+) -> Iterator[tuple[int, Slice, int]]:
+    """(index, slice, batches to skip) from where a resumed run stopped (`position`: slice,
+    batches of it done, rows read); stages that count rows learn how many were read."""
+    plan = plan_slices(inputs)
+    first, skip = (position[0], position[1]) if position else (0, 0)
+    if position:
+        for stage in stages:
+            stage.resume_after(position[2])
+    for index in range(first, len(plan)):
+        yield index, plan[index], skip if index == first else 0
 
 
 def _batches_after(

@@ -22,17 +22,23 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections import deque
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from mmtok.engine.process import block_pandas, is_cli_process
 from mmtok.engine.stage import on_row_done
+from mmtok.io.schema import conform
 
 if TYPE_CHECKING:
     from mmtok.engine.local import StageChain
+    from mmtok.io.sources.base import Slice
+    from mmtok.io.sources.slices import SliceReader
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 COUNTER, STAGE = 0, 1  # the slots of the shared progress array
@@ -49,16 +55,17 @@ class RemoteTraceback(Exception):
 class Worker:
     """The parent's handle on one worker process."""
 
-    def __init__(self, context: SpawnContext, chain: StageChain):
+    def __init__(self, context: SpawnContext, chain: StageChain, reader: SliceReader | None = None):
         self.progress = context.RawArray("q", 2)
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_main,
-            args=(child, chain, self.progress, os.getpid()),
+            args=(child, chain, reader, self.progress, os.getpid()),
             name="mmtok-worker",
             daemon=True,  # also ended by multiprocessing's exit handler, whatever happens
         )
-        self.process.start()
+        with _light_main():
+            self.process.start()
         child.close()  # so the parent sees end-of-file when the worker dies
         self.ready = False  # set up and waiting for batches
         self.held: deque[Any] = deque()  # tasks sent and not answered, oldest (running) first
@@ -77,12 +84,15 @@ class Worker:
             except Exception:  # noqa: BLE001 - the worker is gone (its sentinel says so)
                 return
 
-    def give(self, task: Any, rows: pa.Table) -> None:
+    def give(self, task: Any, message: pa.Table | tuple) -> None:
+        """Send a batch's rows (one result back), or ("slice", slice, skip): the worker reads
+        the slice itself and sends a result per batch, then ("end", notes)."""
         if not self.held:  # an idle worker made no progress while it waited: start the clock now
             self.seen = (int(self.progress[COUNTER]), time.monotonic())
         self.held.append(task)
-        self.rows_given += rows.num_rows
-        self._outbox.put(rows)
+        if isinstance(message, pa.Table):  # slices are given whole (recycling waits for their end)
+            self.rows_given += message.num_rows
+        self._outbox.put(message)
 
     def stalled_for(self, now: float) -> float:
         """Seconds since the worker last finished a row or a stage of what it holds."""
@@ -125,8 +135,11 @@ class Worker:
         return f"exit code {code}"
 
 
-def _main(conn: Connection, chain: StageChain, progress: Any, parent: int) -> None:
+def _main(
+    conn: Connection, chain: StageChain, reader: SliceReader | None, progress: Any, parent: int
+) -> None:
     _exit_with_parent(parent)
+    block_pandas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     try:
         chain.setup()
@@ -141,16 +154,57 @@ def _main(conn: Connection, chain: StageChain, progress: Any, parent: int) -> No
     conn.send(("ready",))
     while True:
         try:
-            rows = conn.recv()
+            task = conn.recv()
         except EOFError:  # the parent is gone
             return
         try:
-            result = chain(rows, progress)
+            if isinstance(task, tuple):
+                _read_slice(conn, chain, reader, progress, task[1], task[2])
+                row_done()
+                continue
+            result = chain(task, progress)
         except BaseException as e:  # noqa: BLE001 - a bug in a stage: the parent stops the run
             _send_error(conn, e)
             return
         row_done()
         conn.send(("done", result))
+
+
+def _read_slice(
+    conn: Connection,
+    chain: StageChain,
+    reader: SliceReader | None,
+    progress: Any,
+    part: Slice,
+    skip: int,
+) -> None:
+    """Read a slice and run the chain over each of its batches, sending each result as it is
+    ready (so the parent knows which batch runs if this process dies), then the slice's end."""
+    assert reader is not None
+    for batch in reader.read(part, skip):
+        kept, rejected = chain(batch.rows, progress)
+        if batch.rejected is not None and batch.rejected.num_rows:
+            rejected = [conform(batch.rejected, chain.reject_schema), *rejected]
+        progress[COUNTER] += 1
+        conn.send(("batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
+    conn.send(("end", reader.notes(part)))
+
+
+@contextlib.contextmanager
+def _light_main() -> Iterator[None]:
+    """Start a worker without importing the parent's `__main__` again when it is the `mmtok`
+    executable: spawn re-runs the main script in the child (as `__mp_main__`), which for the
+    installed `mmtok` script imports the whole CLI (Typer, rich, every command: ~1 s per
+    worker). The worker needs only the stages it is sent, which import what they use."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or not is_cli_process():
+        yield  # `python -m mmtok` is never re-imported; anything else may define stages
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _send_error(conn: Connection, error: BaseException) -> None:

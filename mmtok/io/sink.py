@@ -53,7 +53,7 @@ from mmtok.io.output_guard import (
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: "position" (slice, batches of it done, rows read) of the last commit
 _PART = re.compile(r"^part-\d{5}\.parquet(\.tmp)?$")
 _CHUNK = re.compile(r"^chunk-\d{5}\.parquet(\.tmp)?$")
 
@@ -204,6 +204,7 @@ class DatasetSink:
         self._pending_rejects: list[pa.Table] = []
         self._pending_reject_rows = 0
         self._batches_since_commit = self._records_since_commit = 0
+        self._position: Any = None  # where the last batch written was in the input
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -341,6 +342,7 @@ class DatasetSink:
             "replace": self.overwrite,
             "batches_done": 0,
             "records_done": 0,
+            "position": None,
             "parts": [],
             "reject_chunks": [],
             "resumed": 0,
@@ -411,7 +413,11 @@ class DatasetSink:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
+    def write(
+        self, kept: pa.Table, rejected: list[pa.Table], num_records: int, position: Any = None
+    ) -> None:
+        """`position`: where the batch was in the input (JSON); a commit records the last one,
+        so a resumed run knows where to start reading (`state["position"]`)."""
         self._busy = True  # stays set if this raises: `abandon` must not commit half a write
         if kept.num_rows:
             if self.shard_stats is not None:
@@ -432,6 +438,7 @@ class DatasetSink:
             self._pending_reject_rows += table.num_rows
         self._batches_since_commit += 1
         self._records_since_commit += num_records
+        self._position = position
         if (
             self._open_rows >= self.shard_rows
             or self._open_bytes >= self.shard_bytes
@@ -449,12 +456,12 @@ class DatasetSink:
         if self._writer is None:
             path = self.build / (self._part_name() + ".tmp")
             self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
-        # in slices, so the cast of image bytes to `binary` (32-bit offsets) never overflows
+        # in slices of at most 256 MiB, so the cast of image bytes to `binary` (32-bit offsets)
+        # never overflows; as few as that allows, since each slice's cast has a fixed cost
+        rows = pa.concat_tables(self._row_buffer)
+        per_slice = max(64, rows.num_rows * (256 << 20) // max(rows.nbytes, 1))
         table = pa.Table.from_batches(
-            [
-                b.cast(self.row_write_schema)
-                for b in pa.concat_tables(self._row_buffer).to_batches(64)
-            ],
+            [b.cast(self.row_write_schema) for b in rows.to_batches(per_slice)],
             self.row_write_schema,
         )
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
@@ -484,6 +491,8 @@ class DatasetSink:
             _replace(tmp, self.root / "rejects" / name)
             crash_point("chunk-renamed")
             state["reject_chunks"].append(name)
+        if self._batches_since_commit:
+            state["position"] = self._position
         state["batches_done"] += self._batches_since_commit
         state["records_done"] += self._records_since_commit
         _write_json_atomic(self.root / STATE_FILE, state)
@@ -657,8 +666,16 @@ def row_to_json(row: dict[str, Any], include_bytes: bool) -> str:
     return json.dumps(_json_value(row), ensure_ascii=False, default=str)
 
 
+def _is_null_device(stream: IO[str]) -> bool:
+    try:
+        return os.path.samestat(os.fstat(stream.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError, AttributeError):  # not a file (a test's StringIO, a pipe...)
+        return False
+
+
 class StdoutSink:
-    """JSON Lines of kept rows on stdout; rejects as JSON Lines to a file, or to stderr."""
+    """JSON Lines of kept rows on stdout; rejects as JSON Lines to a file, or to stderr. With
+    `count_only` (a run without output), rows are counted, never serialised."""
 
     def __init__(
         self,
@@ -667,9 +684,12 @@ class StdoutSink:
         rejects_path: str | None = None,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        count_only: bool = False,
     ):
+        self.count_only = count_only
         self.include_bytes = include_bytes
         self.stdout = stdout or sys.stdout
+        self._rows_unread = _is_null_device(self.stdout)  # `-o - > /dev/null`: nobody reads rows
         self._rejects_file = open(rejects_path, "w") if rejects_path else None  # noqa: SIM115
         self.rejects_out = self._rejects_file or stderr or sys.stderr
         self.counts = {"in": 0, "out": 0, "rejected": 0}
@@ -681,11 +701,21 @@ class StdoutSink:
     def committed_parts(self) -> Iterator[Path]:
         return iter(())
 
-    def write(self, kept: pa.Table, rejected: list[pa.Table], num_records: int) -> None:
+    def write(
+        self, kept: pa.Table, rejected: list[pa.Table], num_records: int, position: Any = None
+    ) -> None:
+        if self.count_only:
+            for table in rejected:
+                self.reasons += reason_counts(table)
+                self.counts["rejected"] += table.num_rows
+            self.counts["in"] += num_records
+            self.counts["out"] += kept.num_rows
+            return
         try:
-            for row in kept.to_pylist():
-                self.stdout.write(row_to_json(row, self.include_bytes) + "\n")
-            self.stdout.flush()
+            if not self._rows_unread:
+                for row in kept.to_pylist():
+                    self.stdout.write(row_to_json(row, self.include_bytes) + "\n")
+                self.stdout.flush()
         except BrokenPipeError:
             # The reader went away (e.g. `| head`): stop quietly, as Unix tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -80,3 +80,18 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+class ReportModules(ProbeStage):
+    """Adds `cli_modules`: the CLI modules (and pandas, which pyarrow would import on its first
+    conversion) loaded in the worker: a worker should load none of them."""
+
+    def output_fields(self):
+        import pyarrow as pa
+
+        return [*super().output_fields(), pa.field("cli_modules", pa.string())]
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        names = ("typer", "rich", "mmtok.cli.app", "pandas")
+        loaded = sorted(m for m in names if sys.modules.get(m) is not None)
+        return {**super().process_row(row), "cli_modules": ",".join(loaded)}

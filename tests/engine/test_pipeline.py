@@ -2,6 +2,7 @@
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
@@ -168,3 +169,137 @@ def test_executor_keeps_bounded_batches_in_flight(tmp_path, image_files):
         assert pulled["n"] <= seen + 3
         assert result.kept.num_rows == 10
     assert seen == 20
+
+
+# --- slices: workers read their own input -----------------------------------------------------
+
+
+def test_workers_read_their_own_slices(mixed_jsonl, tmp_path, monkeypatch):
+    """With workers, the main process parses no record: it scans once (schema, count, where
+    slices start) and each worker reads its slices. The output is the one-process output."""
+    from mmtok.io.sources.jsonl import JsonLinesSource
+
+    run(mixed_jsonl, tmp_path / "ref", workers=1, batch_rows=16)
+
+    def no_records(self, part=None):
+        raise AssertionError("the main process read records")
+        yield
+
+    monkeypatch.setattr(JsonLinesSource, "records", no_records)
+    manifest = run(mixed_jsonl, tmp_path / "w2", workers=2, batch_rows=16)
+    assert manifest["counts"]["in"] == 571
+    assert read_dataset(tmp_path / "w2")[1:] == read_dataset(tmp_path / "ref")[1:]
+
+
+class _MainStage(ProbeStage):
+    """Probes in the main process (no isolation), and hits Ctrl-C on its `at`-th batch."""
+
+    isolate = False
+
+    def __init__(self, at: int = 0):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def process(self, rows):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().process(rows)
+
+
+@pytest.mark.parametrize("at", [3, 6, 8])
+def test_resume_continues_inside_a_slice(mixed_jsonl, tmp_path, at):
+    """Commits fall inside slices (small shards): a resumed run starts at the batch after the
+    last commit, in the middle of its slice, and gives the rows of an uninterrupted run."""
+    from mmtok.engine.pipeline import Interrupted
+
+    ref = tmp_path / "ref"
+    run(mixed_jsonl, ref, batch_rows=16, stage=_MainStage(), shard_rows=40)
+    with pytest.raises(Interrupted):
+        run(mixed_jsonl, tmp_path / "out", batch_rows=16, stage=_MainStage(at), shard_rows=40)
+    state = json.loads((tmp_path / ".out.mmtok-staging" / "state.json").read_text())
+    assert state["position"] is not None and state["position"][1] % 4  # inside a slice
+    manifest = run(
+        mixed_jsonl, tmp_path / "out", batch_rows=16, stage=_MainStage(), shard_rows=40, resume=True
+    )
+    assert manifest["resumed"] == 1
+    assert read_dataset(tmp_path / "out")[1:] == read_dataset(ref)[1:]
+
+
+def test_output_is_identical_for_one_and_two_workers_over_many_slices(tmp_path, image_files):
+    """Parquet row groups and a JSONL cut into many slices: same shards, ids and rejects."""
+    rows = [
+        {"image": str(image_files[name]), "caption": f"{name} {i}"}
+        for i in range(12)
+        for name in sorted(image_files)
+    ]
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp_path / "rows.parquet", row_group_size=10)
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    for name in ("rows.parquet", "rows.jsonl"):
+        for workers in (1, 2):
+            run(tmp_path / name, tmp_path / f"{name}-{workers}", workers=workers, batch_rows=8)
+        one, two = (read_dataset(tmp_path / f"{name}-{w}") for w in (1, 2))
+        assert one[1:] == two[1:] and len(one[1]) + len(one[2]) == len(rows)
+        assert [f["rows"] for f in one[0]["files"]] == [f["rows"] for f in two[0]["files"]]
+
+
+def test_a_run_without_output_only_counts(mixed_jsonl, monkeypatch):
+    """No -o: rows are counted, never turned into JSON."""
+    import mmtok.io.sink
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a row was serialised")
+
+    monkeypatch.setattr(mmtok.io.sink, "row_to_json", refuse)
+    source = Inputs([str(mixed_jsonl)], ReadOptions(batch_rows=64))
+    manifest = run_pipeline(source, [ProbeStage()], None, workers=1)
+    counts = manifest["counts"]
+    assert counts["in"] == 571 and counts["out"] + counts["rejected"] == 571
+    assert (
+        counts["rejected"] > 0 and sum(counts["rejected_by_reason"].values()) == counts["rejected"]
+    )
+
+
+LIGHT_MAIN = """
+from mmtok.cli.app import main  # as the installed `mmtok` script starts
+import json, sys
+sys.path.insert(0, {tests!r})
+from mmtok.engine.pipeline import OutputOptions, run_pipeline
+from mmtok.io.sources import Inputs, ReadOptions
+from poison_stages import ReportModules
+if __name__ == "__main__":
+    out = sys.argv[2]
+    run_pipeline(Inputs([sys.argv[1]], ReadOptions(batch_rows=8)), [ReportModules()],
+                 OutputOptions(out), workers=2)
+"""
+
+
+def test_workers_do_not_import_the_cli_again(mixed_jsonl, tmp_path):
+    """Spawn re-runs the parent's main script in each worker; for the `mmtok` executable that
+    imported the whole CLI (Typer, every command) into every worker. The workers import only
+    what their stages need (not pandas either, which pyarrow imports when it can)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "mmtok_script.py"
+    script.write_text(LIGHT_MAIN.format(tests=str(Path(__file__).parent)))
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(script), str(mixed_jsonl), str(out)], check=True)
+    modules = pq.read_table(out, columns=["cli_modules"]).column("cli_modules").to_pylist()
+    assert len(modules) > 0 and set(modules) == {""}
+
+
+def test_mmtok_processes_keep_pyarrow_from_importing_pandas():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mmtok.engine.process import block_pandas; block_pandas();"
+        "import pyarrow as pa, pyarrow.compute as pc, importlib.util;"
+        "t = pa.Table.from_pylist([{'a': 1, 'b': 'x'}]); pc.value_counts(t.column('b'));"
+        "assert t.to_pylist() == [{'a': 1, 'b': 'x'}];"
+        "assert sys.modules['pandas'] is None and importlib.util.find_spec('pandas') is None"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -244,3 +244,114 @@ def test_image_files_given_directly_or_by_glob(tmp_path, image_files):
     ]
     assert [r["caption"] for r in rows] == ["caption of a", None, "caption of a"]
     assert rows[0]["id"] == rows[2]["id"] != rows[1]["id"]
+
+
+# --- slices: the unit a worker reads on its own ---------------------------------------------
+
+
+def read_by_slices(paths, rows_per_slice, **options):
+    """Every slice of the plan read on its own (as workers do), concatenated in order."""
+    from mmtok.io.sources.slices import SliceReader, plan_slices
+
+    inputs = Inputs([str(p) for p in paths], ReadOptions(**options))
+    plan = plan_slices(inputs, rows_per_slice)
+    reader = SliceReader.of(inputs)
+    rows, rejects = [], []
+    for part in plan:
+        for batch in reader.read(part):
+            rows += batch.rows.to_pylist()
+            if batch.rejected is not None:
+                rejects += batch.rejected.to_pylist()
+    return plan, rows, rejects
+
+
+def dirty_jsonl(path):
+    """A BOM, blank lines, CRLF and lone-CR line ends, bad JSON, a lone surrogate, a non-object."""
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf")
+        for i in range(60):
+            if i % 13 == 0:
+                f.write(b"\n  \n")
+            if i % 17 == 0:
+                f.write(b"{not json\n")
+            if i == 40:
+                f.write(b"[1, 2]\n")
+            caption = f"c{i} \ud83d" if i % 11 == 0 else f"c{i}"
+            line = json.dumps({"image": f"i{i}.jpg", "caption": caption, "n": i})
+            f.write(line.encode("utf-8", "surrogatepass") + [b"\n", b"\r\n", b"\r"][i % 3])
+    return path
+
+
+def dirty_csv(path):
+    """Quoted line breaks (a record over several lines), rows with the wrong field count."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        for i in range(60):
+            writer.writerow([f"i{i}.jpg", f"two\nlines {i}" if i % 5 == 0 else f"c{i}"])
+            if i % 23 == 0:
+                f.write("a,b,c\r\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "folder"])
+def test_slices_read_on_their_own_give_the_rows_of_one_read(tmp_path, fmt, image_files):
+    """Workers read slices independently; together they are exactly the one-pass read: the
+    same rows, ids, warnings and reject messages (line numbers), in the same order."""
+    if fmt == "jsonl":
+        path = dirty_jsonl(tmp_path / "rows.jsonl")
+    elif fmt == "csv":
+        path = dirty_csv(tmp_path / "rows.csv")
+    elif fmt == "parquet":
+        path = tmp_path / "rows.parquet"
+        table = pa.table({"image": [f"i{i}.jpg" for i in range(60)], "n": list(range(60))})
+        pq.write_table(table, path, row_group_size=7)
+    else:
+        path = image_files["tiny_1x1.png"].parent
+    _, rows, rejects = read_all([path], batch_rows=4)
+    plan, sliced, sliced_rejects = read_by_slices([path], 8, batch_rows=4)
+    assert len(plan) >= 3  # really cut
+    assert {p.kind for p in plan} == {
+        "jsonl": {"bytes"},
+        "csv": {"bytes"},
+        "parquet": {"row_groups"},
+        "folder": {"items"},
+    }[fmt]
+    assert sliced == rows and sliced_rejects == rejects
+    if fmt in ("jsonl", "csv"):
+        assert len(rejects) >= 3 and any(r["warning"] for r in rows) == (fmt == "jsonl")
+
+
+def test_slices_are_small_and_picklable_and_whole_for_what_cannot_seek(tmp_path):
+    import gzip
+    import pickle
+
+    from mmtok.io.sources.slices import SliceReader, plan_slices
+
+    rows = [{"image": f"i{i}.jpg", "caption": str(i)} for i in range(50)]
+    plain = write_jsonl(tmp_path / "rows.jsonl", rows)
+    packed = tmp_path / "rows.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    inputs = Inputs([str(plain), str(packed)], ReadOptions(batch_rows=5))
+    plan = plan_slices(inputs, 10)
+    assert [p.kind for p in plan] == ["bytes"] * 5 + ["whole"]
+    assert [p.first_row for p in plan[:5]] == [0, 10, 20, 30, 40]
+    assert all(len(pickle.dumps(p)) < 300 for p in plan)
+    # a worker's reader is the scanned sources: it reads without scanning again
+    reader = pickle.loads(pickle.dumps(SliceReader.of(inputs)))
+    got = [r["id"] for p in plan for b in reader.read(p) for r in b.rows.to_pylist()]
+    assert got == [r["id"] for b in inputs.batches() for r in b.rows.to_pylist()]
+    assert len(got) == 100
+
+
+def test_a_slice_reads_lines_appended_after_the_scan(tmp_path):
+    """The last slice runs to the end of the file, as the one-pass read did."""
+    from mmtok.io.sources.slices import SliceReader, plan_slices
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"image": f"{i}.jpg"} for i in range(20)])
+    inputs = Inputs([str(path)], ReadOptions(batch_rows=5))
+    plan = plan_slices(inputs, 5)
+    with open(path, "a") as f:
+        f.write(json.dumps({"image": "late.jpg", "extra": 1}) + "\n")
+    rows = [r for p in plan for b in SliceReader.of(inputs).read(p) for r in b.rows.to_pylist()]
+    assert len(rows) == 21 and "extra" in rows[-1]["warning"]

@@ -136,6 +136,10 @@ class Inputs:
     options: ReadOptions = field(default_factory=ReadOptions)
 
     def __post_init__(self):
+        from mmtok.engine.process import block_pandas, is_cli_process
+
+        if is_cli_process():  # before the first conversion of Python values to Arrow
+            block_pandas()
         if not self.paths:
             raise MmtokError("no input given")
         self.sources: list[Source] = []

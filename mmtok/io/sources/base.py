@@ -41,10 +41,31 @@ class ReadOptions:
     videos: bool = False
 
 
+@dataclass(frozen=True)
+class Slice:
+    """A unit of work: a part of one source that a worker reads on its own. Small and picklable
+    (the local executor sends it to a worker process, the Ray engine to a task).
+
+    `kind`: "bytes" (a byte range of JSON Lines or CSV, starting at a record), "row_groups" (of
+    a Parquet file), "items" (a range of a folder listing), or "whole" (the source at once: tar
+    shards, JSON arrays, gzip files). `stop` is exclusive; None: to the end. `first_row`: the
+    row number of the slice's first record (row ids hash it); `first_line`: the line number
+    just before the slice (reject messages name lines)."""
+
+    source: int  # index of the source in `Inputs.sources`
+    path: str
+    kind: str
+    start: int = 0
+    stop: int | None = None
+    first_row: int = 0
+    first_line: int = 0
+
+
 @dataclass
 class SourceBatch:
     rows: pa.Table
     rejected: pa.Table | None = None  # records that could not be parsed (stage "read")
+    stats: ReadStats | None = None  # what reading this batch gave (for warnings at the end)
 
     @property
     def num_records(self) -> int:
@@ -68,6 +89,14 @@ class ReadStats:
     rows_without_image: int = 0
     rows_with_warning: int = 0  # kept rows that reading had to repair (see their `warning`)
     first_bad: str | None = None
+
+    def add(self, other: ReadStats) -> None:
+        """Add the figures of a later part of the same source (slices are added in order)."""
+        self.rows += other.rows
+        self.bad_records += other.bad_records
+        self.rows_without_image += other.rows_without_image
+        self.rows_with_warning += other.rows_with_warning
+        self.first_bad = self.first_bad or other.first_bad
 
 
 class _BatchBuilder:
@@ -128,13 +157,16 @@ class _BatchBuilder:
                 [Reason.BAD_RECORD.value] * len(self.bad),
                 [m for _, m in self.bad],
             )
-            self.stats.bad_records += len(self.bad)
-            self.stats.first_bad = self.stats.first_bad or self.bad[0][1]
-        self.stats.rows += rows.num_rows
-        self.stats.rows_without_image += rows.column("image").null_count
-        self.stats.rows_with_warning += rows.num_rows - rows.column("warning").null_count
+        stats = ReadStats(
+            rows=rows.num_rows,
+            bad_records=len(self.bad),
+            rows_without_image=rows.column("image").null_count,
+            rows_with_warning=rows.num_rows - rows.column("warning").null_count,
+            first_bad=self.bad[0][1] if self.bad else None,
+        )
+        self.stats.add(stats)
         self.rows, self.where, self.bad, self.image_bytes = [], [], [], 0
-        return SourceBatch(rows, rejected)
+        return SourceBatch(rows, rejected, stats)
 
     def place(self, where: int | str) -> str:
         return where if isinstance(where, str) else f"{self.unit} {where}"
@@ -227,12 +259,20 @@ class Source:
     def count_rows(self) -> int | None:
         return None
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
         """Rows in the output schema as dicts, or `BadRecord`s, in input order, each with
-        where it was: a number of `unit`s (line 12), or a description (sample abc)."""
+        where it was: a number of `unit`s (line 12), or a description (sample abc). `part`:
+        only the records of that slice (one of `slices()`); None: all of them."""
         raise NotImplementedError
 
-    def batches(self, schema: pa.Schema) -> Iterator[SourceBatch]:
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        """The source cut into slices of about `rows` records, in order (`index`: the source's
+        place in the inputs). The cut depends on the input alone, never on the worker count,
+        so output and ids are the same for any number of workers. Default: one slice."""
+        return [Slice(index, self.path, "whole")]
+
+    def batches(self, schema: pa.Schema, part: Slice | None = None) -> Iterator[SourceBatch]:
+        """The batches of the whole source, or of one slice of it (each slice starts a batch)."""
         own = {f.name: f.type for f in self.passthrough_fields()}
         text_columns = [
             f.name
@@ -240,8 +280,9 @@ class Source:
             if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
         ]
         builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
-        self.stats = builder.stats
-        for record, where in self.records():
+        if part is None:
+            self.stats = builder.stats
+        for record, where in self.records() if part is None else self.records(part):
             if isinstance(record, BadRecord):
                 batch = builder.reject(record.row, f"{builder.place(where)}: {record.message}")
             else:

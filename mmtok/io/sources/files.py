@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 from mmtok.io.encoding import path_text
-from mmtok.io.sources.base import BadRecord, ReadOptions, Source
+from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source
 from mmtok.io.sources.values import add_warning, row_id, utf8_text
 from mmtok.io.sources.webdataset import WDS_IMAGE_EXTENSIONS
 
@@ -84,8 +84,17 @@ class FolderSource(Source):
             "listing_sha256": digest,
         }
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
-        for rel in self.files():
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        """Ranges of the sorted listing (a worker gets the listing once, with its sources)."""
+        count = len(self.files())
+        starts = range(0, max(count, 1), max(rows, 1))
+        return [Slice(index, self.path, "items", a, min(a + rows, count), a) for a in starts]
+
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
+        files = self.files()
+        if part is not None and part.kind == "items":
+            files = files[part.start : part.stop]
+        for rel in files:
             path = os.path.join(self.base_dir, rel)
             yield image_file_row(path, row_id(self.id_key, rel), self.source_text), f"file {rel}"
 
@@ -114,6 +123,6 @@ class ImageFileSource(Source):
     def count_rows(self) -> int | None:
         return 1
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
         path = os.path.abspath(self.path)
         yield image_file_row(path, row_id(path, 0), self.source_text), "file"

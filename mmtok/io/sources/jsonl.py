@@ -13,12 +13,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 
 from mmtok.io.encoding import is_valid_text, valid_text
-from mmtok.io.sources.base import BadRecord, ReadOptions, Source
+from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source
 from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError, add_warning
 
 
@@ -73,35 +73,80 @@ def parse_json(text: str) -> Any:
         return Unparsed(str(e), text)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decoded_lines(f: IO[bytes], offset: int, stop: int | None) -> Iterator[tuple[int, int, str]]:
+    """(byte offset of the line, offset after it, its text) from `offset` to `stop` (None: the
+    end). Lines end at \\n, \\r\\n or a lone \\r, as in text mode; bytes that are not UTF-8 are
+    kept as surrogate escapes, so a path keeps its bytes and other text is made valid (with a
+    warning) when it becomes a row."""
+    for raw in f:
+        if stop is not None and offset >= stop:
+            return
+        end = offset + len(raw)
+        if offset == 0 and raw.startswith(_BOM):
+            raw = raw[3:]
+        if b"\r" in raw and (not raw.endswith(b"\r\n") or raw.count(b"\r") > 1):
+            at = end - len(raw)
+            for piece in raw.splitlines(keepends=True):
+                if stop is not None and at >= stop:  # a slice may start at a lone \r
+                    return
+                yield at, at + len(piece), piece.decode("utf-8", "surrogateescape")
+                at += len(piece)
+        else:
+            yield offset, end, raw.decode("utf-8", "surrogateescape")
+        offset = end
+
+
+def open_binary(path: str) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
 class JsonLinesSource(Source):
     kind = "jsonl"
     unit = "line"
 
-    def _parsed(self) -> Iterator[tuple[int, Any]]:
-        """(line number, parsed JSON or `Unparsed`) for every non-blank line; a file that
-        cannot be read to its end ends with one `Unparsed` for the rest."""
-        lineno = 0
-        with open_text(self.path) as f:
+    def _parsed(self, part: Slice | None = None) -> Iterator[tuple[int, Any, int]]:
+        """(line number, parsed JSON or `Unparsed`, byte offset of the line) for every
+        non-blank line of the file, or of one slice of it; a file that cannot be read to its
+        end ends with one `Unparsed` for the rest."""
+        start, stop, lineno = (0, None, 0)
+        if part is not None:
+            start, stop, lineno = part.start, part.stop, part.first_line
+        offset = start
+        with open_binary(self.path) as f:
             try:
-                for lineno, line in enumerate(f, start=1):  # noqa: B007 - read after the loop
+                if start:
+                    f.seek(start)
+                for offset, _, line in _decoded_lines(f, start, stop):
+                    lineno += 1
                     if line.strip():
-                        yield lineno, parse_json(line)
+                        yield lineno, parse_json(line), offset
             except READ_ERRORS as e:
                 message = f"the file cannot be read after line {lineno} ({e}); the rest is unread"
-                yield lineno + 1, Unparsed(message, "")
+                yield lineno + 1, Unparsed(message, ""), offset
 
     def _scan(self) -> None:
-        """One pass over the file: passthrough column types (JSON has no schema) and row count."""
+        """One pass over the file: passthrough column types (JSON has no schema), row count,
+        and where every `batch_rows`-th record starts (the places slices may cut)."""
         if hasattr(self, "_fields"):
             return
         kinds: dict[str, set[str]] = {}
         count = 0
-        for _, record in self._parsed():
+        marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
+        unreadable = False
+        for lineno, record, offset in self._parsed():
+            if count % self.options.batch_rows == 0:
+                marks.append((offset, count, lineno - 1))
             count += 1
             if not isinstance(record, dict):
+                unreadable = unreadable or (isinstance(record, Unparsed) and not record.text)
                 continue
             for key, value in record.items():
                 kinds.setdefault(key, set()).add(_json_kind(value))
+        # a file read whole: gzip cannot seek, and an unreadable file is read as it reads
+        self._marks = [] if unreadable or self.path.endswith(".gz") else marks
         names = sorted(valid_text(k) for k in kinds)
         if names:  # a column no row has is a typo in a flag, not a property of every row
             self._require_image_col(names)
@@ -119,6 +164,20 @@ class JsonLinesSource(Source):
                 if self._kinds[key] not in _KIND_TYPES:
                     self._json_columns.add(key)
         self._count = count
+
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        """Byte ranges of about `rows` records, cut where a record starts; the last runs to
+        the end of the file (lines appended after the scan are still read)."""
+        self._scan()
+        step = max(1, rows // self.options.batch_rows)
+        cuts = self._marks[::step]
+        if len(cuts) <= 1:
+            return [Slice(index, self.path, "whole")]
+        ends = [offset for offset, _, _ in cuts[1:]] + [None]
+        return [
+            Slice(index, self.path, "bytes", offset, end, row, line)
+            for (offset, row, line), end in zip(cuts, ends, strict=True)
+        ]
 
     def passthrough_fields(self) -> list[pa.Field]:
         self._scan()
@@ -149,9 +208,11 @@ class JsonLinesSource(Source):
                     raise RecordError(f"column {key!r}: JSON nested too deeply") from None
         return record
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
         self._scan()
-        for rowno, (lineno, record) in enumerate(self._parsed()):
+        first_row = part.first_row if part is not None and part.kind == "bytes" else 0
+        ranged = part if part is not None and part.kind == "bytes" else None
+        for rowno, (lineno, record, _) in enumerate(self._parsed(ranged), start=first_row):
             where = lineno
             try:
                 if isinstance(record, Unparsed):
@@ -174,7 +235,7 @@ class JsonArraySource(JsonLinesSource):
     kind = "json"
     unit = "item"
 
-    def _parsed(self) -> Iterator[tuple[int, Any]]:
+    def _parsed(self, part: Slice | None = None) -> Iterator[tuple[int, Any, int]]:
         try:
             with open_text(self.path) as f:
                 document = parse_json(f.read())
@@ -182,11 +243,16 @@ class JsonArraySource(JsonLinesSource):
             document = Unparsed(f"the file cannot be read ({e})", "")
         if isinstance(document, Unparsed):
             document.text = document.text[:MESSAGE_TEXT]
-            yield 0, document
+            yield 0, document, 0
         elif isinstance(document, list):
-            yield from enumerate(document)
+            for item, value in enumerate(document):
+                yield item, value, 0
         else:
-            yield 0, document
+            yield 0, document, 0
+
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        self._scan()
+        return [Slice(index, self.path, "whole")]
 
     def hint(self) -> str:
         return "is it a JSON array of objects?"
@@ -226,6 +292,10 @@ class StdinSource(JsonLinesSource):
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         return {"path": self.display, "kind": self.kind, "sha256": digest}
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _copy=True)  # a worker's copy: the spool is not its own
+
     def __del__(self):
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if not self.__dict__.get("_copy"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)

@@ -3,40 +3,57 @@
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmtok.errors import MmtokError
 from mmtok.io.encoding import valid_text
-from mmtok.io.sources.base import BadRecord, ReadOptions, Source
-from mmtok.io.sources.jsonl import open_text
+from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source
+from mmtok.io.sources.jsonl import _decoded_lines, open_binary
 from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError
 
 # A CSV field may be a long caption; far beyond this it is an unclosed quote eating the file.
 _CSV_FIELD_LIMIT = 1 << 30
 
 
-def _csv_rows(f: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, list[str] | str]]:
-    """(line number, fields) per record, or (line number, error) for one the parser refuses;
-    the parser goes on after an error, and stops after one for a file it cannot read on."""
+def _csv_rows(
+    f: IO[bytes], delimiter: str, start: int = 0, stop: int | None = None, first_line: int = 0
+) -> Iterator[tuple[int, list[str] | str, int]]:
+    """(line number, fields, byte offset where the record starts) per record from `start` to
+    `stop`, or (line number, error, offset) for one the parser refuses; the parser goes on
+    after an error, and stops after one for a file it cannot read on."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    reader = csv.reader(f, delimiter=delimiter)
+    end = start  # where the lines consumed so far end: the next record starts there
+
+    def lines() -> Iterator[str]:
+        nonlocal end
+        for _, after, text in _decoded_lines(f, start, None):
+            end = after
+            yield text
+
+    if start:
+        f.seek(start)
+    reader = csv.reader(lines(), delimiter=delimiter)
     while True:
+        if stop is not None and end >= stop:
+            return
+        at = end
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            yield reader.line_num, f"CSV error: {e}"
+            yield first_line + reader.line_num, f"CSV error: {e}", at
             continue
         except READ_ERRORS as e:
-            line = reader.line_num
-            yield line + 1, f"the file cannot be read after line {line} ({e}); the rest is unread"
+            line = first_line + reader.line_num
+            message = f"the file cannot be read after line {line} ({e}); the rest is unread"
+            yield line + 1, message, at
             return
-        yield reader.line_num, values
+        yield first_line + reader.line_num, values, at
 
 
 class CsvSource(Source):
@@ -46,7 +63,7 @@ class CsvSource(Source):
     def __init__(self, path: str, options: ReadOptions):
         super().__init__(path, options)
         self.delimiter = "\t" if ".tsv" in path.lower() else ","
-        with open_text(self.path) as f:
+        with open_binary(self.path) as f:
             header = next(_csv_rows(f, self.delimiter), (0, None))[1]
         if not header or isinstance(header, str):
             raise MmtokError(f"{path}: no CSV header line" + (f" ({header})" if header else ""))
@@ -54,6 +71,8 @@ class CsvSource(Source):
         self._id_col = self._find_id_col(self.header)
         self._set_lineage({n: True for n in self.header})
         self._require_image_col(self.header)
+        self._count: int | None = None
+        self._marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
 
     def passthrough_fields(self) -> list[pa.Field]:
         names = [self._passthrough_name(n) for n in self.header]
@@ -62,18 +81,52 @@ class CsvSource(Source):
     def columns(self) -> list[str] | None:
         return self.header
 
+    def _scan(self) -> None:
+        """Count the records, noting where every `batch_rows`-th one starts."""
+        if self._count is not None:
+            return
+        count, marks, line, unreadable = -1, [], 0, False
+        with open_binary(self.path) as f:
+            for lineno, values, offset in _csv_rows(f, self.delimiter):
+                if count >= 0 and count % self.options.batch_rows == 0:
+                    marks.append((offset, count, line))
+                count += 1
+                line = lineno
+                unreadable = unreadable or (isinstance(values, str) and "unread" in values)
+        self._count = count
+        self._marks = [] if unreadable or self.path.endswith(".gz") else marks
+
     def count_rows(self) -> int | None:
-        with open_text(self.path) as f:
-            return sum(1 for _ in _csv_rows(f, self.delimiter)) - 1
+        self._scan()
+        return self._count
+
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        """Byte ranges of about `rows` records, cut where a record starts (a quoted field may
+        hold line breaks: the cuts come from the parser, not from the lines)."""
+        self._scan()
+        cuts = self._marks[:: max(1, rows // self.options.batch_rows)]
+        if len(cuts) <= 1:
+            return [Slice(index, self.path, "whole")]
+        ends = [offset for offset, _, _ in cuts[1:]] + [None]
+        return [
+            Slice(index, self.path, "bytes", offset, end, row, line)
+            for (offset, row, line), end in zip(cuts, ends, strict=True)
+        ]
 
     def hint(self) -> str:
         return "is it comma-separated (.csv) or tab-separated (.tsv) with a header line?"
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
-        with open_text(self.path) as f:
-            rows = _csv_rows(f, self.delimiter)
-            next(rows)
-            for rowno, (lineno, values) in enumerate(rows):
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
+        ranged = part is not None and part.kind == "bytes"
+        with open_binary(self.path) as f:
+            if ranged:
+                rows = _csv_rows(f, self.delimiter, part.start, part.stop, part.first_line)
+                first = part.first_row
+            else:
+                rows = _csv_rows(f, self.delimiter)
+                next(rows)
+                first = 0
+            for rowno, (lineno, values, _) in enumerate(rows, start=first):
                 where = lineno
                 if isinstance(values, str):
                     yield self._bad(rowno, values), where
@@ -121,10 +174,35 @@ class ParquetSource(Source):
     def count_rows(self) -> int | None:
         return self.file.metadata.num_rows
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
-        """Row group by row group, so a damaged one is one reject and the others are read."""
-        start = 0
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "file"}  # a handle, reopened
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.file = pq.ParquetFile(self.path)
+
+    def slices(self, index: int, rows: int) -> list[Slice]:
+        """Ranges of whole row groups of about `rows` rows (at least one group each)."""
+        meta = self.file.metadata
+        out, start, first, size, row = [], 0, 0, 0, 0
         for group in range(self.file.num_row_groups):
+            size += meta.row_group(group).num_rows
+            row += meta.row_group(group).num_rows
+            if size >= rows:
+                out.append(Slice(index, self.path, "row_groups", start, group + 1, first))
+                start, first, size = group + 1, row, 0
+        if start < self.file.num_row_groups or not out:
+            out.append(Slice(index, self.path, "row_groups", start, None, first))
+        return out
+
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
+        """Row group by row group, so a damaged one is one reject and the others are read."""
+        groups = range(self.file.num_row_groups)
+        start = 0
+        if part is not None and part.kind == "row_groups":
+            groups = groups[part.start : part.stop]
+            start = part.first_row
+        for group in groups:
             rowno = start
             try:
                 batches = self.file.iter_batches(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from mmtok.io.encoding import name_text, valid_text
-from mmtok.io.sources.base import BadRecord, Source
+from mmtok.io.sources.base import BadRecord, Slice, Source
 from mmtok.io.sources.jsonl import Unparsed, parse_json
 from mmtok.io.sources.values import RecordError, add_warning, caption_value, row_id, utf8_text
 from mmtok.io.tar import Damage, tar_members
@@ -90,7 +90,7 @@ class WebDatasetSource(Source):
             yield key, members
         self.notes["ignored_tar_members"] = ignored
 
-    def records(self) -> Iterator[tuple[dict | BadRecord, int | str]]:
+    def records(self, part: Slice | None = None) -> Iterator[tuple[dict | BadRecord, int | str]]:
         for first, second in self._events():
             if isinstance(first, Damage):
                 after = f"after sample {valid_text(second)!r}" if second else "before any sample"

@@ -1,0 +1,37 @@
+"""Start-up: `mmtok --help` lists the commands without importing them (they import pyarrow,
+numpy and Pillow), and says exactly what the full app says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mmtok.cli.app import app
+
+RUN_ENTRY = (
+    "import sys; from mmtok.cli.entry import main\n"
+    "sys.argv = ['mmtok', *sys.argv[1:]]\n"
+    "try: main()\n"
+    "except SystemExit: pass\n"
+    "loaded = [m for m in ('pyarrow', 'numpy', 'PIL', 'mmtok.cli.probe') if m in sys.modules]\n"
+    "print(loaded, file=sys.stderr)"
+)
+
+
+def test_root_help_imports_no_command_and_matches_the_full_app():
+    env = {"COLUMNS": "100", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_ENTRY, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "PYTHONPATH": ":".join(sys.path)},
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    full = CliRunner().invoke(app, ["--help"], env=env, prog_name="mmtok")
+    assert full.exit_code == 0
+    assert result.stdout.replace("Usage: -c", "Usage: mmtok") == full.output
+    for name in ("probe", "estimate-budget", "dedup", "embed"):
+        assert f"\n│ {name} " in result.stdout
