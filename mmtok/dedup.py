@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -411,3 +414,16 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     ).astype(np.int8)
     kind[~dropped] = 0
     return Clusters(label, size, kept, dropped, image_distance, caption_similarity, kind)
+
+
+class _DedupModule(types.ModuleType):
+    """`mmtok.dedup` is both this module and the Python API's `dedup(inputs, output, ...)`:
+    calling the module runs the command (`mmtok.api.dedup`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from mmtok.api import dedup
+
+        return dedup(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _DedupModule

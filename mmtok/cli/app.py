@@ -28,6 +28,7 @@ COMMANDS = {
     "filter": ("mmtok.cli.filter", "filter_rows"),
     "dedup": ("mmtok.cli.dedup", "dedup"),
     "embed": ("mmtok.cli.embed", "embed"),
+    "run": ("mmtok.cli.run", "run"),
 }
 
 
