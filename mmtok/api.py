@@ -11,7 +11,9 @@ input is a `MmtokError` (one line, with a hint) raised before any data is read."
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 from mmtok.commands import build_plan, options_class
@@ -34,18 +36,30 @@ __all__ = [
 ]
 
 
+Paths = str | os.PathLike | Iterable[str | os.PathLike]
+OutputPath = str | os.PathLike | None
+
+
 class MmtokWarning(UserWarning):
     """Something the run could do but that was probably not meant (an input with no rows)."""
 
 
-def run_command(command: str, inputs: str | list[str], output: str | None, **options: Any):
+def run_command(command: str, inputs: Paths, output: OutputPath, **options: Any):
     """Any dataset command by its CLI name (`estimate-budget`); returns its document."""
     cls = options_class(command)
     known_options(cls, options, command)
-    opts = cls(
-        inputs=[inputs] if isinstance(inputs, str) else list(inputs), output=output, **options
-    )
+    opts = cls(inputs=paths(inputs), output=_path(output), **options)
     return run_options(opts, f"mmtok.{command.replace('-', '_')}()")
+
+
+def paths(inputs: Paths) -> list[str]:
+    """One input or several, as strings (pathlib paths welcome)."""
+    single = isinstance(inputs, str | os.PathLike)
+    return [os.fspath(p) for p in ([inputs] if single else inputs)]
+
+
+def _path(path: str | os.PathLike | None) -> str | None:
+    return None if path is None else os.fspath(path)
 
 
 def run_options(opts: Any, command_line: str) -> dict[str, Any]:
@@ -56,32 +70,30 @@ def run_options(opts: Any, command_line: str) -> dict[str, Any]:
     return document
 
 
-def probe(inputs: str | list[str], output: str | None = None, **options: Any) -> dict[str, Any]:
+def probe(inputs: Paths, output: OutputPath = None, **options: Any) -> dict[str, Any]:
     """Image headers: size, format, mode, frames, EXIF orientation (`mmtok probe`)."""
     return run_command("probe", inputs, output, **options)
 
 
-def filter(inputs: str | list[str], output: str | None = None, **options: Any) -> dict[str, Any]:  # noqa: A001
+def filter(inputs: Paths, output: OutputPath = None, **options: Any) -> dict[str, Any]:  # noqa: A001
     """Keep the rows that pass the rules; the rest go to rejects with a reason (`mmtok
     filter`). Rules as keywords: min_side=64, lang=["en"], caption_min_words=3, ..."""
     return run_command("filter", inputs, output, **options)
 
 
-def dedup(inputs: str | list[str], output: str | None = None, **options: Any) -> dict[str, Any]:
+def dedup(inputs: Paths, output: OutputPath = None, **options: Any) -> dict[str, Any]:
     """Drop exact and near-duplicate images, captions or pairs (`mmtok dedup`): by="pair",
     keep="first", against=["eval.jsonl"], ..."""
     return run_command("dedup", inputs, output, **options)
 
 
-def tile(
-    inputs: str | list[str], preset: str, output: str | None = None, **options: Any
-) -> dict[str, Any]:
+def tile(inputs: Paths, preset: str, output: OutputPath = None, **options: Any) -> dict[str, Any]:
     """Each image's layout (and with emit="tiles" its pixels) under a preset (`mmtok tile`)."""
     return run_command("tile", inputs, output, preset=preset, **options)
 
 
 def estimate_budget(
-    inputs: str | list[str], preset: str | list[str], output: str | None = None, **options: Any
+    inputs: Paths, preset: str | list[str], output: OutputPath = None, **options: Any
 ) -> dict[str, Any]:
     """Vision tokens, text tokens and bytes per token under each preset (`mmtok
     estimate-budget`): context=8192, sample=10000, target_tokens=1e12, ..."""
@@ -89,9 +101,7 @@ def estimate_budget(
     return run_command("estimate-budget", inputs, output, preset=presets, **options)
 
 
-def embed(
-    inputs: str | list[str], model: str, output: str | None = None, **options: Any
-) -> dict[str, Any]:
+def embed(inputs: Paths, model: str, output: OutputPath = None, **options: Any) -> dict[str, Any]:
     """CLIP/SigLIP embeddings (`mmtok embed`): checkpoint=..., pretrained_tag=..., text=True."""
     return run_command("embed", inputs, output, model=model, **options)
 
@@ -113,10 +123,10 @@ def layout(
 
 
 def run_recipe(
-    recipe: str | dict[str, Any],
+    recipe: str | os.PathLike | dict[str, Any],
     *,
-    inputs: str | list[str] | None = None,
-    output: str | None = None,
+    inputs: Paths | None = None,
+    output: OutputPath = None,
     **options: Any,
 ) -> dict[str, Any]:
     """A recipe (a TOML file, or its contents as a dict) from its sources to its output
@@ -125,9 +135,9 @@ def run_recipe(
 
     loaded = recipes.load(recipe)
     if inputs is not None:
-        options["inputs"] = [inputs] if isinstance(inputs, str) else list(inputs)
+        options["inputs"] = paths(inputs)
     if output is not None:
-        options["output"] = output
+        options["output"] = os.fspath(output)
     document, problems = recipes.run(
         recipes.override(loaded, options), command="mmtok.run_recipe()"
     )
