@@ -214,7 +214,7 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
     shared = steps[0]
     writes = all(p.writes for p in built)
     out = build_output(shared if writes else dataclasses.replace(shared, output=None))
-    inputs = build_inputs(shared, min(p.batch_rows for p in built))
+    inputs = build_inputs(shared, min((p.batch_rows for p in built), default=256))
     wrap = next((p.wrap for p in built if p.wrap), None)
     shard_stats = next((p.shard_stats for p in built if p.shard_stats), None)
     written: dict[str, Any] = {}

@@ -154,6 +154,10 @@ def check_engine(opts: DatasetOptions) -> None:
     if opts.ray_address and opts.engine != "ray":
         raise MmtokError("--ray-address goes with --engine ray")
     if opts.engine == "ray":
+        import inspect
+
+        from mmtok.engine.pipeline import run_pipeline
+
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -161,6 +165,8 @@ def check_engine(opts: DatasetOptions) -> None:
                 "the Ray engine needs ray, which is not installed",
                 hint="pip install 'mmtok[ray]'",
             ) from None
+        if "engine" not in inspect.signature(run_pipeline).parameters:
+            raise MmtokError("this mmtok has no Ray engine yet", hint="leave out --engine")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
