@@ -19,7 +19,6 @@ _API = {
     "layout",
     "run_recipe",
     "MmtokWarning",
-    "OptionError",
 }
 
 
@@ -37,8 +36,12 @@ def __getattr__(name: str) -> object:
         from mmtok.errors import MmtokError
 
         return MmtokError
+    if name == "OptionError":  # a MmtokError: an option a command does not take, a bad value
+        from mmtok.commands.options import OptionError
+
+        return OptionError
     raise AttributeError(f"module 'mmtok' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API, "MmtokError"])
+    return sorted([*globals(), *_API, "MmtokError", "OptionError"])

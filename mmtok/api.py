@@ -16,15 +16,14 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from mmtok.commands import build_plan, options_class
-from mmtok.commands.options import OptionError, known_options
-from mmtok.commands.plan import Executor
 from mmtok.errors import MmtokError
+
+# The commands (and pyarrow under them) are imported when a command is called: `layout` and
+# `import mmtok.api` stay light.
 
 __all__ = [
     "MmtokError",
     "MmtokWarning",
-    "OptionError",
     "dedup",
     "embed",
     "estimate_budget",
@@ -46,6 +45,9 @@ class MmtokWarning(UserWarning):
 
 def run_command(command: str, inputs: Paths, output: OutputPath, **options: Any):
     """Any dataset command by its CLI name (`estimate-budget`); returns its document."""
+    from mmtok.commands import options_class
+    from mmtok.commands.options import known_options
+
     cls = options_class(command)
     known_options(cls, options, command)
     opts = cls(inputs=paths(inputs), output=_path(output), **options)
@@ -63,6 +65,9 @@ def _path(path: str | os.PathLike | None) -> str | None:
 
 
 def run_options(opts: Any, command_line: str) -> dict[str, Any]:
+    from mmtok.commands import build_plan
+    from mmtok.commands.plan import Executor
+
     plan = build_plan(opts)
     document = Executor.for_options(opts, command=command_line).run(plan)
     for problem in plan.problems():

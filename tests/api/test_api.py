@@ -138,6 +138,7 @@ def test_import_mmtok_is_cheap_and_the_api_never_loads_torch_or_typer(pairs):
         "print(sorted({m.split('.')[0] if not m.startswith('mmtok') else m for m in sys.modules"
         " if m.startswith(heavy)}))\n"
         "mmtok.layout('qwen2-vl', 1920, 1080)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
         f"mmtok.probe({str(pairs)!r}, workers=1)\n"
         "print(sorted({m.split('.')[0] for m in sys.modules"
         " if m.startswith(('typer', 'torch', 'rich', 'open_clip'))}))\n"
@@ -145,8 +146,9 @@ def test_import_mmtok_is_cheap_and_the_api_never_loads_torch_or_typer(pairs):
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    at_import, after_run = result.stdout.splitlines()
+    at_import, after_layout, after_run = result.stdout.splitlines()
     assert at_import == "[]", at_import
+    assert after_layout == "[]", after_layout  # pure arithmetic: no pyarrow, no numpy
     assert after_run == "[]", after_run
 
 
