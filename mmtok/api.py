@@ -116,11 +116,17 @@ def layout(
 ) -> dict[str, Any]:
     """What a model does with an image of this size: the object `mmtok layout` prints for it
     (resized, canvas, grid, tiles, tokens, pixel bytes; {width, height, error} if refused)."""
-    from mmtok.presets import Refused, get_preset, load_preset_file
+    from mmtok.presets import get_preset, load_preset_file
 
     if preset_file:
         load_preset_file(preset_file)
-    chosen = get_preset(preset)
+    return layout_record(get_preset(preset), width, height)
+
+
+def layout_record(chosen: Any, width: int, height: int) -> dict[str, Any]:
+    """One line of `mmtok layout`: the preset's layout, or {width, height, error}."""
+    from mmtok.presets import Refused
+
     result = chosen.layout(width, height)
     if isinstance(result, Refused):
         return result.to_dict()
