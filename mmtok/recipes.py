@@ -185,6 +185,7 @@ def plan(recipe: Recipe) -> Any:
 
 
 def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
+    from mmtok.commands.dedup import DedupInRecipe
     from mmtok.commands.plan import GlobalStep, Pass, Plan, build_inputs, build_output
     from mmtok.engine.pipeline import check_output, publish_output
 
@@ -223,7 +224,7 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
     dedup_part: Any = None
     if "dedup" in commands:
         k = commands.index("dedup")
-        dedup_part = _DedupStep(steps[k], out, inputs, [s for p in parts[:k] for s in p.stages])
+        dedup_part = DedupInRecipe(steps[k], out, inputs, [s for p in parts[:k] for s in p.stages])
         check_output(out, inputs, steps[k].against or [])
         plan_steps += dedup_part.steps()
         writing_stages = [
@@ -276,91 +277,6 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
 
     plan_steps.append(GlobalStep("summarising", finish))
     return Plan("run", shared, plan_steps, lambda: written, inputs=[inputs])
-
-
-class _DedupStep:
-    """A dedup step inside a recipe: its signature passes over the rows the steps before it
-    keep, the clustering, and a stage that drops what the clustering lists."""
-
-    def __init__(self, opts: Any, out: Any, inputs: Any, prefix: list[Any]):
-        from mmtok.commands.dedup import SignaturePasses, check_signature_store
-
-        if out is None:
-            raise RecipeError("a recipe with dedup needs an output (output = DIR, or -o -)")
-        if opts.clusters:
-            from mmtok.commands.options import writable_file
-
-            writable_file(opts.clusters, "clusters", opts.output)
-        self.opts, self.out, self.inputs = opts, out, inputs
-        self.settings = opts.settings()
-        self.sig = SignaturePasses(opts, out, prefix=prefix)
-        check_signature_store(self.sig.store, opts)
-        self.clusters: Any = None
-        self.listed: dict[str, tuple[str, str]] = {}
-        self.seconds: dict[str, float] = {}
-
-    def steps(self) -> list[Any]:
-        import time
-
-        from mmtok.commands.plan import GlobalStep
-
-        def cluster() -> None:
-            from mmtok.commands.dedup import listed_rows
-            from mmtok.dedup import find_clusters
-
-            self.sig.gather()
-            t0 = time.monotonic()
-            self.clusters = find_clusters(self.sig.signatures, self.settings)
-            self.listed = listed_rows(self.sig.signatures, self.clusters, self.settings)
-            self.seconds["clustering_seconds"] = round(time.monotonic() - t0, 3)
-
-        return [*self.sig.passes(self.inputs), GlobalStep("clustering", cluster)]
-
-    def stage(self) -> Any:
-        """The stage of the writing pass, made once the clustering ran."""
-        from mmtok.commands.dedup import DropListed
-
-        config = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
-        return DropListed(self.listed, config)
-
-    def document(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        from mmtok.commands.dedup import summary
-
-        return {
-            "output": self.out.path,
-            "clusters_file": self._clusters_path(),
-            "settings": {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__},
-            "against": self.opts.against or [],
-            "counts": manifest.get("counts"),
-            **summary(self.sig.signatures, self.clusters),
-            "timing": self.seconds,
-        }
-
-    def _clusters_path(self) -> str | None:
-        from pathlib import Path
-
-        from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
-
-        if self.opts.clusters:
-            return self.opts.clusters
-        return None if self.out.to_stdout else str(Path(self.out.path, SIDE_DIR, CLUSTERS_FILE))
-
-    def side_outputs(self) -> dict[str, Any]:
-        import pyarrow.parquet as pq
-
-        from mmtok.commands.dedup import cluster_table
-        from mmtok.io.layout import CLUSTERS_FILE
-
-        table = cluster_table(self.sig.signatures, self.clusters)
-        if self.opts.clusters:
-            pq.write_table(table, self.opts.clusters, compression="zstd")
-            return {}
-        return {CLUSTERS_FILE: table}
-
-    def cleanup(self) -> None:
-        from mmtok.commands.dedup import remove_signature_store
-
-        remove_signature_store(self.sig.store)
 
 
 def run(recipe: Recipe, progress: Any = None, command: str = "mmtok run") -> Any:

@@ -361,3 +361,73 @@ def listed_rows(sig: Any, clusters: Any, settings: Any) -> dict[str, tuple[str, 
             strict=True,
         )
     )
+
+
+class DedupInRecipe:
+    """A dedup step inside a recipe: its signature passes over the rows the steps before it
+    keep, the clustering, and a stage that drops what the clustering lists."""
+
+    def __init__(self, opts: Any, out: Any, inputs: Any, prefix: list[Any]):
+        if out is None:
+            raise MmtokError("a recipe with dedup needs an output (output = DIR, or -o -)")
+        if opts.clusters:
+            writable_file(opts.clusters, "clusters", opts.output)
+        self.opts, self.out, self.inputs = opts, out, inputs
+        self.settings = opts.settings()
+        self.sig = SignaturePasses(opts, out, prefix=prefix)
+        check_signature_store(self.sig.store, opts)
+        self.clusters: Any = None
+        self.listed: dict[str, tuple[str, str]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def steps(self) -> list[Any]:
+        from mmtok.commands.plan import GlobalStep
+        from mmtok.dedup import find_clusters
+
+        def cluster() -> None:
+            self.sig.gather()
+            t0 = time.monotonic()
+            self.clusters = find_clusters(self.sig.signatures, self.settings)
+            self.listed = listed_rows(self.sig.signatures, self.clusters, self.settings)
+            self.seconds["clustering_seconds"] = round(time.monotonic() - t0, 3)
+
+        return [*self.sig.passes(self.inputs), GlobalStep("clustering", cluster)]
+
+    def stage(self) -> Any:
+        """The stage of the writing pass, made once the clustering ran."""
+        config = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
+        return DropListed(self.listed, config)
+
+    def document(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "output": self.out.path,
+            "clusters_file": self._clusters_path(),
+            "settings": {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__},
+            "against": self.opts.against or [],
+            "counts": manifest.get("counts"),
+            **summary(self.sig.signatures, self.clusters),
+            "timing": self.seconds,
+        }
+
+    def _clusters_path(self) -> str | None:
+        from pathlib import Path
+
+        from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
+
+        if self.opts.clusters:
+            return self.opts.clusters
+        return None if self.out.to_stdout else str(Path(self.out.path, SIDE_DIR, CLUSTERS_FILE))
+
+    def side_outputs(self) -> dict[str, Any]:
+        import pyarrow.parquet as pq
+
+        from mmtok.io.layout import CLUSTERS_FILE
+
+        table = cluster_table(self.sig.signatures, self.clusters)
+        if self.opts.clusters:
+            pq.write_table(table, self.opts.clusters, compression="zstd")
+            return {}
+        return {CLUSTERS_FILE: table}
+
+    def cleanup(self) -> None:
+        remove_signature_store(self.sig.store)
