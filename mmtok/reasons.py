@@ -90,10 +90,10 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.WRONG_LANGUAGE: "the caption is confidently in a language not in --lang",
     Reason.MOJIBAKE: "the caption was decoded with the wrong codec or has U+FFFD characters",
     Reason.DUPLICATE: "a duplicate of the kept row named in the message (mmtok dedup)",
-        Reason.LOW_CLIP_SCORE: "image-caption cosine below --min-clip-score (embed, filter)",
+    Reason.LOW_CLIP_SCORE: "image-caption cosine below --min-clip-score (embed, filter)",
     Reason.NO_CLIP_SCORE: "filter --min-clip-score without --model: the row has a caption but "
     "a null clip_score (an input not scored, or scored without this row's caption)",
-Reason.BAD_TOKENS: "the row's VQ ids do not fit the tokenizer: missing, a grid other than "
+    Reason.BAD_TOKENS: "the row's VQ ids do not fit the tokenizer: missing, a grid other than "
     "the tokenizer's, or an id outside its codebook (mmtok detokenize)",
 }
 

@@ -33,6 +33,7 @@ COMMANDS = {
     "sample-frames": ("mmtok.cli.sample_frames", "sample_frames"),
     "tokenize-images": ("mmtok.cli.tokenize_images", "tokenize_images"),
     "detokenize": ("mmtok.cli.detokenize", "detokenize"),
+    "run": ("mmtok.cli.run", "run"),
 }
 
 

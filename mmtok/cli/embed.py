@@ -1,26 +1,22 @@
 """`mmtok embed`: CLIP/SigLIP image (and caption) embeddings over a dataset.
 
-This module imports no torch: the model is resolved, checked and loaded inside the command.
+This module imports no torch: the model is resolved, checked and loaded by the plan.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
-from mmtok.engine.pipeline import Observer, publish_output
-from mmtok.errors import MmtokError
+from mmtok.commands import build_plan
+from mmtok.commands.embed import EmbedOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
-from mmtok.io.layout import SIDE_DIR
-from mmtok.stats import PercentileSample
 
 MODEL_PANEL = o.MODEL_PANEL
 
@@ -35,34 +31,10 @@ class Emit(StrEnum):
     NPY = "npy"  # also clip-retrieval's img_emb/ text_emb/ metadata/ layout
 
 
-class ScoreSummary:
-    """Mean and percentiles of `clip_score` over the embedded rows."""
-
-    columns = ["clip_score"]
-
-    def __init__(self):
-        self.sample = PercentileSample()
-        self.total = 0.0
-
-    def add(self, table: pa.Table) -> None:
-        values = table.column("clip_score").to_numpy(zero_copy_only=False)
-        self.sample.add(values)
-        self.total += float(sum(v for v in values if v == v))
-
-    def to_dict(self) -> dict[str, Any]:
-        n = self.sample.count
-        return {
-            "scored": n,
-            "mean": self.total / n if n else None,
-            "percentiles": self.sample.percentiles((5, 50, 95)),
-        }
-
-
 @handle_errors
+@o.dataset_command(output_after="model")
 def embed(
-    inputs: o.InputsArg,
     model: o.ModelOpt,
-    output: o.OutputOpt = None,
     checkpoint: o.CheckpointOpt = None,
     pretrained_tag: o.PretrainedTagOpt = None,
     preprocess: o.PreprocessOpt = None,
@@ -120,19 +92,7 @@ def embed(
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
     ] = DEFAULT_MAX_PIXELS,
-    image_col: o.ImageColOpt = "image",
-    text_col: o.TextColOpt = "caption",
-    id_col: o.IdColOpt = None,
-    overwrite: o.OverwriteOpt = False,
-    resume: o.ResumeOpt = False,
-    shard_rows: o.ShardRowsOpt = 50_000,
-    shard_bytes: o.ShardBytesOpt = "512MB",
-    image_bytes: o.ImageBytesOpt = False,
-    rejects: o.RejectsOpt = None,
-    workers: o.WorkersOpt = None,
-    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
-    quiet: o.QuietOpt = False,
-    as_json: o.JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Embed images (and with [bold]--text[/] captions) with a CLIP-family model.
 
@@ -149,69 +109,8 @@ def embed(
       mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu \\
           --pretrained-tag openai
     """
-    common = o.DatasetOptions.pick(locals())
-    if min_clip_score is not None and not text:
-        raise MmtokError("--min-clip-score needs --text (the score compares image and caption)")
-    if emit is Emit.NPY and (output is None or output == "-"):
-        raise MmtokError("--emit npy writes files next to the shards", hint="give -o DIR")
-    from mmtok.models.clip import resolve_model
-    from mmtok.models.inputs import ModelInputStage
-    from mmtok.models.runtime import resolve_device
-    from mmtok.stages.embed import EmbedStage
-
-    resolved = resolve_model(
-        model, checkpoint=checkpoint, pretrained_tag=pretrained_tag, preprocess=preprocess
-    )
-    chosen_device = resolve_device(device)
-    if gpu_decode and not chosen_device.startswith("cuda"):
-        raise MmtokError("--gpu-decode needs a CUDA device", hint="leave it out on CPU")
-    if gpu_decode and exif:
-        raise MmtokError("--gpu-decode does not rotate by EXIF", hint="leave out --exif")
-    stage = EmbedStage(
-        resolved,
-        text=text,
-        device=chosen_device,
-        device_decode=gpu_decode,
-        batch_size=batch_size,
-        precision=precision.value,
-        min_clip_score=min_clip_score,
-    )
-    stage.setup()  # a checkpoint that does not fit fails here, before any data is read
-    scores = ScoreSummary()
-    observers = [Observer(ScoreSummary.columns, scores.add)] if text else []
-    manifest, out, reporter = o.run_dataset(
-        common,
-        [
-            ModelInputStage(
-                resolved.preprocess, exif=exif, max_pixels=max_pixels, device_decode=gpu_decode
-            ),
-            stage,
-        ],
-        f"embedding with {model}",
-        observers,
-        batch_rows=stage.rows_per_batch,
-        hold=emit is Emit.NPY,  # the export goes into the folder before it is published
-    )
-    exported = None
-    if emit is Emit.NPY:
-        from mmtok.models.interchange import EXPORT_DIR, export_clip_retrieval
-
-        publish_output(out, {EXPORT_DIR: export_clip_retrieval})
-        exported = str(Path(out.path) / SIDE_DIR / EXPORT_DIR)
-    document = {
-        "output": out.path if out else None,
-        "clip_retrieval": exported,
-        "model": resolved.info(),
-        "dim": stage.dim,
-        "device": stage.device,
-        "precision": stage.precision_name,
-        "batch_size": stage.rows_per_batch,
-        "batch_halvings": stage.halvings,
-        "counts": manifest["counts"],
-        "timing": manifest.get("timing"),
-        "clip_score": scores.to_dict() if text else None,
-    }
-    reporter.result(document, lambda console: render(console, document))
+    opts = EmbedOptions.pick({**locals(), **shared})
+    o.run_dataset(opts, build_plan, render, shared)
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:

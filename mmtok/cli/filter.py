@@ -11,11 +11,9 @@ from rich.table import Table
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
-from mmtok.errors import MmtokError
-from mmtok.filters import FilterRules, load_recipe
-from mmtok.presets import load_preset_file
+from mmtok.commands import build_plan
+from mmtok.commands.filter import FilterOptions
 from mmtok.reasons import DESCRIPTIONS, Reason
-from mmtok.stages.filter import ClipModelOptions, filter_stages
 
 IMAGE = "Image rules (from the header)"
 TOKENS = "Vision-token rules"
@@ -28,9 +26,8 @@ def _opt(kind, help: str, panel: str, *names: str) -> Any:
 
 
 @handle_errors
+@o.dataset_command()
 def filter_rows(
-    inputs: o.InputsArg,
-    output: o.OutputOpt = None,
     recipe: _opt(
         str | None, "TOML file of rules named like these flags; flags override it.", "Rules"
     ) = None,
@@ -104,19 +101,7 @@ def filter_rows(
     preprocess: o.PreprocessOpt = None,
     device: o.DeviceOpt = "auto",
     batch_size: o.BatchSizeOpt = None,
-    image_col: o.ImageColOpt = "image",
-    text_col: o.TextColOpt = "caption",
-    id_col: o.IdColOpt = None,
-    overwrite: o.OverwriteOpt = False,
-    resume: o.ResumeOpt = False,
-    shard_rows: o.ShardRowsOpt = 50_000,
-    shard_bytes: o.ShardBytesOpt = "512MB",
-    image_bytes: o.ImageBytesOpt = False,
-    rejects: o.RejectsOpt = None,
-    workers: o.WorkersOpt = None,
-    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
-    quiet: o.QuietOpt = False,
-    as_json: o.JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Keep the image-text rows that pass the rules; drop the rest with a reason and a value.
 
@@ -134,43 +119,8 @@ def filter_rows(
       mmtok filter emb/ -o good/ --min-clip-score 0.28
       mmtok filter pairs.jsonl -o good/ --min-clip-score 0.3 -m local-dir:b32
     """
-    common = o.DatasetOptions.pick(locals())
-    flags = {
-        name: value
-        for name, value in locals().items()
-        if name in FilterRules.names() and name != "recipe"
-    }
-    recipe_values = load_recipe(recipe) if recipe else {}
-    if preset_file:
-        load_preset_file(preset_file)
-    rules = FilterRules.build(recipe_values, flags)
-    if not rules.active():
-        raise MmtokError(
-            "no rule given: every row would be kept",
-            hint="e.g. --min-side 64, --caption-min-words 3, or --recipe filter.toml",
-        )
-    if dry_run:
-        if resume:
-            raise MmtokError("--dry-run writes nothing, so there is nothing to resume")
-        common.output = None
-    elif output is None:
-        raise MmtokError("give -o DIR (or -o - for JSON Lines), or --dry-run to only count")
-    clip = ClipModelOptions(model, checkpoint, pretrained_tag, preprocess, device, batch_size)
-    stages, batch_rows, check_inputs = filter_stages(rules, clip if model else None)
-    manifest, out, reporter = o.run_dataset(
-        common, stages, "filtering", [], batch_rows=batch_rows, wrap_inputs=check_inputs
-    )
-    counts = manifest["counts"]
-    document = {
-        "output": out.path if out else None,
-        "dry_run": dry_run,
-        "recipe": recipe,
-        "rules": rules.active(),
-        "counts": counts,
-        "kept_share": counts["out"] / counts["in"] if counts["in"] else None,
-        "timing": manifest.get("timing"),
-    }
-    reporter.result(document, lambda console: render(console, document))
+    opts = FilterOptions.pick({**locals(), **shared})
+    o.run_dataset(opts, build_plan, render, shared)
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:

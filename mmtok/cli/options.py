@@ -1,25 +1,40 @@
-"""Option types shared by every command, so flags mean the same thing everywhere."""
+"""Option types shared by every command, declared once, so flags mean the same thing
+everywhere; and the one way a dataset command runs: flags -> options -> plan -> document."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from mmtok.cli.output import Reporter
-from mmtok.engine.local import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT  # the commands use it
-from mmtok.engine.pipeline import Observer, OutputOptions, command_line, run_pipeline
+from mmtok.commands import options as plan_options
+from mmtok.commands.options import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT
+from mmtok.commands.options import parse_size as parse_size
+from mmtok.commands.options import require_module as require_module
+from mmtok.commands.options import writable_file as writable_file
+from mmtok.commands.plan import Executor, Pass
+from mmtok.commands.plan import build_inputs as plan_inputs
+from mmtok.commands.plan import build_output as plan_output
+from mmtok.engine.pipeline import Observer, OutputOptions, command_line
 from mmtok.engine.stage import Stage
-from mmtok.errors import MmtokError
-from mmtok.io.output_guard import real
 from mmtok.io.sink import ShardStats
-from mmtok.io.sources import Inputs, ReadOptions
+from mmtok.io.sources import Inputs
+
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+class Engine(StrEnum):
+    LOCAL = "local"
+    RAY = "ray"
+
 
 IO_PANEL = "Input and output"
 RUN_PANEL = "Running"
@@ -131,6 +146,7 @@ JsonOpt = Annotated[
     ),
 ]
 
+
 # The model options of every command that runs a CLIP-family model (embed, filter --model).
 MODEL_PANEL = "Model"
 ModelOpt = Annotated[
@@ -180,19 +196,6 @@ BatchSizeOpt = Annotated[
     ),
 ]
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text)
-    if not match:
-        raise MmtokError(f"not a size: {text!r}", hint="write e.g. 512MB or 2GB")
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[match.group(2).upper()]
-    size = int(float(match.group(1)) * scale)
-    if size < 1:
-        raise MmtokError(f"a size must be at least 1 byte, not {text!r}", hint="e.g. 512MB")
-    return size
-
 
 def positive(value: float | None) -> float | None:
     """Typer callback: a rate or an amount that must be above 0 (None: not given)."""
@@ -208,115 +211,141 @@ def share(value: float) -> float:
     return value
 
 
-def require_module(module: str, extra: str, flag: str) -> None:
-    """Fail before any work when `flag` needs an optional dependency that is not installed."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise MmtokError(
-            f"{flag} needs {module}, which is not installed",
-            hint=f"pip install 'mmtok[{extra}]'",
-        ) from None
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        help="Where the stages run: `local` (worker processes on this machine) or `ray` "
+        "(a Ray cluster; pip install 'mmtok\\[ray]').",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDR",
+        help="With --engine ray: the cluster to join (e.g. ray://head:10001). Default: "
+        "the cluster Ray finds, or a new one on this machine.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+PrintRecipeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--print-recipe",
+        help="Print this command line as a recipe for `mmtok run` (TOML) and exit.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
+# The options every dataset command takes after its own (inputs and -o come before them).
+SHARED = [
+    ("image_col", ImageColOpt, "image"),
+    ("text_col", TextColOpt, "caption"),
+    ("id_col", IdColOpt, None),
+    ("overwrite", OverwriteOpt, False),
+    ("resume", ResumeOpt, False),
+    ("shard_rows", ShardRowsOpt, 50_000),
+    ("shard_bytes", ShardBytesOpt, "512MB"),
+    ("image_bytes", ImageBytesOpt, False),
+    ("rejects", RejectsOpt, None),
+    ("workers", WorkersOpt, None),
+    ("row_timeout", RowTimeoutOpt, DEFAULT_ROW_TIMEOUT),
+    ("engine", EngineOpt, Engine.LOCAL),
+    ("ray_address", RayAddressOpt, None),
+    ("quiet", QuietOpt, False),
+    ("as_json", JsonOpt, False),
+    ("print_recipe", PrintRecipeOpt, False),
+]
 
 
-def writable_file(path: str, flag: str, output: str | None = None) -> None:
-    """Fail before any work when the file that `flag` writes at the end cannot be created: its
-    folder must exist, or be one the run creates for `output` (-o out/x creates out/)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    made = output not in (None, "-") and (
-        os.path.commonpath([folder, os.path.abspath(output)]) == folder
-    )
-    if output not in (None, "-") and real(path).is_relative_to(real(output)):
-        # the output folder is published whole, with a manifest of what it holds
-        raise MmtokError(
-            f"{flag} {path} is inside the output folder {output}",
-            hint="write it beside the output folder",
-        )
-    if os.path.isdir(path):
-        raise MmtokError(f"{flag} {path} is a folder", hint="give a file path")
-    if not os.path.isdir(folder) and not made:
-        raise MmtokError(
-            f"{flag} {path}: the folder {folder} does not exist", hint="create it first"
-        )
-    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
-        raise MmtokError(
-            f"{flag} {path}: cannot write in {folder}", hint="choose a folder you can write to"
-        )
+def dataset_command(*, output_after: str | None = None) -> Callable[[Callable], Callable]:
+    """Declare a dataset command with only its own options: the inputs argument comes first,
+    -o after `output_after` (default: right after the inputs), the shared options last. The
+    command gets all of them as keyword arguments."""
+
+    def decorate(function: Callable) -> Callable:
+        hints = typing.get_type_hints(function, include_extras=True)
+        own = [
+            p.replace(kind=KEYWORD, annotation=hints[p.name])
+            for p in inspect.signature(function).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        at = 0 if output_after is None else [p.name for p in own].index(output_after) + 1
+        output = inspect.Parameter("output", KEYWORD, annotation=OutputOpt, default=None)
+        params = [
+            inspect.Parameter("inputs", KEYWORD, annotation=InputsArg),
+            *own[:at],
+            output,
+            *own[at:],
+            *(inspect.Parameter(n, KEYWORD, annotation=a, default=d) for n, a, d in SHARED),
+        ]
+
+        @functools.wraps(function)
+        def command(**kwargs: Any) -> Any:
+            return function(**kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
-def build_inputs(
-    paths: list[str],
-    image_col: str,
-    text_col: str,
-    id_col: str | None,
-    batch_rows: int = 256,
-    videos: bool = False,
-) -> Inputs:
-    options = ReadOptions(
-        image_col=image_col, text_col=text_col, id_col=id_col, batch_rows=batch_rows, videos=videos
-    )
-    return Inputs(paths, options)
+def run_dataset(opts: Any, build: Any, render: Any, cli: Any = None, **legacy: Any) -> Any:
+    """Flags -> options -> plan -> result document -> table or JSON: what every dataset
+    command does once its flags are parsed into `opts` (`cli`: its arguments, for --quiet,
+    --json and --print-recipe). `build` makes the plan (`mmtok.commands.build_plan`), `render`
+    prints the document as tables.
 
+    Commands not converted to plans yet pass their stages instead (`run_stages`)."""
+    if isinstance(build, list):
+        return run_stages(opts, build, render, cli or [], **legacy)
+    if cli.get("print_recipe"):
+        from mmtok import recipes
 
-def build_output(
-    path: str | None,
-    *,
-    overwrite: bool,
-    resume: bool,
-    shard_rows: int,
-    shard_bytes: str,
-    image_bytes: bool,
-    rejects: str | None,
-) -> OutputOptions | None:
-    if path is None:
-        if resume or overwrite:
-            raise MmtokError("--resume and --overwrite need an output folder (-o)")
+        typer.echo(recipes.dumps(recipes.from_options(opts)), nl=False)
         return None
-    if path == "-" and resume:
-        raise MmtokError("--resume needs an output folder; stdout cannot be resumed")
-    if path != "-" and rejects:
-        raise MmtokError(
-            "--rejects applies to -o - only",
-            hint="a dataset folder keeps its rejects in __mmtok__/rejects.parquet",
-        )
-    return OutputOptions(
-        path,
-        overwrite=overwrite,
-        resume=resume,
-        shard_rows=shard_rows,
-        shard_bytes=parse_size(shard_bytes),
-        include_bytes=image_bytes,
-        rejects_path=rejects,
+    plan = build(opts)
+    reporter = reporter_for(opts, cli["quiet"], cli["as_json"])
+    executor = Executor.for_options(opts, progress=reporter.progress, command=command_line())
+    document = executor.run(plan)
+    say_problems(reporter, plan.problems(), stderr_is_data=stderr_is_data(opts))
+    reporter.result(document, lambda console: render(console, document))
+    return document
+
+
+def reporter_for(opts: Any, quiet: bool, as_json: bool) -> Reporter:
+    to_stdout = opts.output == "-"
+    return Reporter(
+        quiet=quiet,
+        as_json=as_json,
+        stdout_is_data=to_stdout,
+        stderr_is_data=stderr_is_data(opts),
     )
 
 
-@dataclass
-class DatasetOptions:
-    """The options every dataset command shares, as the command received them."""
-
-    inputs: list[str]
-    output: str | None
-    image_col: str
-    text_col: str
-    id_col: str | None
-    overwrite: bool
-    resume: bool
-    shard_rows: int
-    shard_bytes: str
-    image_bytes: bool
-    rejects: str | None
-    workers: int | None
-    quiet: bool
-    as_json: bool
-    row_timeout: float
-
-    @classmethod
-    def pick(cls, arguments: dict[str, Any]) -> DatasetOptions:
-        """The shared options out of a command's arguments (pass `locals()` first thing)."""
-        return cls(**{name: arguments[name] for name in cls.__dataclass_fields__})
+def stderr_is_data(opts: Any) -> bool:
+    """With -o - and no --rejects, the rejected rows own stderr."""
+    return opts.output == "-" and opts.rejects is None
 
 
-def run_dataset(
+def say_problems(reporter: Reporter, problems: list[str], *, stderr_is_data: bool) -> None:
+    """After a run: an input that gave no usable row (wrong format, wrong column), said on
+    stderr, unless stderr carries the rejected rows."""
+    if not stderr_is_data:
+        for problem in problems:
+            reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+
+
+@dataclass(kw_only=True)
+class DatasetOptions(plan_options.DatasetOptions):
+    """The shared options as a command not converted to a plan receives them."""
+
+    quiet: bool = False
+    as_json: bool = False
+
+
+def run_stages(
     opts: DatasetOptions,
     stages: list[Stage],
     description: str,
@@ -328,53 +357,50 @@ def run_dataset(
     hold: bool = False,
     videos: bool = False,
 ) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
-    """Inputs -> stages -> output with a progress bar; returns (manifest, output, reporter).
-
-    `batch_rows`: rows per unit of work; stages that make large rows (pixels) pass fewer, as
-    memory in flight is about 2 x workers x batch_rows rows. `hold`: the caller adds side
-    outputs and publishes the folder with `publish_output` (see `run_pipeline`). `videos`:
-    video files are input rows too (sample-frames, estimate-budget)."""
-    out = build_output(
-        opts.output,
-        overwrite=opts.overwrite,
-        resume=opts.resume,
-        shard_rows=opts.shard_rows,
-        shard_bytes=opts.shard_bytes,
-        image_bytes=opts.image_bytes,
-        rejects=opts.rejects,
+    """Inputs -> stages -> output with a progress bar, for a command that is not a plan yet;
+    returns (manifest, output, reporter). `hold`: the caller adds side outputs and publishes
+    the folder with `publish_output` (see `run_pipeline`). `videos`: video files are input
+    rows too (sample-frames)."""
+    out = plan_output(opts)
+    reporter = reporter_for(opts, opts.quiet, opts.as_json)
+    inputs = plan_inputs(opts, batch_rows, videos=videos)
+    step = Pass(
+        description,
+        inputs,
+        stages,
+        out,
+        observers,
+        shard_stats=shard_stats,
+        wrap=wrap_inputs,
+        hold=hold,
     )
-    to_stdout = out is not None and out.to_stdout
-    reporter = Reporter(
-        quiet=opts.quiet,
-        as_json=opts.as_json,
-        stdout_is_data=to_stdout,
-        stderr_is_data=to_stdout and opts.rejects is None,
-    )
-    inputs = build_inputs(
-        opts.inputs, opts.image_col, opts.text_col, opts.id_col, batch_rows, videos
-    )
-    source = inputs if wrap_inputs is None else wrap_inputs(inputs)  # e.g. a random sample
-    with reporter.progress(description) as (on_start, on_progress):
-        manifest = run_pipeline(
-            source,
-            stages,
-            out,
-            workers=opts.workers,
-            command=command_line(),
-            on_start=on_start,
-            on_progress=on_progress,
-            observers=observers,
-            shard_stats=shard_stats,
-            row_timeout=opts.row_timeout,
-            hold=hold,
-        )
-    warn_about_inputs(reporter, inputs, stderr_is_data=to_stdout and opts.rejects is None)
+    executor = Executor.for_options(opts, progress=reporter.progress, command=command_line())
+    manifest = executor.run_pass(step)
+    say_problems(reporter, inputs.problems(), stderr_is_data=stderr_is_data(opts))
     return manifest, out, reporter
 
 
+def build_inputs(
+    paths: list[str],
+    image_col: str,
+    text_col: str,
+    id_col: str | None,
+    batch_rows: int = 256,
+    videos: bool = False,
+) -> Inputs:
+    """(For commands not converted to plans yet.)"""
+    opts = plan_options.DatasetOptions(
+        inputs=paths, image_col=image_col, text_col=text_col, id_col=id_col
+    )
+    return plan_inputs(opts, batch_rows, videos=videos)
+
+
+def build_output(path: str | None, **flags: Any) -> OutputOptions | None:
+    """(For commands not converted to plans yet.) flags: overwrite, resume, shard_rows,
+    shard_bytes, image_bytes, rejects."""
+    return plan_output(plan_options.DatasetOptions(inputs=[], output=path, **flags))
+
+
 def warn_about_inputs(reporter: Reporter, inputs: Inputs, *, stderr_is_data: bool) -> None:
-    """After a run: an input that gave no usable row (wrong format, wrong column), said on
-    stderr, unless stderr carries the rejected rows."""
-    if not stderr_is_data:
-        for problem in inputs.problems():
-            reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+    """(For commands not converted to plans yet.)"""
+    say_problems(reporter, inputs.problems(), stderr_is_data=stderr_is_data)

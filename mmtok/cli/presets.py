@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmtok.api import layout_record
 from mmtok.cli.output import handle_errors
 from mmtok.errors import MmtokError
-from mmtok.presets import Refused, get_preset, list_presets, load_preset_file
+from mmtok.presets import get_preset, list_presets, load_preset_file
 
 PresetFileOpt = Annotated[
     str | None,
@@ -105,10 +106,4 @@ def layout(
     out = sys.stdout
     for text in lines:
         width, height = parse_size(text)
-        result = chosen.layout(width, height)
-        record = (
-            result.to_dict()
-            if isinstance(result, Refused)
-            else {"preset": chosen.name, **result.to_dict()}
-        )
-        out.write(json.dumps(record) + "\n")
+        out.write(json.dumps(layout_record(chosen, width, height)) + "\n")

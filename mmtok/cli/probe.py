@@ -11,16 +11,15 @@ from rich.text import Text
 
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
-from mmtok.engine.pipeline import Observer
+from mmtok.commands import build_plan
+from mmtok.commands.probe import ProbeOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
 from mmtok.reasons import DESCRIPTIONS, Reason
-from mmtok.stages.probe import ProbeStage, ProbeSummary
 
 
 @handle_errors
+@o.dataset_command()
 def probe(
-    inputs: o.InputsArg,
-    output: o.OutputOpt = None,
     decode_check: Annotated[
         bool,
         typer.Option(
@@ -42,19 +41,7 @@ def probe(
             min=1, help="Pixel limit: larger images are rejected as `bomb` without allocating them."
         ),
     ] = DEFAULT_MAX_PIXELS,
-    image_col: o.ImageColOpt = "image",
-    text_col: o.TextColOpt = "caption",
-    id_col: o.IdColOpt = None,
-    overwrite: o.OverwriteOpt = False,
-    resume: o.ResumeOpt = False,
-    shard_rows: o.ShardRowsOpt = 50_000,
-    shard_bytes: o.ShardBytesOpt = "512MB",
-    image_bytes: o.ImageBytesOpt = False,
-    rejects: o.RejectsOpt = None,
-    workers: o.WorkersOpt = None,
-    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
-    quiet: o.QuietOpt = False,
-    as_json: o.JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Probe image headers: width, height, format, mode, frames, EXIF orientation, file size.
 
@@ -69,25 +56,8 @@ def probe(
       mmtok probe photos/ --json
       mmtok probe a.jsonl -o - | mmtok probe - -o out/
     """
-    common = o.DatasetOptions.pick(locals())
-    stage = ProbeStage(
-        max_pixels=max_pixels, decode_check=decode_check, allow_truncated=allow_truncated
-    )
-    summary = ProbeSummary()
-    observer = Observer(ProbeSummary.columns, summary.add)
-    manifest, out, reporter = o.run_dataset(
-        common,
-        [stage],
-        "probing",
-        [observer],
-    )
-    document = {
-        "output": out.path if out else None,
-        "counts": manifest["counts"],
-        "timing": manifest.get("timing"),
-        **summary.to_dict(),
-    }
-    reporter.result(document, lambda console: render_summary(console, document))
+    opts = ProbeOptions.pick({**locals(), **shared})
+    o.run_dataset(opts, build_plan, render_summary, shared)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
