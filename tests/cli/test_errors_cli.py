@@ -196,6 +196,20 @@ def long_run(tmp_path, image_files) -> Path:
     return write_jsonl(tmp_path / "long.jsonl", [row] * 3000)
 
 
+def started_after_exec(process: subprocess.Popen) -> None:
+    """Wait until the child runs Python: a SIGINT between fork and exec lands in the forked
+    copy of the test process (a large one forks slowly under load) and is lost at exec."""
+    args = [os.fsencode(a) for a in process.args]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[:-1] == args:
+                return
+        except OSError:
+            return  # no /proc, or it has already ended
+        time.sleep(0.005)
+
+
 @pytest.mark.parametrize("delay", [0.3, 0.5, 0.65, 0.8, 0.95, 1.2])
 def test_ctrl_c_at_any_instant_of_start_up(long_run, tmp_path, delay):
     process = subprocess.Popen(
@@ -204,6 +218,7 @@ def test_ctrl_c_at_any_instant_of_start_up(long_run, tmp_path, delay):
         stderr=subprocess.PIPE,
         text=True,
     )
+    started_after_exec(process)
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
