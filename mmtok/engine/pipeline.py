@@ -32,6 +32,8 @@ from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
 from mmtok.stages.image_bytes import InlineImageBytes
 
+ENGINES = ("local", "ray")
+
 
 class Interrupted(MmtokError):
     exit_code = 130
@@ -181,11 +183,27 @@ def run_pipeline(
     shard_stats: ShardStats | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
     hold: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing).
 
     With `hold`, a dataset output is finished but not published: the caller adds its side
-    outputs with `publish_output(output, {...})`."""
+    outputs with `publish_output(output, {...})`. `engine`: `local` (a process pool) or `ray`
+    (`mmtok.engine.ray_engine`, on the cluster at `ray_address`; a local Ray when None)."""
+    if engine not in ENGINES:
+        raise MmtokError(f"unknown engine {engine!r}", hint=f"use one of: {', '.join(ENGINES)}")
+    if engine == "ray":  # Ray is imported only here, and fails in one line when missing
+        from mmtok.engine.ray_engine import require_ray
+
+        require_ray()
+        if output is not None and output.to_stdout:  # Ray prints its notices on stdout
+            raise MmtokError(
+                "the Ray engine writes to a dataset folder, not to -o -", hint="give -o DIR"
+            )
+    # Stages that keep state from batch to batch run with one worker and no isolation, in
+    # this process (dedup's writing pass); on any engine they stay here.
+    in_order = workers == 1
     workers = workers or default_workers()
     # A device stage (a model) runs last, in this process, over the workers' results.
     device = stages[-1] if stages and hasattr(stages[-1], "run_stream") else None
@@ -237,8 +255,14 @@ def run_pipeline(
     chain = StageChain(cpu_stages, worker_schema, rejects)
     try:
         batches = _batches_after(inputs, skip, stages)
-        results = run_local(batches, chain, workers, row_timeout=row_timeout)
-        for result in device.run_stream(results) if device else results:
+        if engine == "ray" and not (in_order and not chain.isolate and not device):
+            from mmtok.engine.ray_engine import run_ray
+
+            results = run_ray(batches, chain, device, address=ray_address)
+        else:
+            results = run_local(batches, chain, workers, row_timeout=row_timeout)
+            results = device.run_stream(results) if device else results
+        for result in results:
             sink.write(result.kept, result.rejected, result.num_records)
             for observer in observers:
                 observer.add(result.kept.select(observer.columns))
@@ -260,6 +284,7 @@ def run_pipeline(
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "workers": workers,
+        **({"engine": engine} if engine != "local" else {}),
         "rows_per_second": round((done - done_before) / seconds, 1) if seconds > 0 else None,
     }
     if notes := inputs.notes():

@@ -1,0 +1,35 @@
+"""Stages for the Ray fault tests; imported by the cluster's workers (the cluster's
+PYTHONPATH holds this folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+
+from mmtok.engine.stage import Stage, StageResult
+from mmtok.io.schema import make_rejects
+
+
+class KillOnce(Stage):
+    """Kills its own worker process (SIGKILL, like the out-of-memory killer) the first time it
+    sees the row `victim`: the marker file says it happened, so the retry goes through. Adds
+    the pid that processed each row, so a test can see work ran on the workers."""
+
+    name: ClassVar[str] = "kill_once"
+    isolate: ClassVar[bool] = True
+
+    def __init__(self, marker: str, victim: str):
+        self.marker, self.victim = marker, victim
+
+    def output_fields(self) -> list[pa.Field]:
+        return [pa.field("worker_pid", pa.int64())]
+
+    def process(self, rows: pa.Table) -> StageResult:
+        if self.victim in rows.column("id").to_pylist() and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), 9)
+        kept = rows.append_column("worker_pid", pa.array([os.getpid()] * rows.num_rows))
+        return StageResult(kept, make_rejects(rows.slice(0, 0), self.name, [], []))
