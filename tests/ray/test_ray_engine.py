@@ -21,7 +21,9 @@ pytest.importorskip("ray")
 import mmtok.cli.dedup  # noqa: E402
 import mmtok.cli.options  # noqa: E402
 from mmtok.cli.app import app  # noqa: E402
+from mmtok.dedup import find_clusters  # noqa: E402
 from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
+from mmtok.engine.ray_dedup import ray_search  # noqa: E402
 from mmtok.errors import MmtokError  # noqa: E402
 from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
 from mmtok.models.runtime import DeviceStage  # noqa: E402
@@ -55,6 +57,8 @@ def on_ray(monkeypatch, address: str) -> None:
     ray_run = functools.partial(run_pipeline, engine="ray", ray_address=address)
     monkeypatch.setattr(mmtok.cli.options, "run_pipeline", ray_run)
     monkeypatch.setattr(mmtok.cli.dedup, "run_pipeline", ray_run)
+    ray_clusters = functools.partial(find_clusters, search=ray_search(address))
+    monkeypatch.setattr(mmtok.cli.dedup, "find_clusters", ray_clusters)
 
 
 def snapshot(out: Path | None, stdout: str) -> dict:
