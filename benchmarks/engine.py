@@ -152,7 +152,23 @@ def make_images(folder: Path, n: int, seed: int = 0) -> Path:
     images = folder / f"images-{n}"
     images.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    words = "a photo of the red blue cat dog on in tree house road sea sky".split()
+    words = [
+        "a",
+        "photo",
+        "of",
+        "the",
+        "red",
+        "blue",
+        "cat",
+        "dog",
+        "on",
+        "in",
+        "tree",
+        "house",
+        "road",
+        "sea",
+        "sky",
+    ]
     with open(listing.with_suffix(".tmp"), "w") as f:
         for i in range(n):
             w, h = (int(v) for v in rng.integers(40, 400, 2))

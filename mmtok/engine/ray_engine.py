@@ -234,7 +234,8 @@ def run_ray(
     context.max_errored_blocks = 0  # never drop a block that failed (Ray's default, kept)
     if context.enable_progress_bars:  # the CLI shows its own (Ray logs a warning: not here)
         quiet = logging.getLogger("ray.data")
-        level, quiet.level = quiet.level, logging.ERROR
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         context.enable_progress_bars = False
         quiet.setLevel(level)
     context.print_on_execution_start = False
