@@ -24,6 +24,7 @@ exact copies; clustering by image (distance 8), local `find_clusters` against
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -119,6 +120,7 @@ class Cluster:
             "HOME": str(self.home),
             "PYTHONPATH": str(ROOT),
             "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_worker_niceness": "0",  # Ray nices its workers (15): not on a shared machine
         }
         log = self.home / "head.log"
         t0 = time.monotonic()
@@ -127,6 +129,7 @@ class Cluster:
              "--num-cpus", str(cpus), "--include-dashboard=false", "--port", str(port),
              "--temp-dir", str(self.home / "t"), "--disable-usage-stats"],
             env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped whole at the end
         )  # fmt: skip
         while "Ray runtime started" not in log.read_text():
             if self.process.poll() is not None:
@@ -135,8 +138,13 @@ class Cluster:
         self.start_seconds = time.monotonic() - t0
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the node's process group (only the processes it started)."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 # --- inputs -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.io.schema import make_rejects
+from mmtok.models.runtime import DeviceStage, RowVerdicts
 
 
 class KillOnce(Stage):
@@ -33,3 +34,31 @@ class KillOnce(Stage):
             os.kill(os.getpid(), 9)
         kept = rows.append_column("worker_pid", pa.array([os.getpid()] * rows.num_rows))
         return StageResult(kept, make_rejects(rows.slice(0, 0), self.name, [], []))
+
+
+class CaptionLengthModel(DeviceStage):
+    """A model stage on the CPU with torch: twice each caption's length; rejects the rows whose
+    caption length is a multiple of 5 (a device stage's own rejects)."""
+
+    name: ClassVar[str] = "caption_length_model"
+    consumes: ClassVar[tuple[str, ...]] = ()
+
+    def output_fields(self) -> list[pa.Field]:
+        return [pa.field("double_length", pa.int64())]
+
+    def host_inputs(self, kept: pa.Table) -> dict:
+        import torch
+
+        lengths = [len(c or "") for c in kept.column("caption").to_pylist()]
+        return {"x": torch.tensor(lengths, dtype=torch.float32)}
+
+    def forward(self, inputs: dict) -> dict:
+        return {"y": inputs["x"] * 2}
+
+    def columns(self, outputs: dict, kept: pa.Table) -> dict:
+        return {"double_length": pa.array(outputs["y"].astype("int64"))}
+
+    def rejects(self, outputs: dict, kept: pa.Table) -> RowVerdicts | None:
+        keep = (outputs["y"].astype("int64") // 2) % 5 != 0
+        gone = int((~keep).sum())
+        return RowVerdicts(keep, ["caption_too_short"] * gone, ["length is a multiple of 5"] * gone)

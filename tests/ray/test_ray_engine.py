@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
-from kill_stages import KillOnce
+from kill_stages import CaptionLengthModel, KillOnce
 from typer.testing import CliRunner
 
 pytest.importorskip("ray")
@@ -225,3 +225,30 @@ def test_kept_rows_carry_arrow_types_through_ray(tmp_path, ray_driver):
     assert ray.equals(local) and ray.schema == local.schema
     assert ray.column("vec").to_pylist() == [[1.5, 2.5], [3.5, 4.5]]
     assert ray.column("blob").to_pylist() == [b"\x00\xff", b""]
+
+
+def test_a_model_stage_runs_in_ray_actors_with_the_local_results(tmp_path, ray_driver):
+    """CPU stages (tasks) then a model stage (an actor pool, kept apart from the tasks): the
+    same kept rows, model columns and model rejects as the local engine's device runtime."""
+    pytest.importorskip("torch")
+    rows = [{"id": f"r{i:03d}", "image": None, "caption": "w" * (i % 23)} for i in range(300)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        manifest = run_pipeline(
+            Inputs([str(source)], ReadOptions(batch_rows=64)),
+            [KillOnce(str(tmp_path / "never"), victim="none"), CaptionLengthModel(batch_size=64)],
+            OutputOptions(str(out)),
+            engine=engine,
+            ray_address=ray_driver,
+        )
+        kept = pq.read_table(out).drop_columns(["worker_pid"])
+        rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
+        outputs[engine] = (kept, rejects, manifest["counts"])
+    (local, local_rejects, local_counts), (ray, ray_rejects, ray_counts) = outputs.values()
+    assert ray.equals(local) and ray_rejects == local_rejects and ray_counts == local_counts
+    assert local_counts["rejected_by_reason"] == {
+        "caption_too_short": 66
+    }  # lengths 0, 5, 10, 15, 20
+    assert ray.column("double_length").to_pylist()[:3] == [2, 4, 6]
