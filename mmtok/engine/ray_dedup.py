@@ -3,19 +3,20 @@ one process, so the clusters are exactly the local engine's.
 
 Clustering keeps its shape (`mmtok.dedup.find_clusters`): exact collapses (same file, same
 hash, same band keys) by sorting in the driver, then the two searches that grow with the data,
-here as Ray Data group-bys, then checks and connected components on the compact pair list in
-the driver.
+here as Ray tasks, then checks and connected components on the compact pair list in the driver.
+The hashes (8 bytes a row) or band keys go to the object store once; each node maps them.
 
 - Near images, by the pigeonhole blocks of `mmtok.hamming`: the 64-bit hash is cut into m
   >= d + 1 blocks with radius 0, so two hashes within d bits agree exactly on at least one
-  block. Each row is sent to one group per block (block j, its value there); in each group the
-  exact local search (`mmtok.hamming.near_pairs`) finds the pairs within d, and a pair is kept
-  only in the first block where the two agree, so it comes out once, as locally.
-- Caption bands: each row goes to one group per band (band, key mod P); in each group rows
-  with equal keys are paired (`mmtok.dedup.band_candidates`), as locally.
+  block. One task per (block j, range of its values) groups its rows by their value in block j
+  and searches each group exactly (`mmtok.hamming.near_pairs`); a pair is kept only in the
+  first block where the two agree, so it comes out once, as locally.
+- Caption bands: one task per (band, key mod P) pairs the rows with equal keys
+  (`mmtok.dedup.band_candidates`), as locally.
 
-Groups are coarse on purpose (a few thousand per search at most): Ray calls the group function
-once per group, and a call per distinct 64-bit key would cost more than the search.
+A Ray Data group-by (hash shuffle of each row once per block, a call per group) found the same
+pairs 5x slower than this on one machine: the rows are 8 bytes, so moving them costs more than
+searching them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from mmtok.dedup import Clusters, Pairs, Search, Settings, Signatures, find_clusters
 from mmtok.dedup import band_candidates as local_band_candidates
@@ -33,12 +33,11 @@ from mmtok.engine.ray_engine import connect
 from mmtok.hamming import HASH_BITS, Block, near_pairs, split
 
 MAX_GROUP_BITS = 11  # blocks of at most 11 bits: at most 2,048 groups per block
-BAND_GROUPS = 256  # groups per caption band (key mod 256)
 
 
 def ray_search(address: str | None = None, partitions: int | None = None) -> Search:
     """Both candidate searches on the Ray cluster at `address` (a local Ray when None).
-    `partitions`: shuffle partitions per group-by (default: the cluster's CPUs)."""
+    `partitions`: the CPUs to plan tasks for (default: the cluster's); about two tasks each."""
     ray = connect(address)
     partitions = partitions or max(2, int(ray.cluster_resources().get("CPU", 2)))
     return Search(
@@ -60,18 +59,17 @@ def search_blocks(max_distance: int) -> list[Block]:
     return [b for b in split(m, max_distance) if b.radius >= 0]
 
 
-def _dataset(columns: dict[str, np.ndarray], partitions: int) -> Any:
-    import ray.data
+def _run(ray: Any, function: Any, shared: list[Any], jobs: list[tuple]) -> list[tuple]:
+    """`function(*shared, *job)` for each job as Ray tasks; the shared arrays go to the object
+    store once (each node maps them, no copy per task)."""
+    refs = [ray.put(x) for x in shared]
+    remote = ray.remote(num_cpus=1, max_retries=3)(function)
+    return ray.get([remote.remote(*refs, *job) for job in jobs])
 
-    table = pa.table(columns)
-    step = max(1, -(-table.num_rows // partitions))
-    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
 
-
-def _collect(dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        if len(batch["a"]):
-            yield batch["a"].astype(np.int64), batch["b"].astype(np.int64)
+def _ranges(size: int, parts: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, size, parts + 1).astype(np.int64).tolist()
+    return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
 
 
 # --- near images ------------------------------------------------------------------------------
@@ -80,67 +78,61 @@ def _collect(dataset: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 def hamming_pairs(
     table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool, *, partitions: int
 ) -> Pairs:
-    """As `mmtok.dedup.hamming_pairs`, with the search spread over the cluster by block."""
+    """As `mmtok.dedup.hamming_pairs`, with the search spread over the cluster: one task per
+    (block, range of the block's values)."""
     if len(table) == 0 or len(queries) == 0:
         return Pairs.empty()
+    ray = connect(None)
     blocks = search_blocks(max_distance)
-    index = np.arange(len(table), dtype=np.int64)
-    columns = {"i": index, "h": table, "role": np.zeros(len(table), np.int8)}
-    if not same:  # role 1: the queries (mirror hashes), searched against the table's rows
-        columns = {
-            "i": np.concatenate([index, np.arange(len(queries), dtype=np.int64)]),
-            "h": np.concatenate([table, queries]),
-            "role": np.concatenate([columns["role"], np.ones(len(queries), np.int8)]),
-        }
-    grouped = (
-        _dataset(columns, partitions)
-        .map_batches(_by_block, fn_kwargs={"blocks": blocks}, batch_format="pyarrow")
-        .groupby(["block", "value"], num_partitions=partitions)
-        .map_groups(
-            _block_pairs,
-            fn_kwargs={"blocks": blocks, "max_distance": max_distance, "same": same},
-            batch_format="numpy",
-        )
-    )
-    found = list(_collect(grouped))
-    a = np.concatenate([p[0] for p in found]) if found else np.empty(0, np.int64)
-    b = np.concatenate([p[1] for p in found]) if found else np.empty(0, np.int64)
+    parts = max(1, -(-2 * partitions // len(blocks)))  # about two tasks per CPU
+    jobs = [
+        (blocks, j, lo, hi, max_distance, same)
+        for j, block in enumerate(blocks)
+        for lo, hi in _ranges(1 << block.bits, parts)
+    ]
+    found = _run(ray, _block_pairs, [table, queries], jobs)
+    a = np.concatenate([np.empty(0, np.int64), *(f[0] for f in found)])
+    b = np.concatenate([np.empty(0, np.int64), *(f[1] for f in found)])
     return Pairs(a, b, np.bitwise_count(queries[a] ^ table[b]).astype(np.int64))
 
 
-def _by_block(rows: pa.Table, *, blocks: list[Block]) -> pa.Table:
-    """Each row once per block, keyed by (block, the row's value in it)."""
-    h = rows.column("h").to_numpy()
-    parts = [
-        rows.append_column("block", pa.array(np.full(len(h), j, np.int16))).append_column(
-            "value", pa.array(block.of(h))
-        )
-        for j, block in enumerate(blocks)
-    ]
-    return pa.concat_tables(parts)
+def _groups(values: np.ndarray, lo: int, hi: int) -> dict[int, np.ndarray]:
+    """Rows by value, for the values in [lo, hi)."""
+    rows = np.flatnonzero((values >= lo) & (values < hi))
+    rows = rows[np.argsort(values[rows], kind="stable")]
+    keys, starts = np.unique(values[rows], return_index=True)
+    return dict(zip(keys.tolist(), np.split(rows, starts[1:]), strict=True))
 
 
 def _block_pairs(
-    group: dict[str, np.ndarray], *, blocks: list[Block], max_distance: int, same: bool
-) -> dict[str, np.ndarray]:
-    """The pairs within `max_distance` among one group's rows (all equal in block j), each
-    kept only when j is the first block the two agree on."""
-    j = int(group["block"][0])
-    role, index, h = group["role"], group["i"], group["h"].astype(np.uint64)
-    t, q = (role == 0, role == 0) if same else (role == 0, role == 1)
-    table_rows, query_rows = index[t], index[q]
-    table_h, query_h = h[t], h[q]
-    if len(table_h) == 0 or len(query_h) == 0 or (same and len(table_h) < 2):
-        return {"a": np.empty(0, np.int64), "b": np.empty(0, np.int64)}
-    a, b = near_pairs(table_h, query_h, max_distance, same)
-    x = query_h[a] ^ table_h[b]
-    first = np.ones(len(a), bool)
-    for block in blocks[:j]:
-        first &= block.of(x) != 0
-    a, b = query_rows[a[first]], table_rows[b[first]]
-    if same:
-        a, b = np.minimum(a, b), np.maximum(a, b)
-    return {"a": a, "b": b}
+    table: np.ndarray,
+    queries: np.ndarray,
+    blocks: list[Block],
+    j: int,
+    lo: int,
+    hi: int,
+    max_distance: int,
+    same: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs within `max_distance` among the rows equal in block j to a value in [lo, hi),
+    group by group, each kept only when j is the first block the two agree on."""
+    block = blocks[j]
+    table_groups = _groups(block.of(table), lo, hi)
+    query_groups = table_groups if same else _groups(block.of(queries), lo, hi)
+    found_a, found_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for value, query_rows in query_groups.items():
+        table_rows = table_groups.get(value)
+        if table_rows is None or (same and len(table_rows) < 2):
+            continue
+        a, b = near_pairs(table[table_rows], queries[query_rows], max_distance, same)
+        a, b = query_rows[a], table_rows[b]
+        x, first = queries[a] ^ table[b], np.ones(len(a), bool)
+        for earlier in blocks[:j]:
+            first &= earlier.of(x) != 0
+        found_a.append(a[first])
+        found_b.append(b[first])
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    return (np.minimum(a, b), np.maximum(a, b)) if same else (a, b)
 
 
 # --- caption bands ----------------------------------------------------------------------------
@@ -149,42 +141,24 @@ def _block_pairs(
 def band_candidates(
     bands: np.ndarray, rows: np.ndarray, *, partitions: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """As `mmtok.dedup.band_candidates`: row pairs sharing a band key, once per band."""
+    """As `mmtok.dedup.band_candidates`: row pairs sharing a band key, once per band; one task
+    per (band, key mod P)."""
     if len(rows) == 0:
         return
-    columns = {"row": rows.astype(np.int64)}
-    columns.update({f"band{k}": bands[:, k] for k in range(bands.shape[1])})
-    grouped = (
-        _dataset(columns, partitions)
-        .map_batches(_by_band, batch_format="pyarrow")
-        .groupby(["band", "group"], num_partitions=partitions)
-        .map_groups(_band_pairs, batch_format="numpy")
-    )
-    yield from _collect(grouped)
+    ray = connect(None)
+    parts = max(1, -(-2 * partitions // bands.shape[1]))
+    jobs = [(k, part, parts) for k in range(bands.shape[1]) for part in range(parts)]
+    for a, b in _run(ray, _band_pairs, [bands, rows], jobs):
+        if len(a):
+            yield a, b
 
 
-def _by_band(rows: pa.Table) -> pa.Table:
-    """Each row once per band, keyed by (band, key mod BAND_GROUPS)."""
-    row = rows.column("row")
-    parts = []
-    for k, name in enumerate(n for n in rows.column_names if n.startswith("band")):
-        key = rows.column(name).to_numpy()
-        parts.append(
-            pa.table(
-                {
-                    "row": row,
-                    "band": np.full(len(key), k, np.int16),
-                    "group": (key % np.uint64(BAND_GROUPS)).astype(np.int16),
-                    "key": key,
-                }
-            )
-        )
-    return pa.concat_tables(parts)
-
-
-def _band_pairs(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    keys = group["key"].astype(np.uint64)[:, None]
-    found = list(local_band_candidates(keys, group["row"].astype(np.int64)))
+def _band_pairs(
+    bands: np.ndarray, rows: np.ndarray, k: int, part: int, parts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    keys = bands[:, k]
+    mine = np.flatnonzero(keys % np.uint64(parts) == part)
+    found = list(local_band_candidates(keys[mine][:, None], rows[mine]))
     if not found:
-        return {"a": np.empty(0, np.int64), "b": np.empty(0, np.int64)}
-    return {"a": np.concatenate([a for a, _ in found]), "b": np.concatenate([b for _, b in found])}
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate([a for a, _ in found]), np.concatenate([b for _, b in found])

@@ -101,6 +101,8 @@ def connect(address: str | None) -> Any:
                 "local Ray",
             ) from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data says at each run that its progress bars are off: mmtok turned them off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return ray
 
 
@@ -232,12 +234,7 @@ def run_ray(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # results in input order
     context.max_errored_blocks = 0  # never drop a block that failed (Ray's default, kept)
-    if context.enable_progress_bars:  # the CLI shows its own (Ray logs a warning: not here)
-        quiet = logging.getLogger("ray.data")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        context.enable_progress_bars = False
-        quiet.setLevel(level)
+    context.enable_progress_bars = False  # the CLI shows its own
     context.print_on_execution_start = False
     refs = _envelopes(ray, batches)
     if not refs:
