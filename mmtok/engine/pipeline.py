@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +31,9 @@ from mmtok.io.schema import reject_schema, with_fields
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
 from mmtok.stages.image_bytes import InlineImageBytes
+
+if TYPE_CHECKING:
+    from mmtok.engine.ray_engine import RayOptions
 
 ENGINES = ("local", "ray")
 
@@ -185,12 +188,14 @@ def run_pipeline(
     hold: bool = False,
     engine: str = "local",
     ray_address: str | None = None,
+    ray_options: RayOptions | None = None,
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing).
 
     With `hold`, a dataset output is finished but not published: the caller adds its side
     outputs with `publish_output(output, {...})`. `engine`: `local` (a process pool) or `ray`
-    (`mmtok.engine.ray_engine`, on the cluster at `ray_address`; a local Ray when None)."""
+    (`mmtok.engine.ray_engine`, on the cluster at `ray_address`; a local Ray when None;
+    `ray_options`: GPUs per model actor, actors, CPUs per task)."""
     if engine not in ENGINES:
         raise MmtokError(f"unknown engine {engine!r}", hint=f"use one of: {', '.join(ENGINES)}")
     if engine == "ray":  # Ray is imported only here, and fails in one line when missing
@@ -258,7 +263,7 @@ def run_pipeline(
         if engine == "ray" and not (in_order and not chain.isolate and not device):
             from mmtok.engine.ray_engine import run_ray
 
-            results = run_ray(batches, chain, device, address=ray_address)
+            results = run_ray(batches, chain, device, address=ray_address, options=ray_options)
         else:
             results = run_local(batches, chain, workers, row_timeout=row_timeout)
             results = device.run_stream(results) if device else results

@@ -33,6 +33,7 @@ from mmtok.engine.ray_engine import connect
 from mmtok.hamming import HASH_BITS, Block, near_pairs, split
 
 MAX_GROUP_BITS = 11  # blocks of at most 11 bits: at most 2,048 groups per block
+BRUTE_FORCE_CELLS = 1 << 18  # a group this small (queries x rows) is compared pair by pair
 
 
 def ray_search(address: str | None = None, partitions: int | None = None) -> Search:
@@ -124,7 +125,7 @@ def _block_pairs(
         table_rows = table_groups.get(value)
         if table_rows is None or (same and len(table_rows) < 2):
             continue
-        a, b = near_pairs(table[table_rows], queries[query_rows], max_distance, same)
+        a, b = _group_pairs(table[table_rows], queries[query_rows], max_distance, same)
         a, b = query_rows[a], table_rows[b]
         x, first = queries[a] ^ table[b], np.ones(len(a), bool)
         for earlier in blocks[:j]:
@@ -133,6 +134,19 @@ def _block_pairs(
         found_b.append(b[first])
     a, b = np.concatenate(found_a), np.concatenate(found_b)
     return (np.minimum(a, b), np.maximum(a, b)) if same else (a, b)
+
+
+def _group_pairs(
+    table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """As `near_pairs`: all pairs for a small group (its index tables would cost more than
+    the pairs), the multi-index search for a large one."""
+    if len(table) * len(queries) > BRUTE_FORCE_CELLS:
+        return near_pairs(table, queries, max_distance, same)
+    a, b = np.nonzero(np.bitwise_count(queries[:, None] ^ table[None, :]) <= max_distance)
+    if same:  # each unordered pair once, a row not with itself
+        a, b = a[a < b], b[a < b]
+    return a, b
 
 
 # --- caption bands ----------------------------------------------------------------------------

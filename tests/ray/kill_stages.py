@@ -41,7 +41,7 @@ class CaptionLengthModel(DeviceStage):
     caption length is a multiple of 5 (a device stage's own rejects)."""
 
     name: ClassVar[str] = "caption_length_model"
-    consumes: ClassVar[tuple[str, ...]] = ()
+    consumes: ClassVar[tuple[str, ...]] = ("worker_pid",)  # what the CPU stage before it adds
 
     def output_fields(self) -> list[pa.Field]:
         return [pa.field("double_length", pa.int64())]

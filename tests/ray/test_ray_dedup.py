@@ -138,3 +138,25 @@ def test_search_blocks_cover_every_distance():
     for d in range(17):
         blocks = search_blocks(d)
         assert len(blocks) >= d + 1 and all(b.radius == 0 and b.bits <= 11 for b in blocks)
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_group_is_searched_alike_small_or_large(same):
+    """A small group is compared pair by pair, a large one by the multi-index search: the
+    same pairs (each once, a < b within one table) either way."""
+    from mmtok.engine.ray_dedup import BRUTE_FORCE_CELLS, _group_pairs
+
+    rng = np.random.default_rng(5)
+    h = rng.integers(0, 2**63, 1200, dtype=np.uint64)
+    h[1::2] = [flip_bits(x, int(rng.integers(0, 12)), rng) for x in h[::2]]
+    queries = h if same else h[::-1].copy()
+    assert len(h) ** 2 > BRUTE_FORCE_CELLS  # the multi-index branch
+    large = set(zip(*(x.tolist() for x in _group_pairs(h, queries, 9, same)), strict=True))
+    small = set()
+    for lo in range(0, len(h), 200):  # the same pairs, piece by piece through the small branch
+        for qlo in range(0, len(h), 200):
+            a, b = _group_pairs(h[lo : lo + 200], queries[qlo : qlo + 200], 9, False)
+            small |= {(qa + qlo, tb + lo) for qa, tb in zip(a.tolist(), b.tolist(), strict=True)}
+    if same:
+        small = {(min(p), max(p)) for p in small if p[0] != p[1]}
+    assert large == small and len(large) > 100

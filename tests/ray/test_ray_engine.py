@@ -243,7 +243,7 @@ def test_a_model_stage_runs_in_ray_actors_with_the_local_results(tmp_path, ray_d
             engine=engine,
             ray_address=ray_driver,
         )
-        kept = pq.read_table(out).drop_columns(["worker_pid"])
+        kept = pq.read_table(out)
         rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
         outputs[engine] = (kept, rejects, manifest["counts"])
     (local, local_rejects, local_counts), (ray, ray_rejects, ray_counts) = outputs.values()
