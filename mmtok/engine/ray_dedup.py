@@ -14,9 +14,9 @@ The hashes (8 bytes a row) or band keys go to the object store once; each node m
 - Caption bands: one task per (band, key mod P) pairs the rows with equal keys
   (`mmtok.dedup.band_candidates`), as locally.
 
-A Ray Data group-by (hash shuffle of each row once per block, a call per group) found the same
-pairs 5x slower than this on one machine: the rows are 8 bytes, so moving them costs more than
-searching them.
+A Ray Data group-by (a hash shuffle of each row once per block, a call per group) found the
+same pairs in 205 s against 94 s for this on 1M signatures (2 CPUs): the rows are 8 bytes, so
+moving them costs more than searching them.
 """
 
 from __future__ import annotations
