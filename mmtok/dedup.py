@@ -88,16 +88,21 @@ def hamming_pairs(table: np.ndarray, queries: np.ndarray, max_distance: int, sam
 
 
 def image_pairs(
-    phash: np.ndarray, mirror: np.ndarray | None, valid: np.ndarray, max_distance: int
+    phash: np.ndarray,
+    mirror: np.ndarray | None,
+    valid: np.ndarray,
+    max_distance: int,
+    search: Search | None = None,
 ) -> Pairs:
     """Near-duplicate image pairs among `valid` rows (mirror images too when `mirror` is given)."""
+    search = search or Search()
     rows = np.flatnonzero(valid)
     exact, reps = equal_pairs(phash[rows], rows)
     h = phash[reps]
-    near = hamming_pairs(h, h, max_distance, same=True)
+    near = search.hamming_pairs(h, h, max_distance, True)
     parts = [exact, Pairs(reps[near.a], reps[near.b], near.distance)]
     if mirror is not None:
-        flipped = hamming_pairs(h, mirror[reps], max_distance, same=False)
+        flipped = search.hamming_pairs(h, mirror[reps], max_distance, False)
         keep = flipped.a != flipped.b  # a symmetric picture is its own mirror
         parts.append(Pairs(reps[flipped.a[keep]], reps[flipped.b[keep]], flipped.distance[keep]))
         # rows equal to a representative match its mirror partners too: equal_pairs unions them
@@ -133,6 +138,17 @@ def _pairs_within(members: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]
     for group in members:  # one bucket of over ~700 rows: each member with those after it
         for k in range(size - 1):
             yield np.full(size - k - 1, group[k]), group[k + 1 :]
+
+
+@dataclass(frozen=True)
+class Search:
+    """The two candidate searches of clustering, swappable as a pair: in this process (the
+    default) or across a cluster (`mmtok.engine.ray_dedup`), which must find the same pairs."""
+
+    hamming_pairs: Callable[[np.ndarray, np.ndarray, int, bool], Pairs] = hamming_pairs
+    band_candidates: Callable[[np.ndarray, np.ndarray], Iterable[tuple[np.ndarray, np.ndarray]]] = (
+        band_candidates
+    )
 
 
 def rechunk(
@@ -358,7 +374,9 @@ class _Components:
             self.label = components(len(self.label), a, b, self.label)
 
 
-def _caption_components(sig: Signatures, similar: Callable, joined: _Components) -> None:
+def _caption_components(
+    sig: Signatures, similar: Callable, joined: _Components, search: Search
+) -> None:
     """Join rows whose captions are near-duplicates: candidates share an LSH band key, and
     each is verified. Rows with identical band keys (the same caption, mostly) are paired
     with the first of them only, so a caption repeated n times costs n checks, not n^2/2."""
@@ -367,7 +385,7 @@ def _caption_components(sig: Signatures, similar: Callable, joined: _Components)
         return
     same, reps = equal_pairs(_fold(sig.bands[rows]), rows)
     joined.add(same.a, same.b, similar)
-    for a, b in rechunk(band_candidates(sig.bands[reps], reps)):
+    for a, b in rechunk(search.band_candidates(sig.bands[reps], reps)):
         joined.add(a, b, similar)
 
 
@@ -379,7 +397,9 @@ def _fold(bands: np.ndarray) -> np.ndarray:
     return (bands * (constants | np.uint64(1))).sum(axis=1, dtype=np.uint64)
 
 
-def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
+def find_clusters(sig: Signatures, settings: Settings, search: Search | None = None) -> Clusters:
+    """`search`: where candidate pairs are searched (default: here; see `Search`)."""
+    search = search or Search()
     n = len(sig)
     sets = ShingleSets(sig.captions, settings.shingle_size)
 
@@ -390,9 +410,8 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
     if settings.by in ("image", "pair"):
         rows = np.flatnonzero(sig.image_ok)
         exact = same_file_pairs(sig.sha256, rows)
-        near = image_pairs(
-            sig.phash, sig.mirror if settings.mirror else None, sig.image_ok, settings.max_distance
-        )
+        mirror = sig.mirror if settings.mirror else None
+        near = image_pairs(sig.phash, mirror, sig.image_ok, settings.max_distance, search)
         pairs = Pairs.concat([exact, near])
         a, b = pairs.a, pairs.b
         if settings.by == "pair":  # the image pairs whose captions are near-duplicates too
@@ -403,7 +422,7 @@ def find_clusters(sig: Signatures, settings: Settings) -> Clusters:
         else:
             joined.add(a, b)
     if settings.by == "caption":
-        _caption_components(sig, similar, joined)
+        _caption_components(sig, similar, joined, search)
     if settings.by == "embedding":
         from mmtok.models.semdedup import near_pairs as embedding_pairs  # imports Pairs from here
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +42,11 @@ from mmtok.io.sources import Inputs
 from mmtok.io.sources.base import ReadStats, Slice
 from mmtok.io.sources.slices import SliceReader, plan_slices
 from mmtok.stages.image_bytes import InlineImageBytes
+
+if TYPE_CHECKING:
+    from mmtok.engine.ray_engine import RayOptions
+
+ENGINES = ("local", "ray")
 
 
 class Interrupted(MmtokError):
@@ -193,11 +198,29 @@ def run_pipeline(
     shard_stats: ShardStats | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
     hold: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    ray_options: RayOptions | None = None,
 ) -> dict[str, Any]:
     """Run `stages` over `inputs` into `output`; returns the manifest (counts, files, timing).
 
     With `hold`, a dataset output is finished but not published: the caller adds its side
-    outputs with `publish_output(output, {...})`."""
+    outputs with `publish_output(output, {...})`. `engine`: `local` (a process pool) or `ray`
+    (`mmtok.engine.ray_engine`, on the cluster at `ray_address`; a local Ray when None;
+    `ray_options`: GPUs per model actor, actors, CPUs per task)."""
+    if engine not in ENGINES:
+        raise MmtokError(f"unknown engine {engine!r}", hint=f"use one of: {', '.join(ENGINES)}")
+    if engine == "ray":  # Ray is imported only here, and fails in one line when missing
+        from mmtok.engine.ray_engine import require_ray
+
+        require_ray()
+        if output is not None and output.to_stdout:  # Ray prints its notices on stdout
+            raise MmtokError(
+                "the Ray engine writes to a dataset folder, not to -o -", hint="give -o DIR"
+            )
+    # Stages that keep state from batch to batch run with one worker and no isolation, in
+    # this process (dedup's writing pass); on any engine they stay here.
+    in_order = workers == 1
     workers = workers or default_workers()
     if is_cli_process():
         block_pandas()
@@ -253,24 +276,33 @@ def run_pipeline(
     rows_read = position[2] if position else 0
     positions: deque[tuple[int, int, int] | None] = deque()  # of the results on their way
     try:
-        # a stage whose workers are recycled after N rows (video decoders) gets rows in
-        # batches, so a worker can retire between them rather than after a whole slice
-        if isinstance(inputs, Inputs) and (position or not skip) and not chain.recycle_after:
-            for source in inputs.sources:  # this pass's figures (dedup reads its inputs twice)
-                source.stats = ReadStats()
-            results = run_slices(
-                SliceReader.of(inputs),
-                _slices_after(inputs, position, stages),
-                chain,
-                workers,
-                row_timeout=row_timeout,
-            )
-        else:  # inputs that only give batches (a random sample), or an older state file
-            results = run_local(
-                _batches_after(inputs, skip, stages), chain, workers, row_timeout=row_timeout
-            )
-        stream = _noting_positions(results, positions)
-        for result in device.run_stream(stream) if device else stream:
+        if engine == "ray" and not (in_order and not chain.isolate and not device):
+            from mmtok.engine.ray_engine import run_ray
+
+            # Ray's unit is a batch read here (no positions: a resume skips records)
+            batches = _batches_after(inputs, skip, stages)
+            ray_results = run_ray(batches, chain, device, address=ray_address, options=ray_options)
+            final = _noting_positions(ray_results, positions)
+        else:
+            # a stage whose workers are recycled after N rows (video decoders) gets rows in
+            # batches, so a worker can retire between them rather than after a whole slice
+            if isinstance(inputs, Inputs) and (position or not skip) and not chain.recycle_after:
+                for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
+                    source.stats = ReadStats()
+                results = run_slices(
+                    SliceReader.of(inputs),
+                    _slices_after(inputs, position, stages),
+                    chain,
+                    workers,
+                    row_timeout=row_timeout,
+                )
+            else:  # inputs that only give batches (a random sample), or an older state file
+                results = run_local(
+                    _batches_after(inputs, skip, stages), chain, workers, row_timeout=row_timeout
+                )
+            stream = _noting_positions(results, positions)
+            final = device.run_stream(stream) if device else stream
+        for result in final:
             where = positions.popleft()  # a device stage keeps the order, one result per batch
             if where is not None:
                 rows_read += where[2]
@@ -299,6 +331,7 @@ def run_pipeline(
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "workers": workers,
+        **({"engine": engine} if engine != "local" else {}),
         "rows_per_second": round((done - done_before) / seconds, 1) if seconds > 0 else None,
     }
     if notes := inputs.notes():

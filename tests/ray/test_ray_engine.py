@@ -1,0 +1,254 @@
+"""The Ray engine against a real two-node local cluster: each dataset command gives the same
+output on Ray as on the local engine (values, order, rejects and their reasons, counts); a
+worker killed during a run is retried and every row is written once; --resume; the errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute
+import pyarrow.parquet as pq
+import pytest
+from kill_stages import CaptionLengthModel, KillOnce
+from typer.testing import CliRunner
+
+pytest.importorskip("ray")
+
+import mmtok.cli.dedup  # noqa: E402
+import mmtok.cli.options  # noqa: E402
+from mmtok.cli.app import app  # noqa: E402
+from mmtok.dedup import find_clusters  # noqa: E402
+from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
+from mmtok.engine.ray_dedup import ray_search  # noqa: E402
+from mmtok.errors import MmtokError  # noqa: E402
+from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
+from mmtok.models.runtime import DeviceStage  # noqa: E402
+from mmtok.stages.probe import ProbeStage  # noqa: E402
+
+pytestmark = pytest.mark.ray
+runner = CliRunner()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, image_files) -> Path:
+    """Every kind of image file (good, broken, bombs, missing), with captions that repeat, in
+    enough rows for several batches (the CLI reads 256 rows per batch)."""
+    rows = []
+    for i in range(16):
+        for name in sorted(image_files):
+            rows.append({"image": str(image_files[name]), "caption": f"a photo of {name} {i % 3}"})
+    rows.append({"image": "does/not/exist.jpg", "caption": "missing"})
+    rows.append({"image": None, "caption": None})
+    return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", rows)
+
+
+def on_ray(monkeypatch, address: str) -> None:
+    """Route the CLI's runs to the Ray engine (what --engine ray --ray-address does once the
+    commands declare the flags; see INTERFACES.md, "Engine selection")."""
+    ray_run = functools.partial(run_pipeline, engine="ray", ray_address=address)
+    monkeypatch.setattr(mmtok.cli.options, "run_pipeline", ray_run)
+    monkeypatch.setattr(mmtok.cli.dedup, "run_pipeline", ray_run)
+    ray_clusters = functools.partial(find_clusters, search=ray_search(address))
+    monkeypatch.setattr(mmtok.cli.dedup, "find_clusters", ray_clusters)
+
+
+def snapshot(out: Path | None, stdout: str) -> dict:
+    """What a run produced, without its timing: rows in order, rejects, manifest counts, side
+    files, and the --json document."""
+    document = json.loads(stdout)
+    document.pop("timing", None)
+    document.pop("output", None)
+    document.pop("clusters_file", None)
+    if out is None:
+        return {"document": document}
+    manifest = json.loads((out / "__mmtok__" / "manifest.json").read_text())
+    parts = [pq.read_table(out / f["name"]) for f in manifest["files"] if f["kind"] == "rows"]
+    side = {
+        f["name"]: pq.read_table(out / f["name"]).to_pylist()
+        for f in manifest["files"]
+        if f["kind"] != "rows" and f["name"].endswith(".parquet")
+    }
+    return {
+        "document": document,
+        "rows": [r for t in parts for r in t.to_pylist()],
+        "schema": [str(t.schema) for t in parts],
+        "counts": manifest["counts"],
+        "side": side,
+    }
+
+
+COMMANDS = {
+    "probe": ["probe", "--decode-check"],
+    "filter": ["filter", "--min-side", "32", "--require-caption", "--caption-min-words", "4"],
+    "tile": ["tile", "--preset", "internvl", "--max-pixels", "4000000"],
+    "estimate-budget": ["estimate-budget", "--preset", "qwen2-vl", "--preset", "llava-1.5"],
+    "dedup": ["dedup", "--by", "pair"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_ray_output_equals_local_output(command, pairs, tmp_path, ray_driver, monkeypatch):
+    args = COMMANDS[command]
+    results = {}
+    for engine in ("local", "ray"):
+        if engine == "ray":
+            on_ray(monkeypatch, ray_driver)
+        out = tmp_path / engine
+        result = runner.invoke(app, [args[0], str(pairs), "-o", str(out), "--json", *args[1:]])
+        assert result.exit_code == 0, result.output
+        results[engine] = snapshot(out, result.stdout)
+    local, ray = results["local"], results["ray"]
+    assert local["counts"]["in"] == 16 * 19 + 2
+    assert local["counts"]["rejected"] > 0  # rejects and their reasons are compared too
+    assert ray == local
+
+
+def test_a_killed_worker_is_retried_and_every_row_written_once(tmp_path, ray_driver):
+    rows = [{"id": f"r{i:04d}", "image": None, "caption": f"caption {i}"} for i in range(600)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    marker = tmp_path / "killed"
+    inputs = Inputs([str(source)], ReadOptions(batch_rows=50))
+    out = tmp_path / "out"
+    manifest = run_pipeline(
+        inputs,
+        [KillOnce(str(marker), victim="r0333")],
+        OutputOptions(str(out), shard_rows=100),
+        engine="ray",
+        ray_address=ray_driver,
+    )
+    assert marker.exists()  # the worker really died (it wrote its pid, then SIGKILLed itself)
+    ids = [
+        r["id"] for f in sorted(out.glob("part-*.parquet")) for r in pq.read_table(f).to_pylist()
+    ]
+    assert ids == [r["id"] for r in rows]  # each row once, in input order
+    assert manifest["counts"]["in"] == 600 == manifest["counts"]["out"]
+    victim = pq.read_table(out).filter(pa.compute.field("id") == "r0333")
+    assert victim["worker_pid"][0].as_py() != int(marker.read_text())  # ran again elsewhere
+
+
+def test_resume_on_ray_continues_a_killed_run(pairs, tmp_path, ray_driver):
+    """A run stopped half-way (here: by an exception out of the sink loop) leaves committed
+    shards; --resume on Ray finishes it with the same rows as one uninterrupted local run."""
+    inputs = lambda: Inputs([str(pairs)], ReadOptions(batch_rows=40))  # noqa: E731
+    whole = tmp_path / "whole"
+    run_pipeline(inputs(), [ProbeStage()], OutputOptions(str(whole), shard_rows=40))
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_four(done: int, rejected: int) -> None:
+        seen.append(done)
+        if len(seen) == 4:
+            raise Stop
+
+    out = tmp_path / "out"
+    with pytest.raises(Stop):
+        run_pipeline(
+            inputs(),
+            [ProbeStage()],
+            OutputOptions(str(out), shard_rows=40),
+            on_progress=stop_after_four,
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    manifest = run_pipeline(
+        inputs(),
+        [ProbeStage()],
+        OutputOptions(str(out), shard_rows=40, resume=True),
+        engine="ray",
+        ray_address=ray_driver,
+    )
+    assert manifest["timing"]["engine"] == "ray"
+    assert pq.read_table(out).to_pylist() == pq.read_table(whole).to_pylist()
+    assert manifest["counts"]["in"] == 16 * 19 + 2
+
+
+class CudaModel(DeviceStage):
+    name = "cuda_model"
+
+
+def test_a_gpu_request_the_cluster_cannot_satisfy_fails_fast(tmp_path, ray_driver):
+    inputs = Inputs([str(write_jsonl(tmp_path / "in.jsonl", [{"image": None, "caption": "x"}]))])
+    t0 = time.monotonic()
+    with pytest.raises(MmtokError, match=r"asks for 1 GPU per Ray actor.*has 0 GPUs"):
+        run_pipeline(
+            inputs,
+            [CudaModel(device="cuda")],
+            OutputOptions(str(tmp_path / "out")),
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    assert time.monotonic() - t0 < 30  # not a dataset waiting for an actor that never comes
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_engine_is_a_clear_error(tmp_path):
+    inputs = Inputs([str(write_jsonl(tmp_path / "in.jsonl", [{"image": None, "caption": "x"}]))])
+    with pytest.raises(MmtokError, match="unknown engine 'spark'"):
+        run_pipeline(inputs, [], None, engine="spark")
+
+
+def test_kept_rows_carry_arrow_types_through_ray(tmp_path, ray_driver):
+    """Nested and binary columns survive the trip (Arrow IPC, not pickled Python rows)."""
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "image": pa.array([None, None], pa.string()),
+            "caption": ["x", "y"],
+            "vec": pa.array([[1.5, 2.5], [3.5, 4.5]], pa.list_(pa.float32(), 2)),
+            "blob": pa.array([b"\x00\xff", b""], pa.large_binary()),
+        }
+    )
+    pq.write_table(table, tmp_path / "in.parquet")
+    for engine in ("local", "ray"):
+        run_pipeline(
+            Inputs([str(tmp_path / "in.parquet")]),
+            [KillOnce(str(tmp_path / "never"), victim="none")],
+            OutputOptions(str(tmp_path / engine)),
+            engine=engine,
+            ray_address=ray_driver,
+        )
+    local, ray = (
+        pq.read_table(tmp_path / e).drop_columns(["worker_pid"]) for e in ("local", "ray")
+    )
+    assert ray.equals(local) and ray.schema == local.schema
+    assert ray.column("vec").to_pylist() == [[1.5, 2.5], [3.5, 4.5]]
+    assert ray.column("blob").to_pylist() == [b"\x00\xff", b""]
+
+
+def test_a_model_stage_runs_in_ray_actors_with_the_local_results(tmp_path, ray_driver):
+    """CPU stages (tasks) then a model stage (an actor pool, kept apart from the tasks): the
+    same kept rows, model columns and model rejects as the local engine's device runtime."""
+    pytest.importorskip("torch")
+    rows = [{"id": f"r{i:03d}", "image": None, "caption": "w" * (i % 23)} for i in range(300)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        manifest = run_pipeline(
+            Inputs([str(source)], ReadOptions(batch_rows=64)),
+            [KillOnce(str(tmp_path / "never"), victim="none"), CaptionLengthModel(batch_size=64)],
+            OutputOptions(str(out)),
+            engine=engine,
+            ray_address=ray_driver,
+        )
+        kept = pq.read_table(out)
+        rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
+        outputs[engine] = (kept, rejects, manifest["counts"])
+    (local, local_rejects, local_counts), (ray, ray_rejects, ray_counts) = outputs.values()
+    assert ray.equals(local) and ray_rejects == local_rejects and ray_counts == local_counts
+    assert local_counts["rejected_by_reason"] == {
+        "caption_too_short": 66
+    }  # lengths 0, 5, 10, 15, 20
+    assert ray.column("double_length").to_pylist()[:3] == [2, 4, 6]
