@@ -177,7 +177,7 @@ def plan(opts: DedupOptions) -> Plan:
     def cluster() -> None:
         sig.gather()
         marks["t1"] = time.monotonic()
-        clusters.append(find_clusters(sig.signatures, settings))
+        clusters.append(find_clusters(sig.signatures, settings, pair_search(opts)))
         marks["t2"] = time.monotonic()
 
     writing = Pass(
@@ -395,7 +395,9 @@ class DedupInRecipe:
         def cluster() -> None:
             self.sig.gather()
             t0 = time.monotonic()
-            self.clusters = find_clusters(self.sig.signatures, self.settings)
+            self.clusters = find_clusters(
+                self.sig.signatures, self.settings, pair_search(self.opts)
+            )
             self.listed = listed_rows(self.sig.signatures, self.clusters, self.settings)
             self.seconds["clustering_seconds"] = round(time.monotonic() - t0, 3)
 
@@ -439,3 +441,13 @@ class DedupInRecipe:
 
     def cleanup(self) -> None:
         remove_signature_store(self.sig.store)
+
+
+def pair_search(opts: DedupOptions) -> Any:
+    """The near-duplicate candidate search: on the Ray cluster with `--engine ray` (the same
+    pairs, found by tasks over hash blocks and caption bands), else in this process."""
+    if opts.engine != "ray":
+        return None
+    from mmtok.engine.ray_dedup import ray_search
+
+    return ray_search(opts.ray_address)

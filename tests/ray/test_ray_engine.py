@@ -4,7 +4,6 @@ worker killed during a run is retried and every row is written once; --resume; t
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from pathlib import Path
@@ -18,12 +17,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("ray")
 
-import mmtok.cli.dedup  # noqa: E402
-import mmtok.cli.options  # noqa: E402
 from mmtok.cli.app import app  # noqa: E402
-from mmtok.dedup import find_clusters  # noqa: E402
 from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
-from mmtok.engine.ray_dedup import ray_search  # noqa: E402
 from mmtok.errors import MmtokError  # noqa: E402
 from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
 from mmtok.models.runtime import DeviceStage  # noqa: E402
@@ -49,16 +44,6 @@ def pairs(tmp_path_factory, image_files) -> Path:
     rows.append({"image": "does/not/exist.jpg", "caption": "missing"})
     rows.append({"image": None, "caption": None})
     return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", rows)
-
-
-def on_ray(monkeypatch, address: str) -> None:
-    """Route the CLI's runs to the Ray engine (what --engine ray --ray-address does once the
-    commands declare the flags; see INTERFACES.md, "Engine selection")."""
-    ray_run = functools.partial(run_pipeline, engine="ray", ray_address=address)
-    monkeypatch.setattr(mmtok.cli.options, "run_pipeline", ray_run)
-    monkeypatch.setattr(mmtok.cli.dedup, "run_pipeline", ray_run)
-    ray_clusters = functools.partial(find_clusters, search=ray_search(address))
-    monkeypatch.setattr(mmtok.cli.dedup, "find_clusters", ray_clusters)
 
 
 def snapshot(out: Path | None, stdout: str) -> dict:
@@ -96,14 +81,15 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_ray_output_equals_local_output(command, pairs, tmp_path, ray_driver, monkeypatch):
+def test_ray_output_equals_local_output(command, pairs, tmp_path, ray_driver):
     args = COMMANDS[command]
     results = {}
     for engine in ("local", "ray"):
-        if engine == "ray":
-            on_ray(monkeypatch, ray_driver)
+        flags = ["--engine", "ray", "--ray-address", ray_driver] if engine == "ray" else []
         out = tmp_path / engine
-        result = runner.invoke(app, [args[0], str(pairs), "-o", str(out), "--json", *args[1:]])
+        result = runner.invoke(
+            app, [args[0], str(pairs), "-o", str(out), "--json", *args[1:], *flags]
+        )
         assert result.exit_code == 0, result.output
         results[engine] = snapshot(out, result.stdout)
     local, ray = results["local"], results["ray"]
