@@ -229,6 +229,8 @@ def synthetic_signatures(n: int, seed: int = 3):
         reason=pa.nulls(n, pa.string()),
         message=pa.nulls(n, pa.string()),
         reference=np.zeros(n, bool),
+        embedding=np.zeros((n, 0), np.float16),
+        embedding_ok=np.zeros(n, bool),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
 
 pytest.importorskip("ray")
 
@@ -88,6 +89,8 @@ def planted_signatures(n: int, seed: int = 0) -> Signatures:
         reason=pa.nulls(n, pa.string()),
         message=pa.nulls(n, pa.string()),
         reference=np.zeros(n, bool),
+        embedding=np.zeros((n, 0), np.float16),
+        embedding_ok=np.zeros(n, bool),
     )
 
 

@@ -13,6 +13,7 @@ import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 from kill_stages import CaptionLengthModel, KillOnce
+from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
 pytest.importorskip("ray")

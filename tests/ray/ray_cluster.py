@@ -27,10 +27,6 @@ START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "ray: needs Ray (pip install 'mmtok[ray]'); real cluster")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
