@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -19,6 +20,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_children():
+    """A library loaded by an earlier test may leave SIGINT ignored at the C level (Python's
+    own view still says default), and children inherit an ignored signal: the Ctrl-C tests'
+    mmtok would then never see theirs. Each test starts with Python's handler installed."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

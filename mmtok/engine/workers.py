@@ -64,7 +64,11 @@ class Worker:
             name="mmtok-worker",
             daemon=True,  # also ended by multiprocessing's exit handler, whatever happens
         )
-        with _light_main():
+        # The worker starts with Ctrl-C blocked (the mask survives exec): a terminal's SIGINT
+        # reaches the whole process group, and one landing while the new interpreter unpickles
+        # its start-up data would print a traceback. The worker ignores SIGINT, then unblocks
+        # it; here, a Ctrl-C during the start is raised once the worker has what it needs.
+        with _light_main(), _sigint_blocked():
             self.process.start()
         child.close()  # so the parent sees end-of-file when the worker dies
         self.ready = False  # set up and waiting for batches
@@ -135,12 +139,25 @@ class Worker:
         return f"exit code {code}"
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python's signals
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _main(
     conn: Connection, chain: StageChain, reader: SliceReader | None, progress: Any, parent: int
 ) -> None:
     _exit_with_parent(parent)
     block_pandas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked for the start
     try:
         chain.setup()
     except BaseException as e:  # noqa: BLE001 - sent to the parent, which raises it
