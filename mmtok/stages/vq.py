@@ -97,12 +97,8 @@ def pixel_column(values: list[bytes], size: int) -> pa.Array:
     )
 
 
-class VQInputStage(RowStage):
-    """CPU workers: decode each image and make the tokenizer's uint8 input; bad images are
-    rejects with their reason (`decode_error`, `truncated`, `missing_file`, ...)."""
-
-    name: ClassVar[str] = "vq_input"
-    input_columns: ClassVar[tuple[str, ...]] = ("image",)
+class _TokenizerPixels(RowStage):
+    """A CPU stage that makes the tokenizer's uint8 input (resolution² x 3 bytes per row)."""
 
     def __init__(
         self, config: VQConfig, *, exif: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -114,6 +110,14 @@ class VQInputStage(RowStage):
     @property
     def pixel_bytes(self) -> int:
         return self.vq.resolution * self.vq.resolution * 3
+
+
+class VQInputStage(_TokenizerPixels):
+    """CPU workers: decode each image and make the tokenizer's uint8 input; bad images are
+    rejects with their reason (`decode_error`, `truncated`, `missing_file`, ...)."""
+
+    name: ClassVar[str] = "vq_input"
+    input_columns: ClassVar[tuple[str, ...]] = ("image",)
 
     def output_fields(self) -> list[pa.Field]:
         return [pa.field(PIXELS, pa.binary(self.pixel_bytes))]
@@ -289,23 +293,12 @@ def row_ids(row: dict[str, Any], config: VQConfig) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-class DetokenizeInputStage(RowStage):
+class DetokenizeInputStage(_TokenizerPixels):
     """CPU workers: check each row's ids, and make the preprocessed source image (for PSNR)
     where the row still has one; a row whose source cannot be read keeps its ids (no PSNR)."""
 
     name: ClassVar[str] = "detokenize_input"
     input_columns: ClassVar[tuple[str, ...]] = ("image", IDS_COLUMN, GRID_H, GRID_W)
-
-    def __init__(
-        self, config: VQConfig, *, exif: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
-    ):
-        self.vq = config
-        self.exif = exif
-        self.max_pixels = max_pixels
-
-    @property
-    def pixel_bytes(self) -> int:
-        return self.vq.resolution * self.vq.resolution * 3
 
     def output_fields(self) -> list[pa.Field]:
         return [
