@@ -15,6 +15,12 @@ With one worker, a chain with an isolating stage (`Stage.isolate`: stages that d
 still runs in one child process: it costs ~0.15 s of start-up, and a hang or crash can then
 never stop the run. A chain without one (dedup's writing pass, which keeps state from batch to
 batch) runs in the main process, with no start-up and no copies.
+
+Written outputs (`run_slices` with a `ShardSpec`): each worker writes the files of the slices it
+runs (`mmtok.io.shard_writer`) and sends back only small summaries. A worker that dies inside
+such a slice leaves files that are never adopted: the batch it was running is retried row by
+row as above, then the whole slice runs again with that batch's result given, so its files are
+the same as if nothing had died.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from mmtok.engine.stage import Stage
-from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker
+from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker, slice_messages
 from mmtok.errors import MmtokError
 from mmtok.io.schema import conform, make_rejects
+from mmtok.io.shard_writer import ShardSpec, SliceOutput
 from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
 
@@ -59,6 +66,9 @@ class BatchResult:
     # where the batch was in the input: (slice index in the plan, batches of that slice done
     # with this one, rows read in this batch); None when the caller read the batches itself
     position: tuple[int, int, int] | None = None
+    # the end of a slice whose rows the worker wrote itself (`run_slices` with a ShardSpec):
+    # its files, to adopt as shards; the batch results before it carry only summaries
+    written: SliceOutput | None = None
 
 
 class StageChain:
@@ -129,16 +139,21 @@ def run_slices(
     workers: int,
     max_in_flight: int | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
+    spec: ShardSpec | None = None,
 ) -> Iterator[BatchResult]:
     """Run `chain` over `(index, slice, batches to skip)` units: each worker reads its slices
     itself (the main process sends a few numbers and gets results back). Yields results in
     input order, each with its `position` (index, batches of that slice done); the read stats
-    and notes of the workers are added to `reader`'s sources as results are yielded."""
+    and notes of the workers are added to `reader`'s sources as results are yielded.
+
+    With `spec` (`mmtok.io.shard_writer`), a worker also writes its slices' kept rows and
+    rejects itself: the results carry only `spec.summary` of each batch, and each slice ends
+    with a result whose `written` names its files."""
     units = (_SliceUnit(index, part, skip) for index, part, skip in slices)
     # one more unit per worker than with batches: a slice that finished early waits for the
     # one before it, and its worker should not idle meanwhile
     max_in_flight = max_in_flight or (TASKS_PER_WORKER + 1) * max(workers, 1)
-    yield from _run(units, reader, chain, workers, max_in_flight, row_timeout)
+    yield from _run(units, reader, chain, workers, max_in_flight, row_timeout, spec)
 
 
 def _run(
@@ -148,6 +163,7 @@ def _run(
     workers: int,
     max_in_flight: int | None,
     row_timeout: float | None,
+    spec: ShardSpec | None = None,
 ) -> Iterator[BatchResult]:
     if workers <= 1 and not chain.isolate:
         chain.setup()
@@ -157,17 +173,21 @@ def _run(
                 yield unit.batch_result(chain)
                 continue
             assert reader is not None
-            for number, batch in enumerate(reader.read(unit.part, unit.skip), start=unit.skip):
-                kept, rejected = chain(batch.rows)
-                rejected = _with_read_rejects(batch.rejected, rejected, chain)
-                reader.merge(unit.part, batch.stats, None)
-                yield BatchResult(
-                    kept, rejected, batch.num_records, (unit.index, number + 1, batch.rows.num_rows)
-                )
-            reader.merge(unit.part, None, reader.notes(unit.part))
+            messages = slice_messages(chain, reader, unit.part, unit.skip, None, spec, unit.index)
+            number = unit.skip
+            for message in messages:
+                if message[0] == "batch":
+                    _, kept, rejected, records, rows, stats = message
+                    number += 1
+                    reader.merge(unit.part, stats, None)
+                    yield BatchResult(kept, rejected, records, (unit.index, number, rows))
+                else:
+                    reader.merge(unit.part, None, message[1])
+                    if message[2] is not None:
+                        yield _written(message[2])
         return
     workers = max(workers, 1)
-    pool = _Pool(chain, workers, row_timeout, reader)
+    pool = _Pool(chain, workers, row_timeout, reader, spec)
     try:
         yield from pool.run(units, max_in_flight or TASKS_PER_WORKER * workers)
     finally:  # at the end, on Ctrl-C or on an error: nothing a worker runs is worth waiting for
@@ -184,9 +204,13 @@ class _Slot:
         num_records: int,
         position: tuple[int, int, int] | None = None,
         stats: tuple[Slice, Any] | None = None,
+        parent: tuple[_SliceUnit, int] | None = None,
     ):
         self.rows, self.read_rejects, self.num_records = rows, read_rejects, num_records
         self.position, self.stats = position, stats
+        # (slice, batch number): a batch that killed the worker writing its slice; its result
+        # goes to the slice, which then runs again with it (never yielded on its own)
+        self.parent = parent
         self.result: Rows | None = None
         self._rows_left = 0
         self._row_results: list[Rows | None] = []
@@ -230,15 +254,23 @@ class _SliceUnit:
         self.index, self.part, self.skip = index, part, skip
         self.results: deque[tuple[BatchResult, Any]] = deque()  # (result, read stats)
         self.received = skip  # batches of the slice finished (results received)
+        # batches whose results were queued: a slice run again from its start (its files are
+        # written whole) sends those again, and they are not counted twice
+        self.reported = skip
+        self.subs: dict[int, Rows] = {}  # results of batches that were run row by row
         self.notes: dict[str, int] | None = None
+        self.written: SliceOutput | None = None
         self.done = False
 
     @property
     def message(self) -> tuple:
-        return ("slice", self.part, self.skip)
+        return ("slice", self.part, self.skip, self.index, self.subs)
 
     def add(self, kept: pa.Table, rejected: list[pa.Table], n: int, rows: int, stats: Any) -> None:
         self.received += 1
+        if self.received <= self.reported:
+            return
+        self.reported = self.received
         position = (self.index, self.received, rows)
         self.results.append((BatchResult(kept, rejected, n, position), stats))
 
@@ -274,8 +306,9 @@ class _Pool:
         size: int,
         row_timeout: float | None,
         reader: SliceReader | None = None,
+        spec: ShardSpec | None = None,
     ):
-        self.chain, self.row_timeout, self.reader = chain, row_timeout, reader
+        self.chain, self.row_timeout, self.reader, self.spec = chain, row_timeout, reader, spec
         self.context = multiprocessing.get_context("spawn")
         self.queue: deque[_Task | _SliceUnit] = deque()  # tasks not sent yet; retries go first
         self.pending: deque[_Slot | _SliceUnit] = deque()  # every unit not yielded, in order
@@ -289,7 +322,7 @@ class _Pool:
             raise
 
     def _new_worker(self) -> Worker:
-        return Worker(self.context, self.chain, self.reader)
+        return Worker(self.context, self.chain, self.reader, self.spec)
 
     def run(self, units: Iterable[_Slot | _SliceUnit], max_in_flight: int) -> Iterator[BatchResult]:
         pending = self.pending
@@ -328,6 +361,8 @@ class _Pool:
                     pending.popleft()
                     if head.notes and self.reader is not None:
                         self.reader.merge(head.part, None, head.notes)
+                    if head.written is not None:
+                        yield _written(head.written)
                     continue
             if not pending:
                 return
@@ -342,7 +377,7 @@ class _Pool:
         """A worker given `Stage.recycle_after` rows is replaced once it holds nothing."""
         if self._retiring(worker) and not worker.held and worker in self.workers:
             worker.stop()
-            self.workers[self.workers.index(worker)] = Worker(self.context, self.chain)
+            self.workers[self.workers.index(worker)] = self._new_worker()
 
     def _dispatch(self) -> None:
         while self.queue:
@@ -390,12 +425,12 @@ class _Pool:
             self.failed_starts = 0
             worker.seen = (-1, time.monotonic())
         elif kind == "done":
-            worker.held.popleft().finish(message[1])
+            self._finish(worker.held.popleft(), message[1])
         elif kind == "batch":  # one batch of the slice the worker is reading
             worker.held[0].add(*message[1:])
         elif kind == "end":  # the end of that slice
             unit = worker.held.popleft()
-            unit.notes, unit.done = message[1], True
+            unit.notes, unit.written, unit.done = message[1], message[2], True
         else:  # "error": a stage raised, which is a bug or a bad configuration
             error, text = message[1], message[2]
             error.__cause__ = RemoteTraceback(f"\n\nin the worker process:\n{text}")
@@ -424,7 +459,9 @@ class _Pool:
             return
         running, *waiting = worker.held
         retry: list[_Task | _SliceUnit] = []
-        if isinstance(running, _SliceUnit):
+        if isinstance(running, _SliceUnit) and self.spec is not None:
+            retry = self._rerun_slice(running)
+        elif isinstance(running, _SliceUnit):
             retry = self._split_slice(running)
         elif running.row is None:
             retry = list(running.slot.split())
@@ -433,8 +470,38 @@ class _Pool:
             retry = [running]
         else:  # it failed alone too: this row is the cause
             stage = self.chain.stages[worker.stage].name
-            running.finish(_failed_row(self.chain, running.rows, stage, reason, how))
+            self._finish(running, _failed_row(self.chain, running.rows, stage, reason, how))
         self.queue.extendleft(reversed(retry + waiting))
+
+    def _finish(self, task: _Task, result: Rows) -> None:
+        task.finish(result)
+        slot = task.slot
+        if slot.parent is not None and slot.done:  # the slice can run again, with this batch
+            unit, number = slot.parent
+            kept, rejected = slot.result  # type: ignore[misc]
+            unit.subs[number] = (kept, _with_read_rejects(slot.read_rejects, rejected, self.chain))
+            self.queue.appendleft(unit)
+
+    def _rerun_slice(self, unit: _SliceUnit) -> list[_Task | _SliceUnit]:
+        """A worker died inside a slice it was writing: its files are incomplete, so the slice
+        runs again from its start (overwriting them), once the batch that was running has been
+        run row by row here (`_Slot.parent`); the new run takes that batch's result as it is.
+        The batches already reported are not reported twice (`_SliceUnit.reported`)."""
+        assert self.reader is not None
+        number = unit.received
+        unit.received = unit.skip
+        if number in unit.subs:  # it died outside the stages: run the slice again as it is
+            return [unit]
+        batch = next(iter(self.reader.read(unit.part, number)), None)
+        if batch is None:  # it died after its last batch
+            return [unit]
+        slot = _Slot(batch.rows, batch.rejected, batch.num_records, parent=(unit, number))
+        if batch.rows.num_rows == 0:
+            slot.result = self.chain(batch.rows)
+            result = slot.batch_result(self.chain)
+            unit.subs[number] = (result.kept, result.rejected)
+            return [unit]
+        return list(slot.split())
 
     def _split_slice(self, unit: _SliceUnit) -> list[_Task | _SliceUnit]:
         """A worker died inside a slice: the batch it was running is read here and retried row
@@ -462,6 +529,11 @@ class _Pool:
             worker.kill()  # all at once first, so a second Ctrl-C cannot leave any behind
         for worker in self.workers:
             worker.stop()
+
+
+def _written(output: SliceOutput) -> BatchResult:
+    """The end of a slice the workers wrote: no rows, the files to adopt."""
+    return BatchResult(pa.table({}), [], 0, None, output)
 
 
 def _failed_row(chain: StageChain, row: pa.Table, stage: str, reason: Reason, how: str) -> Rows:

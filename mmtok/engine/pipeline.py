@@ -37,10 +37,11 @@ from mmtok.errors import MmtokError
 from mmtok.io.hf_features import inherited_features
 from mmtok.io.output_guard import read_manifest, real
 from mmtok.io.schema import reject_schema, with_fields
+from mmtok.io.shard_writer import ShardSpec, slice_rows
 from mmtok.io.sink import DatasetSink, ShardStats, StdoutSink
 from mmtok.io.sources import Inputs
 from mmtok.io.sources.base import ReadStats, Slice
-from mmtok.io.sources.slices import SliceReader, plan_slices
+from mmtok.io.sources.slices import SLICE_BATCHES, SliceReader, plan_slices
 from mmtok.stages.image_bytes import InlineImageBytes
 
 if TYPE_CHECKING:
@@ -275,6 +276,7 @@ def run_pipeline(
     position = sink.state.get("position") if skip else None
     rows_read = position[2] if position else 0
     positions: deque[tuple[int, int, int] | None] = deque()  # of the results on their way
+    spec: ShardSpec | None = None  # set when the workers write the rows themselves
     try:
         if engine == "ray" and not (in_order and not chain.isolate and not device):
             from mmtok.engine.ray_engine import run_ray
@@ -289,12 +291,19 @@ def run_pipeline(
             if isinstance(inputs, Inputs) and (position or not skip) and not chain.recycle_after:
                 for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
                     source.stats = ReadStats()
+                spec = _worker_output(sink, device, observers)
+                rows = None
+                if spec is not None and spec.folder is not None:
+                    rows = slice_rows(
+                        total, inputs.options.batch_rows, spec.shard_rows, SLICE_BATCHES
+                    )
                 results = run_slices(
                     SliceReader.of(inputs),
-                    _slices_after(inputs, position, stages),
+                    _slices_after(inputs, position, stages, rows),
                     chain,
                     workers,
                     row_timeout=row_timeout,
+                    spec=spec,
                 )
             else:  # inputs that only give batches (a random sample), or an older state file
                 results = run_local(
@@ -304,7 +313,15 @@ def run_pipeline(
             final = device.run_stream(stream) if device else stream
         for result in final:
             where = positions.popleft()  # a device stage keeps the order, one result per batch
-            if where is not None:
+            if result.written is not None:  # a slice the workers wrote: its files become shards
+                assert isinstance(sink, DatasetSink)
+                sink.adopt(result.written, [result.written.index + 1, 0, rows_read])
+                continue
+            if spec is not None and where is not None:  # a summary of rows written by a worker
+                rows_read += where[2]
+                if isinstance(sink, StdoutSink):  # counts only
+                    sink.write(result.kept, result.rejected, result.num_records)
+            elif where is not None:
                 rows_read += where[2]
                 sink.write(
                     result.kept, result.rejected, result.num_records, [*where[:2], rows_read]
@@ -369,12 +386,29 @@ def _noting_positions(
             close()  # ends the worker pool now, not when the generator is collected
 
 
+def _worker_output(
+    sink: DatasetSink | StdoutSink, device: Stage | None, observers: list[Observer]
+) -> ShardSpec | None:
+    """How workers hand back their rows: they write them into the dataset's staging themselves
+    and send only what the observers read (a ShardSpec), or, with no output, send only that
+    and the reject reasons; None when every row must come here (stdout, a device stage)."""
+    columns = [c for observer in observers for c in observer.columns]
+    if device is not None:
+        return None
+    if isinstance(sink, DatasetSink):
+        return sink.shard_spec(columns)
+    if sink.count_only:
+        return ShardSpec(None, pa.schema([]), send_columns=columns)
+    return None
+
+
 def _slices_after(
-    inputs: Inputs, position: list[int] | None, stages: list[Stage]
+    inputs: Inputs, position: list[int] | None, stages: list[Stage], rows: int | None = None
 ) -> Iterator[tuple[int, Slice, int]]:
     """(index, slice, batches to skip) from where a resumed run stopped (`position`: slice,
-    batches of it done, rows read); stages that count rows learn how many were read."""
-    plan = plan_slices(inputs)
+    batches of it done, rows read); stages that count rows learn how many were read. `rows`:
+    records per slice (default: `plan_slices`'s)."""
+    plan = plan_slices(inputs, rows)
     first, skip = (position[0], position[1]) if position else (0, 0)
     if position:
         for stage in stages:

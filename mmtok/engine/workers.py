@@ -34,9 +34,10 @@ import pyarrow as pa
 from mmtok.engine.process import block_pandas, is_cli_process
 from mmtok.engine.stage import on_row_done
 from mmtok.io.schema import conform
+from mmtok.io.shard_writer import ShardSpec, SliceFiles
 
 if TYPE_CHECKING:
-    from mmtok.engine.local import StageChain
+    from mmtok.engine.local import Rows, StageChain
     from mmtok.io.sources.base import Slice
     from mmtok.io.sources.slices import SliceReader
 
@@ -55,12 +56,18 @@ class RemoteTraceback(Exception):
 class Worker:
     """The parent's handle on one worker process."""
 
-    def __init__(self, context: SpawnContext, chain: StageChain, reader: SliceReader | None = None):
+    def __init__(
+        self,
+        context: SpawnContext,
+        chain: StageChain,
+        reader: SliceReader | None = None,
+        spec: ShardSpec | None = None,
+    ):
         self.progress = context.RawArray("q", 2)
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_main,
-            args=(child, chain, reader, self.progress, os.getpid()),
+            args=(child, chain, reader, spec, self.progress, os.getpid()),
             name="mmtok-worker",
             daemon=True,  # also ended by multiprocessing's exit handler, whatever happens
         )
@@ -89,8 +96,9 @@ class Worker:
                 return
 
     def give(self, task: Any, message: pa.Table | tuple) -> None:
-        """Send a batch's rows (one result back), or ("slice", slice, skip): the worker reads
-        the slice itself and sends a result per batch, then ("end", notes)."""
+        """Send a batch's rows (one result back), or ("slice", slice, skip, index, substitutes):
+        the worker reads the slice itself and sends a result per batch, then ("end", notes,
+        written files)."""
         if not self.held:  # an idle worker made no progress while it waited: start the clock now
             self.seen = (int(self.progress[COUNTER]), time.monotonic())
         self.held.append(task)
@@ -152,7 +160,12 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def _main(
-    conn: Connection, chain: StageChain, reader: SliceReader | None, progress: Any, parent: int
+    conn: Connection,
+    chain: StageChain,
+    reader: SliceReader | None,
+    spec: ShardSpec | None,
+    progress: Any,
+    parent: int,
 ) -> None:
     _exit_with_parent(parent)
     block_pandas()
@@ -176,7 +189,12 @@ def _main(
             return
         try:
             if isinstance(task, tuple):
-                _read_slice(conn, chain, reader, progress, task[1], task[2])
+                assert reader is not None
+                _, part, skip, index, subs = task
+                for message in slice_messages(
+                    chain, reader, part, skip, progress, spec, index, subs
+                ):
+                    conn.send(message)
                 row_done()
                 continue
             result = chain(task, progress)
@@ -187,24 +205,44 @@ def _main(
         conn.send(("done", result))
 
 
-def _read_slice(
-    conn: Connection,
+def slice_messages(
     chain: StageChain,
-    reader: SliceReader | None,
-    progress: Any,
+    reader: SliceReader,
     part: Slice,
-    skip: int,
-) -> None:
-    """Read a slice and run the chain over each of its batches, sending each result as it is
-    ready (so the parent knows which batch runs if this process dies), then the slice's end."""
-    assert reader is not None
-    for batch in reader.read(part, skip):
-        kept, rejected = chain(batch.rows, progress)
-        if batch.rejected is not None and batch.rejected.num_rows:
-            rejected = [conform(batch.rejected, chain.reject_schema), *rejected]
-        progress[COUNTER] += 1
-        conn.send(("batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
-    conn.send(("end", reader.notes(part)))
+    skip: int = 0,
+    progress: Any = None,
+    spec: ShardSpec | None = None,
+    index: int = 0,
+    subs: dict[int, Rows] | None = None,
+) -> Iterator[tuple]:
+    """Read a slice and run the chain over each of its batches: a ("batch", kept, rejected,
+    records, rows read, read stats) message per batch as it is ready (so the parent knows which
+    batch runs if this process dies), then ("end", notes, SliceOutput or None).
+
+    With `spec`, the kept rows and rejects go into this slice's own files and the messages
+    carry only `spec.summary` of them. `subs`: batches (by number in the slice) whose result
+    is already known, because the batch killed a worker and was run row by row since."""
+    files = SliceFiles(spec, index) if spec is not None and spec.folder else None
+    try:
+        for number, batch in enumerate(reader.read(part, skip), start=skip):
+            if subs and number in subs:
+                kept, rejected = subs[number]
+            else:
+                kept, rejected = chain(batch.rows, progress)
+                if batch.rejected is not None and batch.rejected.num_rows:
+                    rejected = [conform(batch.rejected, chain.reject_schema), *rejected]
+            if progress is not None:
+                progress[COUNTER] += 1
+            if files is not None:
+                files.add(kept, rejected, batch.num_records)
+            if spec is not None:
+                kept, rejected = spec.summary(kept, rejected)
+            yield ("batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats)
+        output = files.close() if files is not None else None
+    finally:
+        if files is not None:
+            files.abort()
+    yield ("end", reader.notes(part), output)
 
 
 @contextlib.contextmanager

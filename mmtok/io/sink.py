@@ -50,9 +50,11 @@ from mmtok.io.output_guard import (
     real,
     remove_output,
 )
+from mmtok.io.shard_writer import ShardSpec, SliceOutput, cast_for_write
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+SLICES_DIR = "slices"  # the workers' finished slice files, until adopted as shards
 STATE_VERSION = 3  # 3: "position" (slice, batches of it done, rows read) of the last commit
 _PART = re.compile(r"^part-\d{5}\.parquet(\.tmp)?$")
 _CHUNK = re.compile(r"^chunk-\d{5}\.parquet(\.tmp)?$")
@@ -310,7 +312,7 @@ class DatasetSink:
     def _remove_staging(self) -> None:
         """Delete a staging folder no run holds, entry by entry: only names mmtok writes."""
         root = self.root
-        for name in ("out", "rejects"):
+        for name in ("out", "rejects", SLICES_DIR):
             if (root / name).is_dir() and not (root / name).is_symlink():
                 shutil.rmtree(root / name)
         if (root / "replaced").is_dir():
@@ -335,6 +337,7 @@ class DatasetSink:
         tmp.mkdir()
         lock = _take_lock(tmp / LOCK_FILE, self.shown)
         (tmp / "rejects").mkdir()
+        (tmp / SLICES_DIR).mkdir()
         (tmp / "out" / SIDE_DIR).mkdir(parents=True)
         self.state = {
             "version": STATE_VERSION,
@@ -397,6 +400,11 @@ class DatasetSink:
         for path in side.iterdir():
             if path.is_file():
                 path.unlink()
+        # the files of slices not adopted run again: none of them is listed anywhere
+        slices = self.root / SLICES_DIR
+        if slices.is_dir() and not slices.is_symlink():
+            shutil.rmtree(slices)
+        slices.mkdir()
         chunks = set(state["reject_chunks"])
         for path in (self.root / "rejects").iterdir():
             if _CHUNK.match(path.name) and path.name not in chunks:
@@ -456,17 +464,54 @@ class DatasetSink:
         if self._writer is None:
             path = self.build / (self._part_name() + ".tmp")
             self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
-        # in slices of at most 256 MiB, so the cast of image bytes to `binary` (32-bit offsets)
-        # never overflows; as few as that allows, since each slice's cast has a fixed cost
-        rows = pa.concat_tables(self._row_buffer)
-        per_slice = max(64, rows.num_rows * (256 << 20) // max(rows.nbytes, 1))
-        table = pa.Table.from_batches(
-            [b.cast(self.row_write_schema) for b in rows.to_batches(per_slice)],
-            self.row_write_schema,
-        )
+        table = cast_for_write(self._row_buffer, self.row_write_schema)
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
         crash_point("row-group")
         self._writer.write_table(table, row_group_size=self.row_group_rows)
+
+    def shard_spec(self, send_columns: list[str]) -> ShardSpec:
+        """What a worker needs to write its slices into this staging folder itself."""
+        return ShardSpec(
+            str(self.root / SLICES_DIR),
+            self.row_write_schema,
+            self.shard_rows,
+            self.shard_bytes,
+            self.row_group_rows,
+            self.row_group_bytes,
+            self.shard_stats,
+            send_columns,
+        )
+
+    def adopt(self, output: SliceOutput, position: Any) -> None:
+        """Publish a finished slice's files (written by a worker, see `mmtok.io.shard_writer`)
+        as the next shards and reject chunk, by renaming them, then record them in the state
+        file. Slices are adopted in input order; a kill before the state is written leaves
+        renamed files that no state lists, which `--resume` drops."""
+        assert not self._row_buffer and self._writer is None, "adopt() after write()"
+        self._busy = True
+        slices = self.root / SLICES_DIR
+        state = copy.deepcopy(self.state)
+        for name, rows in output.parts:
+            part = f"part-{len(state['parts']):05d}.parquet"
+            os.replace(slices / name, self.build / part)
+            crash_point("part-renamed")
+            state["parts"].append({"name": part, "rows": rows})
+        if output.rejects:
+            chunk = f"chunk-{len(state['reject_chunks']):05d}.parquet"
+            os.replace(slices / output.rejects, self.root / "rejects" / chunk)
+            crash_point("chunk-renamed")
+            state["reject_chunks"].append(chunk)
+        if output.parts:
+            _fsync(self.build)
+        if output.rejects:
+            _fsync(self.root / "rejects")
+        state["position"] = position
+        state["batches_done"] += output.batches
+        state["records_done"] += output.records
+        _write_json_atomic(self.root / STATE_FILE, state)
+        self.state = state
+        crash_point("committed")
+        self._busy = False
 
     def commit(self) -> None:
         """Make everything written so far durable, then record it in the state file."""

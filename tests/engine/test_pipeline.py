@@ -61,10 +61,11 @@ def test_every_row_accounted_for_with_reasons(mixed_jsonl, tmp_path):
         and no_image["stage"] == "probe"
         and "width" not in no_image
     )
-    # Shards close at the first batch boundary past the target (commit points are batch-aligned).
+    # A worker closes a shard at the first batch boundary past the target, or at the end of its
+    # slice (4 batches here: see mmtok.io.shard_writer), never later.
     sizes = [f["rows"] for f in manifest["files"] if f["kind"] == "rows"]
-    assert sum(sizes) == counts["out"] and len(sizes) == 3
-    assert all(100 <= n < 100 + 64 for n in sizes[:-1])
+    assert sum(sizes) == counts["out"] and len(sizes) == 5
+    assert all(n < 100 + 64 for n in sizes) and sum(n >= 100 for n in sizes) == 2
 
 
 def test_manifest_files_checksums_and_metadata(mixed_jsonl, tmp_path):
@@ -207,10 +208,11 @@ class _MainStage(ProbeStage):
         return super().process(rows)
 
 
-@pytest.mark.parametrize("at", [3, 6, 8])
-def test_resume_continues_inside_a_slice(mixed_jsonl, tmp_path, at):
-    """Commits fall inside slices (small shards): a resumed run starts at the batch after the
-    last commit, in the middle of its slice, and gives the rows of an uninterrupted run."""
+@pytest.mark.parametrize("at", [3, 6, 8, 10])
+def test_resume_continues_at_the_first_slice_not_written(mixed_jsonl, tmp_path, at):
+    """Commits fall at slice ends (a slice's files are adopted whole, even when a worker split
+    them at --shard-rows): a resumed run starts at the first slice not adopted and gives the
+    rows and shards of an uninterrupted run."""
     from mmtok.engine.pipeline import Interrupted
 
     ref = tmp_path / "ref"
@@ -218,12 +220,23 @@ def test_resume_continues_inside_a_slice(mixed_jsonl, tmp_path, at):
     with pytest.raises(Interrupted):
         run(mixed_jsonl, tmp_path / "out", batch_rows=16, stage=_MainStage(at), shard_rows=40)
     state = json.loads((tmp_path / ".out.mmtok-staging" / "state.json").read_text())
-    assert state["position"] is not None and state["position"][1] % 4  # inside a slice
+    slices_done = (at - 1) // 4  # 4 batches of 16 per slice (571 rows: the minimum)
+    if slices_done:
+        assert state["position"][:2] == [slices_done, 0]
+        assert state["records_done"] == 64 * slices_done
+    else:
+        assert state["position"] is None
     manifest = run(
         mixed_jsonl, tmp_path / "out", batch_rows=16, stage=_MainStage(), shard_rows=40, resume=True
     )
     assert manifest["resumed"] == 1
     assert read_dataset(tmp_path / "out")[1:] == read_dataset(ref)[1:]
+    assert _file_bytes(tmp_path / "out") == _file_bytes(ref)
+
+
+def _file_bytes(out):
+    """Each shard's bytes, by name (the manifest, which times the run, left out)."""
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
 
 
 def test_output_is_identical_for_one_and_two_workers_over_many_slices(tmp_path, image_files):

@@ -1,0 +1,197 @@
+"""Shards written by the workers: each slice of the input becomes its own Parquet file(s) in
+staging, written by the process that ran the stages over it (engine.md §4, as datatrove and
+img2dataset do). The main process gets only what it counts and summarises (row counts, the
+reject reasons, the columns its observers read: never pixels or image bytes) and, when a slice
+is done, the names of its files, which it publishes in input order by renaming them
+(`DatasetSink.adopt`): no row is copied, re-encoded or pickled through the main process.
+
+    spec = sink.shard_spec(columns)           # in the main process: small, picklable
+    files = SliceFiles(spec, index)           # in a worker, for one slice
+    files.add(kept, rejected, records)        # per batch
+    output = files.close()                    # SliceOutput: the finished files, for the sink
+
+Shard sizes. The slices of a written output are cut from the input alone (never the worker
+count, so the files and their contents are the same for any `-w`): about 1/`TARGET_SLICES` of
+the input's rows, clamped between `SLICE_BATCHES` batches (the unit of work without output) and
+--shard-rows (`slice_rows`). So an input gives at most about `TARGET_SLICES` files per source
+until its slices reach --shard-rows, and then files of --shard-rows rows: 20,000 rows give 20
+shards of 1,024, ten million give 200 of 50,000, never thousands of tiny files. Inside a slice a
+worker rolls a new file when one reaches --shard-rows or --shard-bytes (after a batch, as the
+main-process sink does), so a slice of large rows (tile pixels) stays within --shard-bytes.
+When the row count is unknown (sources that are read whole: tar shards, JSON arrays, gzip) each
+source is one slice anyway.
+
+Crash safety. A worker writes `s<slice>-<n>.parquet.tmp`, fsyncs it and renames it only when
+the file is complete; the main process adopts only the files a finished slice reported. A
+worker killed mid-slice leaves `.tmp` files (or whole files of an unfinished slice) that no
+state lists: the slice runs again and overwrites them, and `--resume` clears the folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from mmtok.io.sink import ShardStats
+
+# Slices (so shard files) per written input, at most, until they reach --shard-rows: enough
+# that dozens of workers share a mid-sized input, few enough that files stay large.
+TARGET_SLICES = 64
+
+
+def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches: int) -> int:
+    """Rows per slice of a written output: `total / TARGET_SLICES`, at least `min_batches`
+    batches and at most `shard_rows` (rounded to whole batches, where slices can cut)."""
+    low = min_batches * batch_rows
+    if total is None:
+        return low
+    rows = min(-(-total // TARGET_SLICES), max(shard_rows, low))
+    rows = -(-rows // batch_rows) * batch_rows
+    return max(low, rows)
+
+
+@dataclass
+class ShardSpec:
+    """What a worker needs to write its slices (picklable). `folder` None: write nothing, only
+    send the summaries (a run without output; `SliceFiles` is then not used)."""
+
+    folder: str | None
+    write_schema: pa.Schema  # the row schema as written (image in the `datasets` layout)
+    shard_rows: int = 50_000
+    shard_bytes: int = 512 << 20
+    row_group_rows: int = 8_192
+    row_group_bytes: int = 64 << 20
+    shard_stats: ShardStats | None = None
+    send_columns: list[str] = field(default_factory=list)  # what the main process observes
+
+    def summary(self, kept: pa.Table, rejected: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+        """What goes back to the main process for a batch: the observed columns of the kept
+        rows and the reasons of the rejects."""
+        names = [c for c in dict.fromkeys(self.send_columns) if c in kept.column_names]
+        summary = kept.select(names)
+        if not names:  # a table without columns loses its length in a pipe: a null column
+            summary = pa.table({"rows": pa.nulls(kept.num_rows)})
+        return summary, [t.select(["reason"]) for t in rejected]
+
+
+@dataclass
+class SliceOutput:
+    """A finished slice: its files in `ShardSpec.folder`, in order, to be adopted."""
+
+    index: int  # the slice's place in the plan
+    parts: list[tuple[str, int]]  # (file name, rows)
+    rejects: str | None  # file name of its rejects, if any
+    records: int  # input records the slice accounts for
+    batches: int
+
+
+def cast_for_write(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    """Rows cast to the written schema, in slices of at most 256 MiB, so the cast of image bytes
+    to `binary` (32-bit offsets) never overflows; as few as that allows, since each slice's cast
+    has a fixed cost."""
+    rows = pa.concat_tables(tables)
+    per_slice = max(64, rows.num_rows * (256 << 20) // max(rows.nbytes, 1))
+    return pa.Table.from_batches(
+        [b.cast(schema) for b in rows.to_batches(per_slice)],
+        schema,
+    )
+
+
+def finish_file(tmp: Path, path: Path) -> None:
+    """fsync, then rename: a file under its final name is always complete."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class SliceFiles:
+    """The files of one slice, written batch by batch in the process that runs its stages."""
+
+    def __init__(self, spec: ShardSpec, index: int):
+        self.spec, self.index = spec, index
+        self.folder = Path(spec.folder) if spec.folder else None
+        self.stats = copy.deepcopy(spec.shard_stats)  # this slice's own tallies
+        self.parts: list[tuple[str, int]] = []
+        self.rejects: list[pa.Table] = []
+        self.records = self.batches = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered_rows = self._buffered_bytes = 0
+        self._file_rows = self._file_bytes = 0
+
+    def _name(self) -> str:
+        return f"s{self.index:06d}-{len(self.parts):03d}.parquet"
+
+    def add(self, kept: pa.Table, rejected: list[pa.Table], records: int) -> None:
+        self.records += records
+        self.batches += 1
+        self.rejects += [t for t in rejected if t.num_rows]
+        if self.folder is None or not kept.num_rows:
+            return
+        spec = self.spec
+        if self.stats is not None:
+            self.stats.add(kept)
+        self._buffer.append(kept)
+        self._buffered_rows += kept.num_rows
+        self._buffered_bytes += kept.nbytes
+        self._file_rows += kept.num_rows
+        self._file_bytes += kept.nbytes
+        if (
+            self._buffered_rows >= spec.row_group_rows
+            or self._buffered_bytes >= spec.row_group_bytes
+        ):
+            self._flush()
+        if self._file_rows >= spec.shard_rows or self._file_bytes >= spec.shard_bytes:
+            self._roll()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        assert self.folder is not None
+        if self._writer is None:
+            path = self.folder / (self._name() + ".tmp")
+            self._writer = pq.ParquetWriter(path, self.spec.write_schema, compression="zstd")
+        table = cast_for_write(self._buffer, self.spec.write_schema)
+        self._buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
+        self._writer.write_table(table, row_group_size=self.spec.row_group_rows)
+
+    def _roll(self) -> None:
+        """Close the open file (if any rows went in) under its final name."""
+        self._flush()
+        if self._writer is None:
+            return
+        assert self.folder is not None
+        if self.stats is not None:
+            self._writer.add_key_value_metadata(self.stats.take())
+        self._writer.close()
+        self._writer = None
+        name = self._name()
+        finish_file(self.folder / (name + ".tmp"), self.folder / name)
+        self.parts.append((name, self._file_rows))
+        self._file_rows = self._file_bytes = 0
+
+    def close(self) -> SliceOutput:
+        self._roll()
+        rejects = None
+        if self.rejects and self.folder is not None:
+            rejects = f"s{self.index:06d}-rejects.parquet"
+            tmp = self.folder / (rejects + ".tmp")
+            pq.write_table(pa.concat_tables(self.rejects), tmp, compression="zstd")
+            finish_file(tmp, self.folder / rejects)
+        self.rejects = []
+        return SliceOutput(self.index, self.parts, rejects, self.records, self.batches)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
