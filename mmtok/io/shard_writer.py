@@ -13,7 +13,7 @@ is done, the names of its files, which it publishes in input order by renaming t
 Shard sizes. The slices of a written output are cut from the input alone (never the worker
 count, so the files and their contents are the same for any `-w`): about 1/`TARGET_SLICES` of
 the input's rows, clamped between `SLICE_BATCHES` batches (the unit of work without output) and
---shard-rows (`slice_rows`). So an input gives at most about `TARGET_SLICES` files per source
+--shard-rows, in whole batches (`slice_rows`). So an input gives at most about `TARGET_SLICES` files per source
 until its slices reach --shard-rows, and then files of --shard-rows rows: 20,000 rows give 20
 shards of 1,024, ten million give 200 of 50,000, never thousands of tiny files. Inside a slice a
 worker rolls a new file when one reaches --shard-rows or --shard-bytes (after a batch, as the
@@ -48,13 +48,13 @@ TARGET_SLICES = 64
 
 def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches: int) -> int:
     """Rows per slice of a written output: `total / TARGET_SLICES`, at least `min_batches`
-    batches and at most `shard_rows` (rounded to whole batches, where slices can cut)."""
-    low = min_batches * batch_rows
-    if total is None:
-        return low
-    rows = min(-(-total // TARGET_SLICES), max(shard_rows, low))
-    rows = -(-rows // batch_rows) * batch_rows
-    return max(low, rows)
+    batches, at most `shard_rows` (which wins: a user who asks for small shards gets small
+    slices), rounded up to whole batches (where slices can cut)."""
+    rows = min_batches * batch_rows
+    if total is not None:
+        rows = max(rows, -(-total // TARGET_SLICES))
+    rows = min(rows, shard_rows)
+    return max(1, -(-rows // batch_rows)) * batch_rows
 
 
 @dataclass
