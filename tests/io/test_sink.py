@@ -109,11 +109,11 @@ def inject(monkeypatch, step: str, hit: int, fault: type[BaseException]) -> None
         monkeypatch.setattr(DatasetSink, "abandon", DatasetSink.release)
 
 
+# The steps of the main process. Shards and reject chunks are written by the workers, each
+# into its slice's own files (mmtok.io.shard_writer); the main process renames them into place
+# (`DatasetSink.adopt`). A worker killed while it writes: tests/engine/test_worker_shards.py.
 STEPS = [
-    "row-group",
-    "part-closed",
     "part-renamed",
-    "chunk-written",
     "chunk-renamed",
     "committed",
     "finish",
@@ -182,7 +182,7 @@ def test_an_interrupt_inside_a_row_group_write_does_not_duplicate_it(
 
 def test_disk_full_leaves_a_resumable_run(bytes_parquet, reference, tmp_path, monkeypatch):
     def full(step: str) -> None:
-        if step == "part-closed":
+        if step == "part-renamed":
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sink_module, "crash_point", full)
