@@ -13,10 +13,11 @@ is done, the names of its files, which it publishes in input order by renaming t
 Shard sizes. The slices of a written output are cut from the input alone (never the worker
 count, so the files and their contents are the same for any `-w`): about 1/`TARGET_SLICES` of
 the input's rows, clamped between `SLICE_BATCHES` batches (the unit of work without output) and
---shard-rows, in whole batches (`slice_rows`). So an input gives about `TARGET_SLICES` files
-until its slices reach --shard-rows, then files of --shard-rows rows: 20,000 rows give 20
-shards of 1,024 rows, ten million give 201 of 49,920 (batches of 256), never thousands of tiny
-files. Inside a slice a worker rolls a new file when one reaches --shard-rows or --shard-bytes
+--shard-rows, in whole batches (`slice_rows`); a small input is still cut into `MIN_SLICES`
+slices where it has that many batches, so that workers share it. So an input gives about
+`TARGET_SLICES` files until its slices reach --shard-rows, then files of --shard-rows rows:
+20,000 rows give 20 shards of 1,024 rows, ten million give 201 of 49,920 (batches of 256),
+never thousands of tiny files. Inside a slice a worker rolls a new file when one reaches --shard-rows or --shard-bytes
 (after a batch, as the main-process sink does), so a slice of large rows (tile pixels) stays
 within --shard-bytes. Sources read whole (tar shards, JSON arrays, gzip) are one slice each.
 
@@ -43,16 +44,20 @@ if TYPE_CHECKING:
 # Slices (so shard files) per written input, at most, until they reach --shard-rows: enough
 # that dozens of workers share a mid-sized input, few enough that files stay large.
 TARGET_SLICES = 64
+# Slices per input, at least, when it has that many batches: the workers of a small machine
+# then share even a small input (20 images to tile, in batches of 8, are 3 slices, not 1).
+MIN_SLICES = 8
 
 
 def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches: int) -> int:
     """Rows per slice of a written output: `total / TARGET_SLICES`, at least `min_batches`
-    batches, at most `shard_rows` (which wins: a user who asks for small shards gets small
-    slices), in whole batches (where slices can cut; at least one), rounded down so that a
-    full slice never spills a few rows into a second file."""
+    batches, but small enough for `MIN_SLICES` slices and at most `shard_rows` (a user who asks
+    for small shards gets small slices), in whole batches (where slices can cut; at least one),
+    rounded down so that a full slice never spills a few rows into a second file."""
     rows = min_batches * batch_rows
     if total is not None:
         rows = max(rows, -(-total // TARGET_SLICES))
+        rows = min(rows, -(-total // MIN_SLICES))
     rows = min(rows, shard_rows)
     return max(1, rows // batch_rows) * batch_rows
 

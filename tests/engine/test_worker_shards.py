@@ -69,6 +69,8 @@ def test_slice_size_policy():
     assert slice_rows(10_000_000, 256, 50_000, 4) == 49_920  # 201 shards of <= 50,000 rows
     assert slice_rows(None, 256, 50_000, 4) == 1_024  # unknown count: the plain unit
     assert slice_rows(10_000, 64, 100, 4) == 64  # small shards asked for: small slices
+    assert slice_rows(20, 8, 50_000, 4) == 8  # 20 images to tile: 3 slices, for 3 workers
+    assert slice_rows(600, 256, 50_000, 4) == 256  # never under one batch
     for total in (1, 1_000, 77_777, 3_000_000, 10**8):
         rows = slice_rows(total, 256, 50_000, 4)
         assert rows % 256 == 0 and rows <= 50_000
@@ -113,7 +115,7 @@ def test_one_and_two_workers_write_the_same_bytes(bytes_parquet, tmp_path):
     run(bytes_parquet, tmp_path / "w1", 1, shard_rows=20)
     run(bytes_parquet, tmp_path / "w2", 2, shard_rows=20)
     reference = files(tmp_path / "main")
-    assert len(reference) == 9  # 8 slices of 2 batches (--shard-rows 20) and the rejects
+    assert len(reference) == 16  # 15 slices of 1 batch (8 slices at least) and the rejects
     assert files(tmp_path / "w1") == reference == files(tmp_path / "w2")
 
 
@@ -150,8 +152,9 @@ def test_the_main_process_receives_no_binary_column(bytes_parquet, tmp_path, mon
     assert {"id", "caption", "image"}.isdisjoint(c for t in tables for c in t.column_names)
 
 
-def rows_with(image: str, poison: dict[int, str], n: int = 48) -> list[dict]:
-    rows = [{"id": f"r{i:02d}", "image": image, "caption": f"row {i}"} for i in range(n)]
+def rows_with(image: str, poison: dict[int, str], n: int = 160) -> list[dict]:
+    """Slices of 4 batches of 4 (160 rows: ten slices)."""
+    rows = [{"id": f"r{i:03d}", "image": image, "caption": f"row {i}"} for i in range(n)]
     for i, caption in poison.items():
         rows[i]["caption"] = caption
     return rows
@@ -175,7 +178,7 @@ def test_a_worker_killed_inside_a_slice_it_was_writing(tmp_path, image_files):
         )
     assert files(tmp_path / "w1") == files(tmp_path / "w2")
     rejects = pq.read_table(tmp_path / "w2" / "__mmtok__" / "rejects.parquet").to_pylist()
-    assert [(r["id"], r["reason"]) for r in rejects] == [("r37", "decoder_crash")]
+    assert [(r["id"], r["reason"]) for r in rejects] == [("r037", "decoder_crash")]
     assert not list(tmp_path.glob(".w2.mmtok-staging*"))
 
 
@@ -237,4 +240,4 @@ def test_a_run_killed_while_workers_write_resumes_to_the_same_files(tmp_path, im
     )
     assert files(tmp_path / "out") == files(tmp_path / "ref")
     manifest = json.loads((tmp_path / "out" / "__mmtok__" / "manifest.json").read_text())
-    assert manifest["resumed"] == 1 and manifest["counts"]["out"] == 48
+    assert manifest["resumed"] == 1 and manifest["counts"]["out"] == 160

@@ -10,7 +10,6 @@ from conftest import encode, photo, write_jsonl
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
-from mmtok.engine import pipeline as pipeline_module
 from mmtok.io import sink as sink_module
 from mmtok.io.layout import MANIFEST_FILE, SIDE_DIR
 from mmtok.stages.signature import SignatureStage
@@ -78,8 +77,7 @@ def test_an_interrupted_dedup_resumes_to_the_same_output(
 ):
     """Ctrl-C after the first batch of the signature pass (its commit 1 of 4), or of the
     writing pass (commit 5): --resume signs only the rows not yet signed, and ends with the
-    output of an uninterrupted run. (Slices of one batch, so each batch is a commit.)"""
-    monkeypatch.setattr(pipeline_module, "SLICE_BATCHES", 1)
+    output of an uninterrupted run."""
     assert dedup(str(rows_jsonl), "-o", str(tmp_path / "ref")).exit_code == 0
     reference = read(tmp_path / "ref")
     assert len(reference[0]) == 20 and {f"{SIDE_DIR}/clusters.parquet"} <= reference[4]
@@ -97,7 +95,6 @@ def test_an_interrupted_dedup_resumes_to_the_same_output(
     result = dedup(str(rows_jsonl), "-o", str(tmp_path / "out"))
     assert result.exit_code == 130 and "--resume" in result.output
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline_module, "SLICE_BATCHES", 1)  # the plan a resume must find
     assert not (tmp_path / "out").exists()
     result = dedup(str(rows_jsonl), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2 and "unfinished" in result.output and "--resume" in result.output
