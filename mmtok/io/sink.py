@@ -55,7 +55,7 @@ from mmtok.io.shard_writer import ShardSpec, SliceOutput, cast_for_write
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
 SLICES_DIR = "slices"  # the workers' finished slice files, until adopted as shards
-STATE_VERSION = 3  # 3: "position" (slice, batches of it done, rows read) of the last commit
+STATE_VERSION = 4  # 3: "position" (slice, batches of it done, rows read); 4: slices adopted whole
 _PART = re.compile(r"^part-\d{5}\.parquet(\.tmp)?$")
 _CHUNK = re.compile(r"^chunk-\d{5}\.parquet(\.tmp)?$")
 
