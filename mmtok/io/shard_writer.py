@@ -17,9 +17,10 @@ the input's rows, clamped between `SLICE_BATCHES` batches (the unit of work with
 slices where it has that many batches, so that workers share it. So an input gives about
 `TARGET_SLICES` files until its slices reach --shard-rows, then files of --shard-rows rows:
 20,000 rows give 20 shards of 1,024 rows, ten million give 201 of 49,920 (batches of 256),
-never thousands of tiny files. Inside a slice a worker rolls a new file when one reaches --shard-rows or --shard-bytes
-(after a batch, as the main-process sink does), so a slice of large rows (tile pixels) stays
-within --shard-bytes. Sources read whole (tar shards, JSON arrays, gzip) are one slice each.
+never thousands of tiny files. Inside a slice a worker rolls a new file when one reaches
+--shard-rows or --shard-bytes (after a batch, as the main-process sink does), so a slice of
+large rows (tile pixels) stays within --shard-bytes. Sources read whole (tar shards, JSON
+arrays, gzip) are one slice each.
 
 Crash safety. A worker writes `s<slice>-<n>.parquet.tmp`, fsyncs it and renames it only when
 the file is complete; the main process adopts only the files a finished slice reported. A
@@ -30,6 +31,7 @@ state lists: the slice runs again and overwrites them, and `--resume` clears the
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +93,7 @@ class SliceOutput:
     """A finished slice: its files in `ShardSpec.folder`, in order, to be adopted."""
 
     index: int  # the slice's place in the plan
-    parts: list[tuple[str, int]]  # (file name, rows)
+    parts: list[tuple[str, int, str]]  # (file name, rows, sha256 for the manifest)
     rejects: str | None  # file name of its rejects, if any
     records: int  # input records the slice accounts for
     batches: int
@@ -126,7 +128,7 @@ class SliceFiles:
         self.spec, self.index = spec, index
         self.folder = Path(spec.folder) if spec.folder else None
         self.stats = copy.deepcopy(spec.shard_stats)  # this slice's own tallies
-        self.parts: list[tuple[str, int]] = []
+        self.parts: list[tuple[str, int, str]] = []
         self.rejects: list[pa.Table] = []
         self.records = self.batches = 0
         self._writer: pq.ParquetWriter | None = None
@@ -182,7 +184,10 @@ class SliceFiles:
         self._writer = None
         name = self._name()
         finish_file(self.folder / (name + ".tmp"), self.folder / name)
-        self.parts.append((name, self._file_rows))
+        # hashed here, while the file is in the page cache, not by the main process at the end
+        with open(self.folder / name, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        self.parts.append((name, self._file_rows, digest))
         self._file_rows = self._file_bytes = 0
 
     def close(self) -> SliceOutput:

@@ -491,11 +491,11 @@ class DatasetSink:
         self._busy = True
         slices = self.root / SLICES_DIR
         state = copy.deepcopy(self.state)
-        for name, rows in output.parts:
+        for name, rows, sha256 in output.parts:
             part = f"part-{len(state['parts']):05d}.parquet"
             os.replace(slices / name, self.build / part)
             crash_point("part-renamed")
-            state["parts"].append({"name": part, "rows": rows})
+            state["parts"].append({"name": part, "rows": rows, "sha256": sha256})
         if output.rejects:
             chunk = f"chunk-{len(state['reject_chunks']):05d}.parquet"
             os.replace(slices / output.rejects, self.root / "rejects" / chunk)
@@ -590,7 +590,7 @@ class DatasetSink:
                 "name": p["name"],
                 "kind": "rows",
                 "rows": p["rows"],
-                "sha256": sha256_file(self.build / p["name"]),
+                "sha256": p.get("sha256") or sha256_file(self.build / p["name"]),
             }
             for p in self.state["parts"]
         ]
