@@ -485,7 +485,8 @@ class _Pool:
     def _rerun_slice(self, unit: _SliceUnit) -> list[_Task | _SliceUnit]:
         """A worker died inside a slice it was writing: its files are incomplete, so the slice
         runs again from its start (overwriting them), once the batch that was running has been
-        run row by row here (`_Slot.parent`); the new run takes that batch's result as it is.
+        run row by row in fresh workers (`_Slot.parent`); the new run takes that batch's result
+        as it is (`_SliceUnit.subs`), so the slice's files are as if no worker had died.
         The batches already reported are not reported twice (`_SliceUnit.reported`)."""
         assert self.reader is not None
         number = unit.received
