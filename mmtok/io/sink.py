@@ -3,7 +3,8 @@
 The dataset sink builds the output in a staging folder next to it and publishes it with one
 rename, so a folder with a manifest is always complete:
 
-    .OUT.mmtok-staging/       lock (pid, host, start time), state.json, rejects/ (chunks)
+    .OUT.mmtok-staging/       lock (pid, host, start time), state.json, rejects/ (chunks),
+                              slices/ (the workers' files, until adopted)
     .OUT.mmtok-staging/out/   the output being built (the layout of `mmtok.io.layout`)
 
 Every step is ordered: write a `.tmp`, fsync, rename, and only then record it in `state.json`
@@ -11,6 +12,12 @@ Every step is ordered: write a `.tmp`, fsync, rename, and only then record it in
 interrupt or a kill -9 at any instant leaves either a run that resumes to the same rows or a
 complete output. Commits fall on input batch boundaries: when a shard closes, the rejects so
 far are flushed and `state.json` records how many input batches are fully written.
+
+Most runs do not write rows here: the workers write each slice of the input into its own files
+under `slices/` (`mmtok.io.shard_writer`), and `adopt` renames a finished slice's files into
+place as the next shards and reject chunk, in input order, then records the slice in
+`state.json` (so a resume starts at the first slice not adopted). `write` remains for the rows
+that must pass through the main process (a device stage, and batches read here).
 
 Side outputs (clusters, budget report) are written into the staging folder and listed in the
 manifest before the rename. A lock on the staging folder keeps a second run (and its
