@@ -69,3 +69,18 @@ def test_a_batch_of_good_rows_keeps_them_all(image_files):
         result.kept.column("width").to_pylist()
         == RowStage.process(stage, rows).kept.column("width").to_pylist()
     )
+
+
+class _Doubled(ProbeStage):
+    """A subclass with its own `process_row` (as the engine's poison stages): it is called."""
+
+    def process_row(self, row):
+        values = super().process_row(row)
+        return {**values, "width": values["width"] * 2}
+
+
+def test_a_subclass_process_row_is_used(image_files):
+    rows = _rows(image_files, False).slice(1, 2)
+    assert _Doubled().process(rows).kept.column("width").to_pylist() == [
+        2 * w for w in ProbeStage().process(rows).kept.column("width").to_pylist()
+    ]
