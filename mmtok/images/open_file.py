@@ -10,6 +10,7 @@ the read.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from typing import BinaryIO
@@ -35,6 +36,13 @@ def _kind(mode: int) -> str:
 def open_regular(path: str) -> BinaryIO:
     """Open `path` for binary reading; raises `NotRegularFile` for anything but a regular file,
     and the usual `OSError`s (FileNotFoundError, PermissionError, ...) otherwise."""
+    return open_regular_sized(path)[0]
+
+
+def open_regular_sized(path: str, *, buffered: bool = True) -> tuple[BinaryIO, int]:
+    """`open_regular`, with the file's size from the same `fstat`. `buffered=False` gives the
+    raw file (`io.FileIO`): a header reader that reads a block or two saves the buffer's set-up
+    and copies (a few microseconds per file, the most of a JPEG header read)."""
     try:
         fd = os.open(path, _FLAGS)
     except (FileNotFoundError, PermissionError):
@@ -48,11 +56,11 @@ def open_regular(path: str) -> BinaryIO:
             raise NotRegularFile(errno.EINVAL, _kind(mode)) from None
         raise
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(errno.EINVAL, _kind(mode))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, _kind(st.st_mode))
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return (os.fdopen(fd, "rb") if buffered else io.FileIO(fd, "rb")), st.st_size
     except BaseException:
         os.close(fd)
         raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import read_jpeg_header
-from mmtok.images.open_file import open_regular
+from mmtok.images.open_file import open_regular_sized
 from mmtok.images.png_header import read_png_header, read_png_tail
 from mmtok.images.webp_header import read_webp_header
 from mmtok.io.encoding import local_path
@@ -65,26 +64,33 @@ class ImageInfo:
 
 
 @contextmanager
-def open_source(src: str | bytes) -> Iterator[tuple[BinaryIO, int]]:
-    """Open a path or bytes for reading; yields the stream and its size in bytes."""
+def open_source(src: str | bytes, *, buffered: bool = True) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a path or bytes for reading; yields the stream and its size in bytes.
+    `buffered=False`: a path opens as a raw `io.FileIO` (for the header readers)."""
+    fp, size = _open(src, buffered)
+    with fp:
+        yield fp, size
+
+
+def _open(src: str | bytes, buffered: bool) -> tuple[BinaryIO, int]:
+    """The stream and size of a path or bytes (the caller closes it); `BadImage` when there is
+    nothing to read."""
     if isinstance(src, bytes | bytearray | memoryview):
         if len(src) == 0:
             raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
-        yield io.BytesIO(src), len(src)
-        return
+        return io.BytesIO(src), len(src)
     try:
-        fp = open_regular(src)  # closed below, errors are mapped per kind
+        fp, size = open_regular_sized(src, buffered=buffered)
     except FileNotFoundError:
         raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
     except IsADirectoryError:
         raise BadImage(Reason.READ_ERROR, f"is a directory: {src}") from None
     except OSError as e:
         raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {src}") from None
-    with fp:
-        size = os.fstat(fp.fileno()).st_size
-        if size == 0:
-            raise BadImage(Reason.EMPTY_FILE, f"file is empty: {src}")
-        yield fp, size
+    if size == 0:
+        fp.close()
+        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {src}")
+    return fp, size
 
 
 @contextmanager
@@ -136,7 +142,8 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     `read_webp_header` (same facts, two to fifty times faster); everything else, and any file
     they are unsure of, by Pillow (a PNG's EXIF after its pixels still by `read_png_tail`'s
     chunk walk, never by a pixel load)."""
-    with open_source(src) as (fp, size):
+    fp, size = _open(src, buffered=False)  # not `open_source`: its generator costs a microsecond
+    with fp:
         jpeg = read_jpeg_header(fp)  # pure Python: nothing to map, so outside decoder_errors
         if jpeg is not None:
             check_pixels(jpeg.width, jpeg.height, max_pixels)
@@ -154,6 +161,8 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
                 webp.width, webp.height, "webp", webp.mode, webp.frames, webp.exif_orientation, size
             )
         fp.seek(0)
+        if isinstance(fp, io.FileIO):  # Pillow reads a few bytes at a time: buffer them
+            fp = io.BufferedReader(fp)
         with decoder_errors():
             return pillow_info(fp, size, max_pixels)
 

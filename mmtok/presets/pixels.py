@@ -28,18 +28,21 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from mmtok.presets.idefics3 import rescale_to_max_len
 from mmtok.presets.layout import Layout
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The filter names a preset may give, as Pillow's `Image.Resampling` members. Pillow is imported
+# only where pixels are made: `mmtok layout` and the registry never need it.
 RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": "NEAREST",
+    "bilinear": "BILINEAR",
+    "bicubic": "BICUBIC",
+    "lanczos": "LANCZOS",
 }
 
 # Pixel settings of each family's reference processor; a preset may override them.
@@ -89,8 +92,11 @@ def render_tiles(
         raise ValueError(f"layout is for {layout.width}x{layout.height}, image is {image.size}")
     if family not in _RENDER:
         raise NoPixels(f"family {family!r} has no published pixel pipeline")
+    from PIL import Image
+
     settings = pixel_settings(family, pixels)
-    return _RENDER[family](image, layout, params, RESAMPLE[settings["resample"]], settings)
+    resample = Image.Resampling[RESAMPLE[settings["resample"]]]
+    return _RENDER[family](image, layout, params, resample, settings)
 
 
 def encode_tile(image: Image.Image, fmt: str) -> bytes:
@@ -106,6 +112,8 @@ def encode_tile(image: Image.Image, fmt: str) -> bytes:
 
 
 def _pad(image: Image.Image, size: tuple[int, int], offset=(0, 0), fill=0) -> Image.Image:
+    from PIL import Image
+
     if image.size == size and offset == (0, 0):
         return image
     canvas = Image.new("RGB", size, (fill, fill, fill))

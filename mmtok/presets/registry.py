@@ -12,7 +12,6 @@ their own from a TOML file (`load_preset_file`), each table naming the preset it
 from __future__ import annotations
 
 import functools
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,6 +253,8 @@ def get_preset(spec: str) -> Preset:
 
 def load_preset_file(path: str) -> list[Preset]:
     """Register the presets of a TOML file; each table names its `base` preset."""
+    import tomllib  # here: every worker imports the registry, few runs read a preset file
+
     try:
         with open(path, "rb") as f:
             tables = tomllib.load(f)

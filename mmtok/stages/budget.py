@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
@@ -172,6 +173,43 @@ VIDEO_BUDGET_FIELDS = [
 ]
 
 
+def video_rows(image: pa.ChunkedArray) -> np.ndarray:
+    """`is_video` of every row of an `image` column, as a bool array (the paths looked at as
+    strings, the bytes by their first 12 bytes: no dict per row)."""
+    from mmtok.io.sources import VIDEO_EXTENSIONS
+
+    out = np.zeros(len(image), dtype=bool)
+    at = 0
+    for chunk in image.chunks:
+        if chunk.null_count == len(chunk):
+            at += len(chunk)
+            continue
+        paths = chunk.field("path").to_pylist()
+        data = chunk.field("bytes")
+        valid = chunk.is_valid().to_pylist() if chunk.null_count else None
+        heads = pc.binary_slice(data, 0, 12).to_pylist() if data.null_count < len(data) else None
+        for i, path in enumerate(paths):
+            if valid is not None and not valid[i]:
+                continue
+            head = heads[i] if heads is not None else None
+            if head is not None:
+                out[at + i] = _video_head(head)
+            elif path and "." in path:
+                out[at + i] = path.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS
+        at += len(chunk)
+    return out
+
+
+def _video_head(head: bytes) -> bool:
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+    return (
+        head[4:8] in _BMFF_BOXES[1:]
+        or head.startswith(_VIDEO_MAGIC)
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    )
+
+
 def is_video(image: dict | None) -> bool:
     """A row whose `image` holds a video: by the path's extension, or the bytes' signature
     (MP4/MOV boxes other than an AVIF/HEIF image's `ftyp`, Matroska/WebM, AVI)."""
@@ -181,14 +219,7 @@ def is_video(image: dict | None) -> bool:
         return False
     data = image.get("bytes")
     if data is not None:
-        head = bytes(data[:12])
-        if head[4:8] == b"ftyp":
-            return head[8:12] not in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
-        return (
-            head[4:8] in _BMFF_BOXES[1:]
-            or head.startswith(_VIDEO_MAGIC)
-            or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-        )
+        return _video_head(bytes(data[:12]))
     path = image.get("path") or ""
     return path.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS if "." in path else False
 
@@ -363,7 +394,30 @@ class MediaBudgetStage(Stage):
         self.video_stage.setup()
 
     def process(self, rows: pa.Table) -> StageResult:
-        videos = np.array([is_video(v) for v in rows.column("image").to_pylist()], dtype=bool)
+        videos = video_rows(rows.column("image"))
+        if not videos.any():  # the common batch: images only, no reordering to undo
+            return self._images(rows)
+        return self._mixed(rows, videos)
+
+    def _images(self, rows: pa.Table) -> StageResult:
+        """`_mixed` for a batch without videos, without its row numbers, sort and concats."""
+        schema = rows.schema
+        rejected_parts = []
+        for stage in self.image_stages:
+            if rows.num_rows == 0:
+                break
+            result = stage.process(rows)
+            rows = result.kept
+            if result.rejected.num_rows:
+                rejected_parts.append(result.rejected)
+        rows = rows.append_column(MEDIA_FIELD, pa.array(["image"] * rows.num_rows, pa.string()))
+        kept = conform(rows, with_fields(schema, self.output_fields()))
+        rejects = reject_schema(schema)
+        if not rejected_parts:
+            return StageResult(kept, rejects.empty_table())
+        return StageResult(kept, pa.concat_tables([conform(t, rejects) for t in rejected_parts]))
+
+    def _mixed(self, rows: pa.Table, videos: np.ndarray) -> StageResult:
         order = pa.array(np.arange(rows.num_rows), pa.int64())
         rows = rows.append_column("__row", order)
         kept_parts, rejected_parts = [], [make_rejects(rows.slice(0, 0), self.name, [], [])]

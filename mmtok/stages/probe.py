@@ -9,8 +9,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from mmtok.engine.stage import RowStage
+from mmtok.engine import stage as stage_module
+from mmtok.engine.stage import RowStage, StageResult
 from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input, probe_image
+from mmtok.io.schema import make_rejects
+from mmtok.reasons import RowRejected
 from mmtok.stats import PercentileSample
 
 PROBE_FIELDS = [
@@ -56,7 +59,11 @@ class ProbeStage(RowStage):
             Image.MAX_IMAGE_PIXELS = None  # our own limit applies; Pillow's would refuse first
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        src = image_input(row["image"])
+        return dict(zip(_NAMES, self._probe(row["image"]), strict=True))
+
+    def _probe(self, image: dict | None) -> tuple:
+        """The values of PROBE_FIELDS for one `image` value; raises `BadImage`."""
+        src = image_input(image)
         info = probe_image(src, self.max_pixels)
         if self.decode_check:
             decode_image(
@@ -68,19 +75,50 @@ class ProbeStage(RowStage):
             )
         display_width, display_height = info.display_size
         orientation = info.exif_orientation
-        return {
-            "width": info.width,
-            "height": info.height,
-            "display_width": display_width,
-            "display_height": display_height,
-            "format": info.format,
-            "mode": info.mode,
-            "frames": info.frames,
-            "exif_orientation": orientation
-            if orientation is not None and -128 <= orientation < 128
-            else None,
-            "file_bytes": info.file_bytes,
-        }
+        if orientation is not None and not -128 <= orientation < 128:
+            orientation = None  # does not fit the int8 column
+        return (info.width, info.height, display_width, display_height, info.format, info.mode,
+                info.frames, orientation, info.file_bytes)  # fmt: skip
+
+    def process(self, rows: pa.Table) -> StageResult:
+        """`RowStage.process` with the image values read straight from their column and the
+        outputs gathered as columns: no dict in or out per row (a header read is ~10 us, the
+        dicts were another 2). A subclass with its own `process_row` gets `RowStage`'s loop."""
+        if type(self).process_row is not ProbeStage.process_row:
+            return super().process(rows)
+        columns: list[list] = [[] for _ in PROBE_FIELDS]
+        keep, reasons, messages = [], [], []
+        row_done = stage_module._row_done
+        probe = self._probe
+        for image in rows.column("image").to_pylist():
+            try:
+                values = probe(image)
+            except RowRejected as e:
+                keep.append(False)
+                reasons.append(e.reason)
+                messages.append(e.message)
+                continue
+            finally:
+                if row_done is not None:
+                    row_done()
+            keep.append(True)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        if all(keep):
+            kept, rejected = rows, rows.slice(0, 0)
+        else:
+            mask = pa.array(keep, pa.bool_())
+            kept, rejected = rows.filter(mask), rows.filter(pc.invert(mask))
+        for f, values in zip(PROBE_FIELDS, columns, strict=True):
+            index = kept.schema.get_field_index(f.name)
+            column = pa.array(values, f.type)
+            kept = (
+                kept.set_column(index, f, column) if index >= 0 else kept.append_column(f, column)
+            )
+        return StageResult(kept, make_rejects(rejected, self.name, reasons, messages))
+
+
+_NAMES = tuple(f.name for f in PROBE_FIELDS)
 
 
 class ProbeSummary:

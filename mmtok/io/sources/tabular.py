@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import IO
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmtok.errors import MmtokError
 from mmtok.io.encoding import valid_text
@@ -150,6 +149,8 @@ class ParquetSource(Source):
     kind = "parquet"
 
     def __init__(self, path: str, options: ReadOptions):
+        import pyarrow.parquet as pq  # here: a worker reading JSON Lines never needs it (5 ms)
+
         super().__init__(path, options)
         try:
             self.file = pq.ParquetFile(path)
@@ -178,6 +179,8 @@ class ParquetSource(Source):
         return {k: v for k, v in self.__dict__.items() if k != "file"}  # a handle, reopened
 
     def __setstate__(self, state: dict) -> None:
+        import pyarrow.parquet as pq
+
         self.__dict__.update(state)
         self.file = pq.ParquetFile(self.path)
 

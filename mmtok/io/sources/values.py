@@ -31,6 +31,9 @@ def row_id(source: str, key: str | int) -> str:
     ).hexdigest()
 
 
+_POSIX = os.sep == "/" and os.altsep is None
+
+
 def resolve_image_path(value: str, base_dir: str) -> str:
     """Relative paths resolve against the input file's folder; URLs are kept as given; a path
     that is not UTF-8 becomes a `file:` URI of its bytes (see `mmtok.io.encoding`)."""
@@ -39,6 +42,14 @@ def resolve_image_path(value: str, base_dir: str) -> str:
             return path_text(local_path(value))
         if _URI.match(value):
             return value
+    if (
+        _POSIX
+        and value[:1] == "/"
+        and "/." not in value
+        and "//" not in value
+        and value[-1:] != "/"
+    ):
+        return path_text(value)  # already what normpath(join(...)) gives: skip them (2 us)
     return path_text(os.path.normpath(os.path.join(base_dir, os.path.expanduser(value))))
 
 

@@ -1,0 +1,86 @@
+"""ProbeStage's own batch loop (values read from the `image` column, outputs gathered as
+columns) gives exactly what the generic `RowStage.process` over its `process_row` gives: the
+same kept table, the same rejects with their reasons, and one progress tick per row."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from mmtok.engine import stage as stage_module
+from mmtok.engine.stage import RowStage
+from mmtok.io.schema import IMAGE_TYPE
+from mmtok.stages.probe import ProbeStage
+
+
+def _rows(image_files, with_width: bool) -> pa.Table:
+    paths = [str(p) for p in image_files.values()]
+    images = [{"path": p, "bytes": None} for p in paths]
+    images += [
+        {"path": None, "bytes": image_files["exif6_640x480.jpg"].read_bytes()},
+        {"path": "x.png", "bytes": image_files["rgb_640x480.png"].read_bytes()},
+        {"path": None, "bytes": b""},
+        {"path": None, "bytes": None},
+        None,
+        {"path": "/no/such/file.jpg", "bytes": None},
+        {"path": "http://example.com/a.jpg", "bytes": None},
+    ]
+    n = len(images)
+    columns = {
+        "id": [f"r{i}" for i in range(n)],
+        "image": pa.array(images, IMAGE_TYPE),
+        "caption": ["c"] * n,
+    }
+    if with_width:  # an earlier run's column of the same name is replaced in place
+        columns["width"] = pa.array(range(n), pa.int64())
+    return pa.table(columns)
+
+
+@pytest.mark.parametrize("decode_check", [False, True])
+@pytest.mark.parametrize("with_width", [False, True])
+def test_batch_loop_equals_the_row_stage_loop(image_files, decode_check, with_width):
+    stage = ProbeStage(decode_check=decode_check)
+    stage.setup()
+    rows = _rows(image_files, with_width)
+    ticks = []
+    stage_module.on_row_done(lambda: ticks.append(1))
+    try:
+        fast = stage.process(rows)
+        assert len(ticks) == rows.num_rows
+        general = RowStage.process(stage, rows)
+    finally:
+        stage_module.on_row_done(None)
+    assert fast.kept.schema == general.kept.schema
+    assert fast.kept.equals(general.kept)
+    assert fast.rejected.equals(general.rejected)
+    reasons = set(fast.rejected.column("reason").to_pylist())
+    assert {"missing_file", "empty_file", "no_image", "not_image", "bomb"} <= reasons
+    assert fast.kept.num_rows + fast.rejected.num_rows == rows.num_rows
+    if decode_check:
+        assert "truncated" in reasons
+
+
+def test_a_batch_of_good_rows_keeps_them_all(image_files):
+    stage = ProbeStage()
+    rows = _rows(image_files, False).slice(1, 2)  # two good files
+    result = stage.process(rows)
+    assert result.rejected.num_rows == 0
+    assert (
+        result.kept.column("width").to_pylist()
+        == RowStage.process(stage, rows).kept.column("width").to_pylist()
+    )
+
+
+class _Doubled(ProbeStage):
+    """A subclass with its own `process_row` (as the engine's poison stages): it is called."""
+
+    def process_row(self, row):
+        values = super().process_row(row)
+        return {**values, "width": values["width"] * 2}
+
+
+def test_a_subclass_process_row_is_used(image_files):
+    rows = _rows(image_files, False).slice(1, 2)
+    assert _Doubled().process(rows).kept.column("width").to_pylist() == [
+        2 * w for w in ProbeStage().process(rows).kept.column("width").to_pylist()
+    ]
