@@ -109,7 +109,7 @@ def embed(
       mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu \\
           --pretrained-tag openai
     """
-    opts = EmbedOptions.pick({**locals(), **shared})
+    opts = EmbedOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 

@@ -73,7 +73,7 @@ class DatasetOptions:
         return [f.name for f in dataclasses.fields(cls) if f.name not in shared]
 
     @classmethod
-    def pick(cls, arguments: dict[str, Any]) -> Any:
+    def from_arguments(cls, arguments: dict[str, Any]) -> Any:
         """The options out of a command's arguments (`locals()`), enums as their values."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _plain(v) for k, v in arguments.items() if k in names})
