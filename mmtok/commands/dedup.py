@@ -109,7 +109,13 @@ class SignaturePasses:
         schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
         self.parts.append(Signatures.from_table(schema.empty_table(), reference, bands))
         prefix = self.prefix if not reference else []  # references are read as they are
-        stages = [*prefix, stage]
+        # a model (a recipe's filter --model) runs last, in this process: the signatures are
+        # made before it, and its rejects never reach the observer. This pass then keeps no
+        # store (the kept rows would carry the model's inputs): a resume runs it again.
+        device = [s for s in prefix if hasattr(s, "run_stream")]
+        stages = [*(s for s in prefix if s not in device), stage, *device]
+        if device:
+            store = None
         sig_out = None
         if store is not None:
             sig_out = OutputOptions(

@@ -96,6 +96,6 @@ def part(opts: FilterOptions) -> Part:
         stages,
         document,
         batch_rows=batch_rows,
-        wrap=check_inputs,
+        check=check_inputs,
         writes=not opts.dry_run,
     )

@@ -201,6 +201,8 @@ class Part:
     observers: list[Observer] = field(default_factory=list)
     batch_rows: int = 256  # rows per unit of work: fewer for stages that make large rows
     wrap: Callable[[Any], Any] | None = None  # a view of the inputs (estimate-budget --sample)
+    # a check of the inputs before any row is read (filter --min-clip-score: a clip_score column)
+    check: Callable[[Any], None] | None = None
     shard_stats: Any = None
     # files or folders published in __mmtok__/ with the output, from the document
     side_outputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
@@ -229,7 +231,7 @@ def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
         out,
         part.observers,
         shard_stats=part.shard_stats,
-        wrap=part.wrap,
+        wrap=_checked(part.check, part.wrap),
         hold=hold,
     )
     result: dict[str, Any] = {}
@@ -242,3 +244,17 @@ def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
     steps: list[Pass | GlobalStep] = [data, GlobalStep("summarising", finish)]
     cleanups = [part.cleanup] if part.cleanup else []
     return Plan(part.command, opts, steps, lambda: result, inputs=[inputs], cleanups=cleanups)
+
+
+def _checked(
+    check: Callable[[Any], None] | None, wrap: Callable[[Any], Any] | None
+) -> Callable[[Any], Any] | None:
+    """The inputs checked, then wrapped, when the pass starts."""
+    if check is None:
+        return wrap
+
+    def checked(inputs: Any) -> Any:
+        check(inputs)
+        return wrap(inputs) if wrap else inputs
+
+    return checked
