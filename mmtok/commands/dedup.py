@@ -114,8 +114,19 @@ class SignaturePasses:
         # store (the kept rows would carry the model's inputs): a resume runs it again.
         device = [s for s in prefix if hasattr(s, "run_stream")]
         stages = [*(s for s in prefix if s not in device), stage, *device]
+        columns = SIGNATURE_COLUMNS
         if device:
             store = None
+            # the model's input stage writes its own `pixels` (the image tensor, which the
+            # model consumes): the signatures are made before it, their pixel count set aside
+            # under another name
+            cpu = stages[: -len(device) - 1]
+            at = next(
+                (i for i, s in enumerate(cpu) if "pixels" in [f.name for f in s.output_fields()]),
+                len(cpu),
+            )
+            stages = [*cpu[:at], stage, CopyColumn("pixels", ASIDE), *cpu[at:], *device]
+            columns = [ASIDE if c == "pixels" else c for c in SIGNATURE_COLUMNS]
         sig_out = None
         if store is not None:
             sig_out = OutputOptions(
@@ -140,9 +151,11 @@ class SignaturePasses:
             return True
 
         def add(table: Any) -> None:
+            if ASIDE in table.column_names:
+                table = table.rename_columns(["pixels" if c == ASIDE else c for c in columns])
             self.parts.append(Signatures.from_table(table, reference, bands))
 
-        observer = Observer(SIGNATURE_COLUMNS, add)
+        observer = Observer(columns, add)
         return Pass(description, source, stages, sig_out, [observer], skip=done)
 
     def gather(self) -> None:
@@ -313,6 +326,28 @@ def summary(sig: Any, c: Any) -> dict[str, Any]:
         "removed_by_kind": dict(sorted(kinds.items())),
         "unreadable": inputs - sig.reason.slice(0, inputs).null_count,
     }
+
+
+ASIDE = "signature_pixels"
+
+
+class CopyColumn(Stage):
+    """A column copied under another name (the signature's pixel count, before a model's input
+    stage writes its own `pixels`)."""
+
+    name: ClassVar[str] = "copy_column"
+
+    def __init__(self, column: str, to: str):
+        self.column, self.to = column, to
+
+    def output_fields(self) -> list[Any]:
+        import pyarrow as pa
+
+        return [pa.field(self.to, pa.int64())]
+
+    def process(self, rows: Any) -> StageResult:
+        kept = rows.append_column(self.to, rows.column(self.column).cast("int64"))
+        return StageResult(kept, rows.schema.empty_table())
 
 
 class DropListed(Stage):

@@ -175,3 +175,64 @@ def test_a_model_step_goes_last_or_before_dedup(images, tiny_vq):
         else:
             with pytest.raises(recipes.RecipeError, match="first step|last step"):
                 recipes.plan(recipe)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> dict:
+    """Rows with exact and resized duplicates, a tiny CLIP model, its clip_score of each row
+    (an `mmtok embed --text` output) and a limit that drops about half of them."""
+    import numpy as np
+
+    from mmtok.models.tiny import write_local_dir
+
+    d = tmp_path_factory.mktemp("scored")
+    rows = []
+    for i in range(8):
+        photo(120 + 10 * i, 90, seed=30 + i).save(d / f"p{i}.jpg", quality=90)
+        rows.append({"image": str(d / f"p{i}.jpg"), "caption": f"a picture of thing {i}"})
+    photo(120, 90, seed=30).resize((60, 45)).save(d / "p0_small.jpg", quality=90)
+    rows += [
+        dict(rows[1], caption="the same picture"),
+        dict(rows[2], caption="a picture of thing 2"),
+        {"image": str(d / "p0_small.jpg"), "caption": "a smaller copy"},
+        {"image": str(d / "gone.jpg"), "caption": "no file"},
+    ]
+    source = write_jsonl(d / "rows.jsonl", rows)
+    model = "local-dir:" + str(write_local_dir(d / "tiny-clip", seed=1))
+    invoke("embed", source, "-o", d / "emb", "-m", model, "--text", "-w", 1)
+    scores = [s for s in rows_of(d / "emb").column("clip_score").to_pylist() if s is not None]
+    return {
+        "source": source,
+        "model": model,
+        "embedded": d / "emb",
+        "limit": float(np.median(scores)),
+    }
+
+
+@pytest.mark.parametrize("computed", [True, False], ids=["with-model", "from-column"])
+def test_filter_min_clip_score_then_dedup_equals_the_commands(scored, tmp_path, computed):
+    limit = round(scored["limit"], 4)
+    source = scored["source"] if computed else scored["embedded"]
+    model = {"model": scored["model"], "device": "cpu"} if computed else {}
+    flags = [x for k, v in model.items() for x in (f"--{k}", v)]
+    a, b = tmp_path / "filtered", tmp_path / "unique"
+    invoke("filter", source, "-o", a, "--min-clip-score", limit, *flags, "-w", 1)
+    alone = json.loads(invoke("dedup", a, "-o", b, "-w", 1, "--json").stdout)
+    doc = run_recipe(
+        tmp_path,
+        {
+            "inputs": [str(source)],
+            "output": str(tmp_path / "r"),
+            "workers": 1,
+            "steps": [
+                {"command": "filter", "min_clip_score": limit, **model},
+                {"command": "dedup"},
+            ],
+        },
+    )
+    out = tmp_path / "r"
+    assert rows_of(out).equals(rows_of(b))  # values and order
+    assert rejects_of(out) == rejects_of(a, b)
+    reasons = doc["counts"]["rejected_by_reason"]
+    assert reasons["low_clip_score"] >= 3 and reasons["duplicate"] >= 1
+    assert doc["steps"][1]["duplicates_removed"] == alone["duplicates_removed"]
