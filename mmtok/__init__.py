@@ -28,10 +28,6 @@ _API = {
 
 def __getattr__(name: str) -> object:
     """The API functions, imported on first use (PEP 562)."""
-    if name == "dedup":  # the module mmtok.dedup, which calls the API's dedup when called
-        import mmtok.dedup
-
-        return mmtok.dedup
     if name in _API:
         from mmtok import api
 

@@ -45,7 +45,7 @@ class DedupOptions(DatasetOptions):
     clusters: str | None = None  # where clusters.parquet goes (default: in the output)
 
     def settings(self) -> Any:
-        from mmtok.dedup import Settings
+        from mmtok.duplicates import Settings
 
         return Settings(
             by=self.by,
@@ -100,7 +100,7 @@ class SignaturePasses:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from mmtok.dedup import Signatures
+        from mmtok.duplicates import Signatures
         from mmtok.engine.pipeline import Observer, OutputOptions, finished_output
         from mmtok.stages.columns import KeepColumns
 
@@ -161,7 +161,7 @@ class SignaturePasses:
     def gather(self) -> None:
         import pyarrow as pa
 
-        from mmtok.dedup import Signatures
+        from mmtok.duplicates import Signatures
 
         self.signatures = Signatures.concat(self.parts)
         self.parts = []
@@ -169,7 +169,7 @@ class SignaturePasses:
 
 
 def plan(opts: DedupOptions) -> Plan:
-    from mmtok.dedup import find_clusters
+    from mmtok.duplicates import find_clusters
     from mmtok.engine.local import default_workers
     from mmtok.engine.pipeline import check_output, publish_output
     from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
@@ -310,7 +310,7 @@ def cluster_table(sig: Any, c: Any) -> Any:
 def summary(sig: Any, c: Any) -> dict[str, Any]:
     import numpy as np
 
-    from mmtok.dedup import KINDS
+    from mmtok.duplicates import KINDS
 
     multi = c.size > 1
     labels, sizes = np.unique(c.label[multi], return_counts=True)
@@ -431,7 +431,7 @@ class DedupInRecipe:
 
     def steps(self) -> list[Any]:
         from mmtok.commands.plan import GlobalStep
-        from mmtok.dedup import find_clusters
+        from mmtok.duplicates import find_clusters
 
         def cluster() -> None:
             self.sig.gather()

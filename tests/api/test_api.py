@@ -152,10 +152,16 @@ def test_import_mmtok_is_cheap_and_the_api_never_loads_torch_or_typer(pairs):
     assert after_run == "[]", after_run
 
 
-def test_dedup_is_the_module_and_the_command():
-    import mmtok.dedup
+def test_dedup_is_a_plain_function_and_the_clustering_its_own_module():
+    import types
 
-    assert callable(mmtok.dedup) and mmtok.dedup.find_clusters  # both, whatever came first
+    import mmtok.duplicates
+
+    assert isinstance(mmtok.dedup, types.FunctionType) and mmtok.dedup is mmtok.api.dedup
+    assert mmtok.duplicates.find_clusters and not callable(mmtok.duplicates)
+    code = "import mmtok.duplicates, mmtok; print(type(mmtok.dedup).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "function"  # whatever was imported first
 
 
 def test_tokenize_images_and_detokenize_documents_equal_the_clis(pairs, tmp_path):
