@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
 
-from .options import DatasetOptions, option, writable_file
+from .options import DatasetOptions, option, same_fields, writable_file
 from .plan import GlobalStep, Pass, Plan, build_inputs, build_output
 
 SIGNATURE_COLUMNS = [
@@ -47,15 +47,7 @@ class DedupOptions(DatasetOptions):
     def settings(self) -> Any:
         from mmtok.duplicates import Settings
 
-        return Settings(
-            by=self.by,
-            max_distance=self.max_distance,
-            mirror=self.mirror,
-            caption_threshold=self.caption_threshold,
-            shingle_size=self.shingle_size,
-            keep=self.keep,
-            embedding_threshold=self.threshold,
-        )
+        return same_fields(Settings, self, embedding_threshold=self.threshold)
 
 
 class SignaturePasses:

@@ -166,3 +166,17 @@ def test_a_recipe_dedup_refuses_repeated_ids(tmp_path, pairs):
     result = runner.invoke(app, ["run", str(recipe)])
     assert result.exit_code == 2, result.output
     assert "unique row ids" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_settings_are_built_from_the_options_of_the_same_name():
+    from mmtok.budget import Options
+    from mmtok.commands.options import same_fields
+    from mmtok.duplicates import Settings
+
+    opts = options_class("dedup")(inputs=["a"], by="pair", mirror=True, threshold=0.9, keep="first")
+    assert opts.settings() == Settings(
+        by="pair", mirror=True, keep="first", embedding_threshold=0.9
+    )
+    budget = options_class("estimate-budget")(inputs=["a"], preset=["x"], context=4096, gpus=8)
+    made = same_fields(Options, budget, text_bytes_per_token=2)
+    assert (made.context, made.gpus, made.text_bytes_per_token) == (4096, 8, 2)
