@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import handle_errors
+from mmtok.cli.output import count_rows, handle_errors
 from mmtok.cli.tokenize_images import (
     BatchOpt,
     CheckpointOpt,
@@ -58,15 +58,9 @@ def detokenize(
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
-    counts, p = doc["counts"], doc["psnr"]
+    p = doc["psnr"]
     table = Table(title="mmtok detokenize", show_header=False, title_justify="left")
-    table.add_row("rows in", f"{counts['in']:,}")
-    table.add_row("decoded", f"{counts['out']:,}")
-    table.add_row("rejected", f"{counts['rejected']:,}")
-    for reason, n in (counts.get("rejected_by_reason") or {}).items():
-        table.add_row(f"  {reason}", f"{n:,}")
-    if doc["output"]:
-        table.add_row("output", str(doc["output"]))
+    count_rows(table, doc, "decoded")
     r = doc["resolution"]
     table.add_row("tokenizer", f"{doc['tokenizer']['name']}, {r}x{r} PNG")
     if p["mean_db"] is not None:

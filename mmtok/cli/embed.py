@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import handle_errors
+from mmtok.cli.output import count_rows, handle_errors
 from mmtok.commands import build_plan
 from mmtok.commands.embed import EmbedOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
@@ -114,15 +114,9 @@ def embed(
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
-    counts, info = doc["counts"], doc["model"]
+    info = doc["model"]
     table = Table(title="mmtok embed", show_header=False, title_justify="left")
-    table.add_row("rows in", f"{counts['in']:,}")
-    table.add_row("embedded", f"{counts['out']:,}")
-    table.add_row("rejected", f"{counts['rejected']:,}")
-    for reason, n in (counts.get("rejected_by_reason") or {}).items():
-        table.add_row(f"  {reason}", f"{n:,}")
-    if doc["output"]:
-        table.add_row("output", str(doc["output"]))
+    count_rows(table, doc, "embedded")
     table.add_row(
         "model", info["model"] + (f" / {info['pretrained_tag']}" if info["pretrained_tag"] else "")
     )

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import handle_errors
+from mmtok.cli.output import count_rows, handle_errors
 from mmtok.commands import build_plan
 from mmtok.commands.tokenize_images import TokenizeImagesOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
@@ -151,15 +151,8 @@ def tokenize_images(
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
-    counts = doc["counts"]
     table = Table(title="mmtok tokenize-images", show_header=False, title_justify="left")
-    table.add_row("rows in", f"{counts['in']:,}")
-    table.add_row("tokenized", f"{counts['out']:,}")
-    table.add_row("rejected", f"{counts['rejected']:,}")
-    for reason, n in (counts.get("rejected_by_reason") or {}).items():
-        table.add_row(f"  {reason}", f"{n:,}")
-    if doc["output"]:
-        table.add_row("output", str(doc["output"]))
+    count_rows(table, doc, "tokenized")
     g = doc["grid"]
     table.add_row(
         "tokenizer",
