@@ -23,7 +23,12 @@ line. Every key and value is checked, and every step built, before any data is r
 The steps run in one pass over the inputs: each step's stages after the previous step's. A
 dedup step needs its global step, so a recipe with one runs two passes: the signatures of the
 rows the steps before it keep, the clustering, then one pass through all the steps, in which
-the rows the clustering drops go to rejects with reason `duplicate`."""
+the rows the clustering drops go to rejects with reason `duplicate`.
+
+sample-frames reads videos, so it is the first step (the steps after it see its frames). A
+step that runs a model (embed, tokenize-images, detokenize, filter with `model`) runs it last
+in the pass, in this process: it is the last step, or the last before dedup (whose signatures
+and drop list need nothing from the model, so they run before it), and the only one."""
 
 from __future__ import annotations
 
