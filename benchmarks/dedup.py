@@ -264,7 +264,7 @@ def clustering_memory(path: Path, by: str) -> None:
     import pyarrow.parquet as pq
 
     from mmtok.cli.dedup import cluster_table, summary
-    from mmtok.dedup import Settings, Signatures, find_clusters
+    from mmtok.duplicates import Settings, Signatures, find_clusters
 
     def peak() -> float:  # VmHWM: ru_maxrss would count the parent this process forked from
         status = Path("/proc/self/status").read_text()

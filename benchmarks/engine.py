@@ -201,7 +201,7 @@ def synthetic_signatures(n: int, seed: int = 3):
     """Signatures with planted near and exact copies (image hashes only)."""
     import pyarrow as pa
 
-    from mmtok.dedup import Signatures
+    from mmtok.duplicates import Signatures
 
     rng = np.random.default_rng(seed)
     phash = rng.integers(0, 2**63, n, dtype=np.uint64) << np.uint64(1)
@@ -259,7 +259,7 @@ def child_pipeline(listing: str, out: str, engine: str, address: str | None) -> 
 
 
 def child_clusters(n: int, engine: str, address: str | None) -> dict:
-    from mmtok.dedup import Settings, find_clusters
+    from mmtok.duplicates import Settings, find_clusters
 
     t0 = time.monotonic()
     sig = synthetic_signatures(n)

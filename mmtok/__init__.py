@@ -1,8 +1,9 @@
 """mmtok: multimodal data preparation and vision-token budgets.
 
 The commands are also Python functions (`mmtok.filter`, `mmtok.dedup`, `mmtok.tile`,
-`mmtok.estimate_budget`, `mmtok.embed`, `mmtok.probe`, `mmtok.layout`, `mmtok.run_recipe`),
-loaded on first use so that `import mmtok` stays cheap (see `mmtok.api`)."""
+`mmtok.estimate_budget`, `mmtok.embed`, `mmtok.probe`, `mmtok.sample_frames`,
+`mmtok.tokenize_images`, `mmtok.detokenize`, `mmtok.layout`, `mmtok.run_recipe`), loaded on
+first use so that `import mmtok` stays cheap (see `mmtok.api`)."""
 
 # No imports here: `mmtok` starts with nothing loaded (a Ctrl-C while Python starts the CLI
 # must land in mmtok.cli.entry's handler, and `import mmtok` stays instant).
@@ -16,6 +17,9 @@ _API = {
     "tile",
     "estimate_budget",
     "embed",
+    "sample_frames",
+    "tokenize_images",
+    "detokenize",
     "layout",
     "run_recipe",
     "MmtokWarning",
@@ -24,10 +28,6 @@ _API = {
 
 def __getattr__(name: str) -> object:
     """The API functions, imported on first use (PEP 562)."""
-    if name == "dedup":  # the module mmtok.dedup, which calls the API's dedup when called
-        import mmtok.dedup
-
-        return mmtok.dedup
     if name in _API:
         from mmtok import api
 

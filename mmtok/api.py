@@ -31,7 +31,10 @@ __all__ = [
     "layout",
     "probe",
     "run_recipe",
+    "sample_frames",
     "tile",
+    "detokenize",
+    "tokenize_images",
 ]
 
 
@@ -109,6 +112,28 @@ def estimate_budget(
 def embed(inputs: Paths, model: str, output: OutputPath = None, **options: Any) -> dict[str, Any]:
     """CLIP/SigLIP embeddings (`mmtok embed`): checkpoint=..., pretrained_tag=..., text=True."""
     return run_command("embed", inputs, output, model=model, **options)
+
+
+def tokenize_images(
+    inputs: Paths, checkpoint: str | os.PathLike, output: OutputPath = None, **options: Any
+) -> dict[str, Any]:
+    """Discrete VQ token ids per image (`mmtok tokenize-images`): tokenizer="chameleon" (or
+    config="vq.json"), device=..., precision="fp32", emit="bin", boi=..., eoi=..."""
+    return run_command("tokenize-images", inputs, output, checkpoint=_path(checkpoint), **options)
+
+
+def detokenize(
+    inputs: Paths, checkpoint: str | os.PathLike, output: OutputPath = None, **options: Any
+) -> dict[str, Any]:
+    """VQ ids (a tokenize-images output) back into images, with their PSNR (`mmtok
+    detokenize`): tokenizer="chameleon" (or config="vq.json"), device=..."""
+    return run_command("detokenize", inputs, output, checkpoint=_path(checkpoint), **options)
+
+
+def sample_frames(inputs: Paths, output: OutputPath = None, **options: Any) -> dict[str, Any]:
+    """Videos in, one image row per sampled frame out (`mmtok sample-frames`): num_frames=16,
+    fps=2.0, segments=8, timestamps=[0.5, 1.0], preset="qwen2-vl", video_col="video", ..."""
+    return run_command("sample-frames", inputs, output, **options)
 
 
 def layout(

@@ -23,7 +23,12 @@ line. Every key and value is checked, and every step built, before any data is r
 The steps run in one pass over the inputs: each step's stages after the previous step's. A
 dedup step needs its global step, so a recipe with one runs two passes: the signatures of the
 rows the steps before it keep, the clustering, then one pass through all the steps, in which
-the rows the clustering drops go to rejects with reason `duplicate`."""
+the rows the clustering drops go to rejects with reason `duplicate`.
+
+sample-frames reads videos, so it is the first step (the steps after it see its frames). A
+step that runs a model (embed, tokenize-images, detokenize, filter with `model`) runs it last
+in the pass, in this process: it is the last step, or the last before dedup (whose signatures
+and drop list need nothing from the model, so they run before it), and the only one."""
 
 from __future__ import annotations
 
@@ -185,25 +190,70 @@ def plan(recipe: Recipe) -> Any:
 
 
 def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
+    """Each step's part built (its model loaded), then chained; what a built part holds (a
+    temporary folder) is cleaned up if a later one fails."""
+    commands = [command_of(s) for s in steps]
+    _check_order(recipe.source, commands, steps)
+    where = recipe.source
+    parts: list[Any] = []
+    cleanups: list[Any] = []
+    try:
+        for number, (command, opts) in enumerate(zip(commands, steps, strict=True), 1):
+            if command == "dedup":
+                parts.append(None)
+                continue
+            try:
+                parts.append(module(command).part(opts))
+            except MmtokError as e:
+                raise RecipeError(f"{where}: step {number} ({command}): {e}", hint=e.hint) from None
+            if parts[-1].cleanup:
+                cleanups.append(parts[-1].cleanup)
+        return _chained_parts(recipe, steps, commands, parts, cleanups)
+    except BaseException:
+        for cleanup in cleanups:
+            cleanup()
+        raise
+
+
+def _check_order(where: str, commands: list[str], steps: list[Any]) -> None:
+    """Which steps can follow which, said before any step is built (a model is loaded)."""
+    if commands.count("dedup") > 1:
+        raise RecipeError(f"{where}: a recipe holds at most one dedup step")
+    if "sample-frames" in commands[1:]:  # it reads videos; the steps after it see frames
+        raise RecipeError(f"{where}: sample-frames reads videos: make it the first step")
+    models = [i for i, (c, s) in enumerate(zip(commands, steps, strict=True)) if _model(c, s)]
+    # a model runs last in a pass, in this process, over the workers' rows; a dedup step may
+    # follow it (the signatures and the drop list need no model output, so they run before it)
+    after = [c for c in commands[models[0] + 1 :] if c != "dedup"] if models else []
+    if len(models) > 1 or after:
+        named = commands[models[0]] + (" --model" if commands[models[0]] == "filter" else "")
+        raise RecipeError(
+            f"{where}: {named} runs a model over the rows: make it the last step "
+            "(or the last before dedup), with no other model step"
+        )
+
+
+def _model(command: str, opts: Any) -> bool:
+    """Whether a step runs a model (a device stage, the last of its pass)."""
+    return command in ("embed", "tokenize-images", "detokenize") or (
+        command == "filter" and opts.model is not None
+    )
+
+
+def _device_last(stages: list[Any]) -> list[Any]:
+    """A pass's stages with its model stage (if any) moved last, where the engine runs it."""
+    device = [s for s in stages if hasattr(s, "run_stream")]
+    return [s for s in stages if s not in device] + device
+
+
+def _chained_parts(
+    recipe: Recipe, steps: list[Any], commands: list[str], parts: list[Any], cleanups: list[Any]
+) -> Any:
     from mmtok.commands.dedup import DedupInRecipe
     from mmtok.commands.plan import GlobalStep, Pass, Plan, build_inputs, build_output
     from mmtok.engine.pipeline import check_output, publish_output
 
-    commands = [command_of(s) for s in steps]
     where = recipe.source
-    if commands.count("dedup") > 1:
-        raise RecipeError(f"{where}: a recipe holds at most one dedup step")
-    if "embed" in commands[:-1]:  # its model runs in this process, over the workers' rows
-        raise RecipeError(f"{where}: embed runs a model over the rows: make it the last step")
-    parts: list[Any] = []
-    for number, (command, opts) in enumerate(zip(commands, steps, strict=True), 1):
-        if command == "dedup":
-            parts.append(None)
-            continue
-        try:
-            parts.append(module(command).part(opts))
-        except MmtokError as e:
-            raise RecipeError(f"{where}: step {number} ({command}): {e}", hint=e.hint) from None
     built = [p for p in parts if p is not None]
     if sum(p.wrap is not None for p in built) > 1 or (
         "dedup" in commands and any(p.wrap for p in built)
@@ -219,6 +269,7 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
         shared,
         min((p.batch_rows for p in built), default=256),
         videos=any(p.videos for p in built),
+        image_col=built[0].image_col if built else None,  # sample-frames: its video_col
     )
     wrap = next((p.wrap for p in built if p.wrap), None)
     shard_stats = next((p.shard_stats for p in built if p.shard_stats), None)
@@ -231,11 +282,13 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
         dedup_part = DedupInRecipe(steps[k], out, inputs, [s for p in parts[:k] for s in p.stages])
         check_output(out, inputs, steps[k].against or [])
         plan_steps += dedup_part.steps()
-        writing_stages = [
-            *(s for p in parts[:k] for s in p.stages),
-            dedup_part.stage,
-            *(s for p in parts[k + 1 :] for s in p.stages),
-        ]
+        writing_stages = _device_last(
+            [
+                *(s for p in parts[:k] for s in p.stages),
+                dedup_part.stage,
+                *(s for p in parts[k + 1 :] for s in p.stages),
+            ]
+        )
     else:
         writing_stages = [s for p in built for s in p.stages]
     hold = out is not None and not out.to_stdout
@@ -280,7 +333,10 @@ def _chained_plan(recipe: Recipe, steps: list[Any]) -> Any:
         )
 
     plan_steps.append(GlobalStep("summarising", finish))
-    return Plan("run", shared, plan_steps, lambda: written, inputs=[inputs])
+    checks = [p.check for p in built if p.check is not None]
+    if checks:  # before any pass reads a row (filter --min-clip-score: a clip_score column)
+        plan_steps.insert(0, GlobalStep("checking inputs", lambda: [c(inputs) for c in checks]))
+    return Plan("run", shared, plan_steps, lambda: written, inputs=[inputs], cleanups=cleanups)
 
 
 def run(recipe: Recipe, progress: Any = None, command: str = "mmtok run") -> Any:

@@ -129,7 +129,7 @@ def estimate_budget(
       mmtok estimate-budget data.jsonl -p mllama --target-tokens 1e12 \\
           --gpus 1024 --tokens-per-gpu-second 3000 --read-gbps 20 --json
     """
-    opts = BudgetOptions.pick({**locals(), **shared})
+    opts = BudgetOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 

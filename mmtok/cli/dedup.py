@@ -130,7 +130,7 @@ def dedup(
       mmtok dedup pairs.jsonl -o unique/ --by pair --keep longest-caption
       mmtok dedup train.jsonl -o clean/ --against eval.jsonl --mirror
     """
-    opts = DedupOptions.pick({**locals(), **shared})
+    opts = DedupOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 

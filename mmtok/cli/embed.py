@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import handle_errors
+from mmtok.cli.output import count_rows, handle_errors
 from mmtok.commands import build_plan
 from mmtok.commands.embed import EmbedOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
@@ -109,20 +109,14 @@ def embed(
       mmtok embed 'shards/*.tar' -o emb/ --model ViT-L-14-quickgelu \\
           --pretrained-tag openai
     """
-    opts = EmbedOptions.pick({**locals(), **shared})
+    opts = EmbedOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
-    counts, info = doc["counts"], doc["model"]
+    info = doc["model"]
     table = Table(title="mmtok embed", show_header=False, title_justify="left")
-    table.add_row("rows in", f"{counts['in']:,}")
-    table.add_row("embedded", f"{counts['out']:,}")
-    table.add_row("rejected", f"{counts['rejected']:,}")
-    for reason, n in (counts.get("rejected_by_reason") or {}).items():
-        table.add_row(f"  {reason}", f"{n:,}")
-    if doc["output"]:
-        table.add_row("output", str(doc["output"]))
+    count_rows(table, doc, "embedded")
     table.add_row(
         "model", info["model"] + (f" / {info['pretrained_tag']}" if info["pretrained_tag"] else "")
     )

@@ -119,7 +119,7 @@ def filter_rows(
       mmtok filter emb/ -o good/ --min-clip-score 0.28
       mmtok filter pairs.jsonl -o good/ --min-clip-score 0.3 -m local-dir:b32
     """
-    opts = FilterOptions.pick({**locals(), **shared})
+    opts = FilterOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 

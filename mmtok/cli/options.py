@@ -7,7 +7,6 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -15,18 +14,12 @@ import typer
 from rich.markup import escape
 
 from mmtok.cli.output import Reporter
-from mmtok.commands import options as plan_options
 from mmtok.commands.options import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT
 from mmtok.commands.options import parse_size as parse_size
 from mmtok.commands.options import require_module as require_module
 from mmtok.commands.options import writable_file as writable_file
-from mmtok.commands.plan import Executor, Pass
-from mmtok.commands.plan import build_inputs as plan_inputs
-from mmtok.commands.plan import build_output as plan_output
-from mmtok.engine.pipeline import Observer, OutputOptions, command_line
-from mmtok.engine.stage import Stage
-from mmtok.io.sink import ShardStats
-from mmtok.io.sources import Inputs
+from mmtok.commands.plan import Executor
+from mmtok.engine.pipeline import command_line
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
@@ -258,10 +251,21 @@ SHARED = [
 ]
 
 
-def dataset_command(*, output_after: str | None = None) -> Callable[[Callable], Callable]:
+def dataset_command(
+    *, output_after: str | None = None, shared: dict[str, tuple[Any, Any] | None] | None = None
+) -> Callable[[Callable], Callable]:
     """Declare a dataset command with only its own options: the inputs argument comes first,
     -o after `output_after` (default: right after the inputs), the shared options last. The
-    command gets all of them as keyword arguments."""
+    command gets all of them as keyword arguments. `shared`: the shared options (or inputs)
+    this command declares otherwise, name -> (annotation, default), or None to leave one out
+    (sample-frames reads videos: no --image-col, and --timeout per video)."""
+    changed = shared or {}
+
+    def declared(name: str, annotation: Any, default: Any) -> list[inspect.Parameter]:
+        if name in changed and changed[name] is None:
+            return []
+        annotation, default = changed.get(name) or (annotation, default)
+        return [inspect.Parameter(name, KEYWORD, annotation=annotation, default=default)]
 
     def decorate(function: Callable) -> Callable:
         hints = typing.get_type_hints(function, include_extras=True)
@@ -271,13 +275,12 @@ def dataset_command(*, output_after: str | None = None) -> Callable[[Callable], 
             if p.kind is not inspect.Parameter.VAR_KEYWORD
         ]
         at = 0 if output_after is None else [p.name for p in own].index(output_after) + 1
-        output = inspect.Parameter("output", KEYWORD, annotation=OutputOpt, default=None)
         params = [
-            inspect.Parameter("inputs", KEYWORD, annotation=InputsArg),
+            *declared("inputs", InputsArg, inspect.Parameter.empty),
             *own[:at],
-            output,
+            *declared("output", OutputOpt, None),
             *own[at:],
-            *(inspect.Parameter(n, KEYWORD, annotation=a, default=d) for n, a, d in SHARED),
+            *(p for n, a, d in SHARED for p in declared(n, a, d)),
         ]
 
         @functools.wraps(function)
@@ -291,15 +294,11 @@ def dataset_command(*, output_after: str | None = None) -> Callable[[Callable], 
     return decorate
 
 
-def run_dataset(opts: Any, build: Any, render: Any, cli: Any = None, **legacy: Any) -> Any:
+def run_dataset(opts: Any, build: Any, render: Any, cli: dict[str, Any]) -> Any:
     """Flags -> options -> plan -> result document -> table or JSON: what every dataset
     command does once its flags are parsed into `opts` (`cli`: its arguments, for --quiet,
     --json and --print-recipe). `build` makes the plan (`mmtok.commands.build_plan`), `render`
-    prints the document as tables.
-
-    Commands not converted to plans yet pass their stages instead (`run_stages`)."""
-    if isinstance(build, list):
-        return run_stages(opts, build, render, cli or [], **legacy)
+    prints the document as tables."""
     if cli.get("print_recipe"):
         from mmtok import recipes
 
@@ -335,72 +334,3 @@ def say_problems(reporter: Reporter, problems: list[str], *, stderr_is_data: boo
     if not stderr_is_data:
         for problem in problems:
             reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
-
-
-@dataclass(kw_only=True)
-class DatasetOptions(plan_options.DatasetOptions):
-    """The shared options as a command not converted to a plan receives them."""
-
-    quiet: bool = False
-    as_json: bool = False
-
-
-def run_stages(
-    opts: DatasetOptions,
-    stages: list[Stage],
-    description: str,
-    observers: list[Observer],
-    *,
-    batch_rows: int = 256,
-    wrap_inputs: Callable[[Inputs], Any] | None = None,
-    shard_stats: ShardStats | None = None,
-    hold: bool = False,
-    videos: bool = False,
-) -> tuple[dict[str, Any], OutputOptions | None, Reporter]:
-    """Inputs -> stages -> output with a progress bar, for a command that is not a plan yet;
-    returns (manifest, output, reporter). `hold`: the caller adds side outputs and publishes
-    the folder with `publish_output` (see `run_pipeline`). `videos`: video files are input
-    rows too (sample-frames)."""
-    out = plan_output(opts)
-    reporter = reporter_for(opts, opts.quiet, opts.as_json)
-    inputs = plan_inputs(opts, batch_rows, videos=videos)
-    step = Pass(
-        description,
-        inputs,
-        stages,
-        out,
-        observers,
-        shard_stats=shard_stats,
-        wrap=wrap_inputs,
-        hold=hold,
-    )
-    executor = Executor.for_options(opts, progress=reporter.progress, command=command_line())
-    manifest = executor.run_pass(step)
-    say_problems(reporter, inputs.problems(), stderr_is_data=stderr_is_data(opts))
-    return manifest, out, reporter
-
-
-def build_inputs(
-    paths: list[str],
-    image_col: str,
-    text_col: str,
-    id_col: str | None,
-    batch_rows: int = 256,
-    videos: bool = False,
-) -> Inputs:
-    """(For commands not converted to plans yet.)"""
-    opts = plan_options.DatasetOptions(
-        inputs=paths, image_col=image_col, text_col=text_col, id_col=id_col
-    )
-    return plan_inputs(opts, batch_rows, videos=videos)
-
-
-def build_output(path: str | None, **flags: Any) -> OutputOptions | None:
-    """(For commands not converted to plans yet.) flags: overwrite, resume, shard_rows,
-    shard_bytes, image_bytes, rejects."""
-    return plan_output(plan_options.DatasetOptions(inputs=[], output=path, **flags))
-
-
-def warn_about_inputs(reporter: Reporter, inputs: Inputs, *, stderr_is_data: bool) -> None:
-    """(For commands not converted to plans yet.)"""
-    say_problems(reporter, inputs.problems(), stderr_is_data=stderr_is_data)

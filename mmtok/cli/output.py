@@ -210,3 +210,16 @@ def handle_errors(command: Callable) -> Callable:
             raise typer.Exit(error.exit_code) from None
 
     return wrapper
+
+
+def count_rows(table: Any, doc: dict[str, Any], kept: str) -> None:
+    """The first rows of a model command's summary: rows in, `kept` (tokenized, embedded...),
+    rejected with each reason, and the output."""
+    counts = doc["counts"]
+    table.add_row("rows in", f"{counts['in']:,}")
+    table.add_row(kept, f"{counts['out']:,}")
+    table.add_row("rejected", f"{counts['rejected']:,}")
+    for reason, n in (counts.get("rejected_by_reason") or {}).items():
+        table.add_row(f"  {reason}", f"{n:,}")
+    if doc["output"]:
+        table.add_row("output", str(doc["output"]))

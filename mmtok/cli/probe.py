@@ -56,7 +56,7 @@ def probe(
       mmtok probe photos/ --json
       mmtok probe a.jsonl -o - | mmtok probe - -o out/
     """
-    opts = ProbeOptions.pick({**locals(), **shared})
+    opts = ProbeOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render_summary, shared)
 
 

@@ -19,6 +19,9 @@ RENDER = {
     "tile": ("mmtok.cli.tile", "render"),
     "estimate-budget": ("mmtok.budget_report", "render"),
     "embed": ("mmtok.cli.embed", "render"),
+    "sample-frames": ("mmtok.cli.sample_frames", "render"),
+    "tokenize-images": ("mmtok.cli.tokenize_images", "render"),
+    "detokenize": ("mmtok.cli.detokenize", "render"),
 }
 
 

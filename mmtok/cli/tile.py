@@ -80,7 +80,7 @@ def tile(
       mmtok tile captions.jsonl --preset internvl --emit tiles --tile-format raw \\
           -o tiles/
     """
-    opts = TileOptions.pick({**locals(), **shared})
+    opts = TileOptions.from_arguments({**locals(), **shared})
     o.run_dataset(opts, build_plan, render, shared)
 
 

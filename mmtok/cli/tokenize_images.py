@@ -1,12 +1,11 @@
 """`mmtok tokenize-images`: discrete VQ image tokens (Chameleon, taming VQGAN, LlamaGen / Janus).
 
-This module imports no torch: the tokenizer is resolved, checked and loaded inside the command.
+This module imports no torch: the tokenizer is resolved, checked and loaded by the plan.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,11 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mmtok.cli import options as o
-from mmtok.cli.output import handle_errors
-from mmtok.engine.pipeline import publish_output
-from mmtok.errors import MmtokError
+from mmtok.cli.output import count_rows, handle_errors
+from mmtok.commands import build_plan
+from mmtok.commands.tokenize_images import TokenizeImagesOptions
 from mmtok.images import DEFAULT_MAX_PIXELS
-from mmtok.io.layout import SIDE_DIR
 
 MODEL_PANEL = "Tokenizer"
 
@@ -64,9 +62,6 @@ CheckpointOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[
-    str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=o.RUN_PANEL)
-]
 BatchOpt = Annotated[
     int | None,
     typer.Option(
@@ -97,22 +92,10 @@ MaxPixelsOpt = Annotated[
 ]
 
 
-def resolve_config(tokenizer: str | None, config: str | None) -> Any:
-    """The tokenizer's `VQConfig` from --config FILE or --tokenizer NAME."""
-    from mmtok.models.vq import load_config
-
-    if config is None and tokenizer is None:
-        raise MmtokError(
-            "no tokenizer given", hint="pass --tokenizer chameleon (or another), or --config FILE"
-        )
-    return load_config(config if config is not None else tokenizer)
-
-
 @handle_errors
+@o.dataset_command(output_after="checkpoint")
 def tokenize_images(
-    inputs: o.InputsArg,
     checkpoint: CheckpointOpt,
-    output: o.OutputOpt = None,
     tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
     emit: Annotated[
@@ -140,24 +123,12 @@ def tokenize_images(
             rich_help_panel=o.IO_PANEL,
         ),
     ] = None,
-    device: DeviceOpt = "auto",
+    device: o.DeviceOpt = "auto",
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = Precision.FP32,
     exif: ExifOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    image_col: o.ImageColOpt = "image",
-    text_col: o.TextColOpt = "caption",
-    id_col: o.IdColOpt = None,
-    overwrite: o.OverwriteOpt = False,
-    resume: o.ResumeOpt = False,
-    shard_rows: o.ShardRowsOpt = 50_000,
-    shard_bytes: o.ShardBytesOpt = "512MB",
-    image_bytes: o.ImageBytesOpt = False,
-    rejects: o.RejectsOpt = None,
-    workers: o.WorkersOpt = None,
-    row_timeout: o.RowTimeoutOpt = o.DEFAULT_ROW_TIMEOUT,
-    quiet: o.QuietOpt = False,
-    as_json: o.JsonOpt = False,
+    **shared: Any,
 ) -> None:
     """Turn images into discrete VQ token ids, as early-fusion models see them.
 
@@ -175,73 +146,13 @@ def tokenize_images(
           --checkpoint vqgan.ckpt --emit bin --boi 8192 --eoi 8193 \\
           --device cuda --precision bf16
     """
-    common = o.DatasetOptions.pick(locals())
-    if (boi is not None or eoi is not None) and emit is not Emit.BIN:
-        raise MmtokError("--boi and --eoi wrap the ids of --emit bin", hint="add --emit bin")
-    if emit is Emit.BIN and (output is None or output == "-"):
-        raise MmtokError("--emit bin writes files into the output folder", hint="give -o DIR")
-    from mmtok.models.runtime import resolve_device
-    from mmtok.stages.vq import VQInputStage, VQTokenizeStage, check_checkpoint_file
-    from mmtok.vq_stream import STREAM_DIR, check_markers, write_stream
-
-    check_checkpoint_file(checkpoint)
-    vq = resolve_config(tokenizer, config)
-    check_markers(vq.codebook_size, boi, eoi)
-    stage = VQTokenizeStage(
-        vq,
-        checkpoint,
-        device=resolve_device(device),
-        batch_size=batch_size,
-        precision=precision.value,
-    )
-    stage.setup()  # a checkpoint that does not fit fails here, before any data is read
-    manifest, out, reporter = o.run_dataset(
-        common,
-        [VQInputStage(vq, exif=exif, max_pixels=max_pixels), stage],
-        f"tokenizing with {vq.name}",
-        [],
-        batch_rows=stage.rows_per_batch,
-        hold=emit is Emit.BIN,  # the stream goes into the folder before it is published
-    )
-    stream = None
-    if emit is Emit.BIN:
-        written: dict[str, Any] = {}
-
-        def write(folder: Path) -> None:
-            written.update(write_stream(folder, codebook_size=vq.codebook_size, boi=boi, eoi=eoi))
-
-        publish_output(out, {STREAM_DIR: write})
-        stream = {"path": str(Path(out.path) / SIDE_DIR / STREAM_DIR), **written}
-    document = {
-        "output": out.path if out else None,
-        "tokenizer": vq.to_dict(),
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": stage.checkpoint_sha256,
-        "tokens_per_image": vq.tokens,
-        "grid": [vq.grid, vq.grid],
-        "codebook_size": vq.codebook_size,
-        "device": stage.device,
-        "precision": stage.precision_name,
-        "batch_size": stage.rows_per_batch,
-        "batch_halvings": stage.halvings,
-        "counts": manifest["counts"],
-        "tokens": manifest["counts"]["out"] * vq.tokens,
-        "timing": manifest.get("timing"),
-        "stream": stream,
-    }
-    reporter.result(document, lambda console: render(console, document))
+    opts = TokenizeImagesOptions.from_arguments({**locals(), **shared})
+    o.run_dataset(opts, build_plan, render, shared)
 
 
 def render(console: Console, doc: dict[str, Any]) -> None:
-    counts = doc["counts"]
     table = Table(title="mmtok tokenize-images", show_header=False, title_justify="left")
-    table.add_row("rows in", f"{counts['in']:,}")
-    table.add_row("tokenized", f"{counts['out']:,}")
-    table.add_row("rejected", f"{counts['rejected']:,}")
-    for reason, n in (counts.get("rejected_by_reason") or {}).items():
-        table.add_row(f"  {reason}", f"{n:,}")
-    if doc["output"]:
-        table.add_row("output", str(doc["output"]))
+    count_rows(table, doc, "tokenized")
     g = doc["grid"]
     table.add_row(
         "tokenizer",

@@ -17,6 +17,9 @@ COMMANDS = {
     "tile": ("mmtok.commands.tile", "TileOptions"),
     "estimate-budget": ("mmtok.commands.budget", "BudgetOptions"),
     "embed": ("mmtok.commands.embed", "EmbedOptions"),
+    "sample-frames": ("mmtok.commands.sample_frames", "SampleFramesOptions"),
+    "tokenize-images": ("mmtok.commands.tokenize_images", "TokenizeImagesOptions"),
+    "detokenize": ("mmtok.commands.detokenize", "DetokenizeOptions"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
 
-from .options import DatasetOptions, option, require_module, writable_file
+from .options import DatasetOptions, option, require_module, same_fields, writable_file
 from .plan import Part
 
 
@@ -91,17 +91,7 @@ def part(opts: BudgetOptions) -> Part:
         require_module("matplotlib", "plot", "--plot")
         writable_file(opts.plot, "--plot", opts.output)
     text = TextCounter(opts.tokenizer).setup()
-    projection = b.Options(
-        context=context,
-        target_tokens=opts.target_tokens,
-        samples=opts.samples,
-        gpus=opts.gpus,
-        tokens_per_gpu_second=opts.tokens_per_gpu_second,
-        read_gbps=opts.read_gbps,
-        embed_dim=opts.embed_dim,
-        image_embed_dim=opts.image_embed_dim,
-        text_bytes_per_token=text.bytes_per_id,
-    )
+    projection = same_fields(b.Options, opts, text_bytes_per_token=text.bytes_per_id)
     tallies = {
         label: b.PresetTally(p, arrays=[] if sample else None) for label, p in presets.items()
     }

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
 
-from .options import DatasetOptions, option, writable_file
+from .options import DatasetOptions, option, same_fields, writable_file
 from .plan import GlobalStep, Pass, Plan, build_inputs, build_output
 
 SIGNATURE_COLUMNS = [
@@ -45,17 +45,9 @@ class DedupOptions(DatasetOptions):
     clusters: str | None = None  # where clusters.parquet goes (default: in the output)
 
     def settings(self) -> Any:
-        from mmtok.dedup import Settings
+        from mmtok.duplicates import Settings
 
-        return Settings(
-            by=self.by,
-            max_distance=self.max_distance,
-            mirror=self.mirror,
-            caption_threshold=self.caption_threshold,
-            shingle_size=self.shingle_size,
-            keep=self.keep,
-            embedding_threshold=self.threshold,
-        )
+        return same_fields(Settings, self, embedding_threshold=self.threshold)
 
 
 class SignaturePasses:
@@ -100,7 +92,7 @@ class SignaturePasses:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from mmtok.dedup import Signatures
+        from mmtok.duplicates import Signatures
         from mmtok.engine.pipeline import Observer, OutputOptions, finished_output
         from mmtok.stages.columns import KeepColumns
 
@@ -109,7 +101,24 @@ class SignaturePasses:
         schema = pa.schema([pa.field(c, t) for c, t in _types(stage).items()])
         self.parts.append(Signatures.from_table(schema.empty_table(), reference, bands))
         prefix = self.prefix if not reference else []  # references are read as they are
-        stages = [*prefix, stage]
+        # a model (a recipe's filter --model) runs last, in this process: the signatures are
+        # made before it, and its rejects never reach the observer. This pass then keeps no
+        # store (the kept rows would carry the model's inputs): a resume runs it again.
+        device = [s for s in prefix if hasattr(s, "run_stream")]
+        stages = [*(s for s in prefix if s not in device), stage, *device]
+        columns = SIGNATURE_COLUMNS
+        if device:
+            store = None
+            # the model's input stage writes its own `pixels` (the image tensor, which the
+            # model consumes): the signatures are made before it, their pixel count set aside
+            # under another name
+            cpu = stages[: -len(device) - 1]
+            at = next(
+                (i for i, s in enumerate(cpu) if "pixels" in [f.name for f in s.output_fields()]),
+                len(cpu),
+            )
+            stages = [*cpu[:at], stage, CopyColumn("pixels", ASIDE), *cpu[at:], *device]
+            columns = [ASIDE if c == "pixels" else c for c in SIGNATURE_COLUMNS]
         sig_out = None
         if store is not None:
             sig_out = OutputOptions(
@@ -134,15 +143,17 @@ class SignaturePasses:
             return True
 
         def add(table: Any) -> None:
+            if ASIDE in table.column_names:
+                table = table.rename_columns(["pixels" if c == ASIDE else c for c in columns])
             self.parts.append(Signatures.from_table(table, reference, bands))
 
-        observer = Observer(SIGNATURE_COLUMNS, add)
+        observer = Observer(columns, add)
         return Pass(description, source, stages, sig_out, [observer], skip=done)
 
     def gather(self) -> None:
         import pyarrow as pa
 
-        from mmtok.dedup import Signatures
+        from mmtok.duplicates import Signatures
 
         self.signatures = Signatures.concat(self.parts)
         self.parts = []
@@ -150,7 +161,7 @@ class SignaturePasses:
 
 
 def plan(opts: DedupOptions) -> Plan:
-    from mmtok.dedup import find_clusters
+    from mmtok.duplicates import find_clusters
     from mmtok.engine.local import default_workers
     from mmtok.engine.pipeline import check_output, publish_output
     from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
@@ -291,7 +302,7 @@ def cluster_table(sig: Any, c: Any) -> Any:
 def summary(sig: Any, c: Any) -> dict[str, Any]:
     import numpy as np
 
-    from mmtok.dedup import KINDS
+    from mmtok.duplicates import KINDS
 
     multi = c.size > 1
     labels, sizes = np.unique(c.label[multi], return_counts=True)
@@ -307,6 +318,28 @@ def summary(sig: Any, c: Any) -> dict[str, Any]:
         "removed_by_kind": dict(sorted(kinds.items())),
         "unreadable": inputs - sig.reason.slice(0, inputs).null_count,
     }
+
+
+ASIDE = "signature_pixels"
+
+
+class CopyColumn(Stage):
+    """A column copied under another name (the signature's pixel count, before a model's input
+    stage writes its own `pixels`)."""
+
+    name: ClassVar[str] = "copy_column"
+
+    def __init__(self, column: str, to: str):
+        self.column, self.to = column, to
+
+    def output_fields(self) -> list[Any]:
+        import pyarrow as pa
+
+        return [pa.field(self.to, pa.int64())]
+
+    def process(self, rows: Any) -> StageResult:
+        kept = rows.append_column(self.to, rows.column(self.column).cast("int64"))
+        return StageResult(kept, rows.schema.empty_table())
 
 
 class DropListed(Stage):
@@ -390,7 +423,7 @@ class DedupInRecipe:
 
     def steps(self) -> list[Any]:
         from mmtok.commands.plan import GlobalStep
-        from mmtok.dedup import find_clusters
+        from mmtok.duplicates import find_clusters
 
         def cluster() -> None:
             self.sig.gather()

@@ -7,7 +7,7 @@ from typing import Any
 
 from mmtok.errors import MmtokError
 
-from .options import DatasetOptions
+from .options import DatasetOptions, same_fields
 from .plan import Part
 
 
@@ -68,14 +68,7 @@ def part(opts: FilterOptions) -> Part:
         raise MmtokError("give -o DIR (or -o - for JSON Lines), or --dry-run to only count")
     clip = None
     if opts.model:
-        clip = ClipModelOptions(
-            opts.model,
-            opts.checkpoint,
-            opts.pretrained_tag,
-            opts.preprocess,
-            opts.device,
-            opts.batch_size,
-        )
+        clip = same_fields(ClipModelOptions, opts)
     stages, batch_rows, check_inputs = filter_stages(rules, clip)
 
     def document(manifest: dict[str, Any], out: Any) -> dict[str, Any]:
@@ -96,6 +89,6 @@ def part(opts: FilterOptions) -> Part:
         stages,
         document,
         batch_rows=batch_rows,
-        wrap=check_inputs,
+        check=check_inputs,
         writes=not opts.dry_run,
     )

@@ -73,10 +73,17 @@ class DatasetOptions:
         return [f.name for f in dataclasses.fields(cls) if f.name not in shared]
 
     @classmethod
-    def pick(cls, arguments: dict[str, Any]) -> Any:
+    def from_arguments(cls, arguments: dict[str, Any]) -> Any:
         """The options out of a command's arguments (`locals()`), enums as their values."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _plain(v) for k, v in arguments.items() if k in names})
+
+
+def same_fields(cls: Any, opts: Any, /, **given: Any) -> Any:
+    """`cls(...)` (a dataclass of settings) with each field taken from the option of the same
+    name, unless `given`: one place that says which options make the settings."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+    return cls(**{n: getattr(opts, n) for n in names if hasattr(opts, n)}, **given)
 
 
 def _plain(value: Any) -> Any:

@@ -68,6 +68,8 @@ class Plan:
     document: Callable[[], dict[str, Any]]
     inputs: list[Inputs] = field(default_factory=list)  # whose problems are said after the run
     seconds: dict[str, float] = field(default_factory=dict)  # per step, by description
+    # run when the plan ends, however it ends (temporary folders its stages share)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """Inputs that gave no usable row (wrong format, wrong column), once the plan ran."""
@@ -98,13 +100,17 @@ class Executor:
 
     def run(self, plan: Plan) -> dict[str, Any]:
         """Every step in order; returns the plan's document."""
-        for step in plan.steps:
-            t0 = time.monotonic()
-            if isinstance(step, GlobalStep):
-                step.run()
-            elif step.skip is None or not step.skip():
-                step.manifest = self.run_pass(step)
-            plan.seconds[step.description] = time.monotonic() - t0
+        try:
+            for step in plan.steps:
+                t0 = time.monotonic()
+                if isinstance(step, GlobalStep):
+                    step.run()
+                elif step.skip is None or not step.skip():
+                    step.manifest = self.run_pass(step)
+                plan.seconds[step.description] = time.monotonic() - t0
+        finally:
+            for cleanup in plan.cleanups:
+                cleanup()
         return plan.document()
 
     def run_pass(self, step: Pass) -> dict[str, Any]:
@@ -143,11 +149,12 @@ def build_inputs(
     paths: list[str] | None = None,
     *,
     videos: bool = False,
+    image_col: str | None = None,
 ):
     """The command's inputs (or `paths` read the same way: dedup's references). `videos`:
-    video files are input rows too."""
+    video files are input rows too; `image_col`: the media column, when not the options'."""
     read = ReadOptions(
-        image_col=opts.image_col,
+        image_col=image_col or opts.image_col,
         text_col=opts.text_col,
         id_col=opts.id_col,
         batch_rows=batch_rows,
@@ -194,19 +201,28 @@ class Part:
     observers: list[Observer] = field(default_factory=list)
     batch_rows: int = 256  # rows per unit of work: fewer for stages that make large rows
     wrap: Callable[[Any], Any] | None = None  # a view of the inputs (estimate-budget --sample)
+    # a check of the inputs before any row is read (filter --min-clip-score: a clip_score column)
+    check: Callable[[Any], None] | None = None
     shard_stats: Any = None
     # files or folders published in __mmtok__/ with the output, from the document
     side_outputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     writes: bool = True  # False: a dry run, whatever the output options say
     videos: bool = False  # video files are input rows too (estimate-budget)
+    image_col: str | None = None  # the inputs' media column, when not image_col (video_col)
+    cleanup: Callable[[], None] | None = None  # when the plan ends, however it ends
 
 
 def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
     """Inputs -> the part's stages -> output; then its document and side outputs."""
     from mmtok.engine.pipeline import publish_output
 
-    out = build_output(opts if part.writes else dataclasses.replace(opts, output=None))
-    inputs = build_inputs(opts, part.batch_rows, videos=part.videos)
+    try:
+        out = build_output(opts if part.writes else dataclasses.replace(opts, output=None))
+        inputs = build_inputs(opts, part.batch_rows, videos=part.videos, image_col=part.image_col)
+    except BaseException:
+        if part.cleanup:
+            part.cleanup()
+        raise
     hold = part.side_outputs is not None
     data = Pass(
         part.description,
@@ -215,7 +231,7 @@ def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
         out,
         part.observers,
         shard_stats=part.shard_stats,
-        wrap=part.wrap,
+        wrap=_checked(part.check, part.wrap),
         hold=hold,
     )
     result: dict[str, Any] = {}
@@ -226,4 +242,19 @@ def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
             publish_output(out, part.side_outputs(result))
 
     steps: list[Pass | GlobalStep] = [data, GlobalStep("summarising", finish)]
-    return Plan(part.command, opts, steps, lambda: result, inputs=[inputs])
+    cleanups = [part.cleanup] if part.cleanup else []
+    return Plan(part.command, opts, steps, lambda: result, inputs=[inputs], cleanups=cleanups)
+
+
+def _checked(
+    check: Callable[[Any], None] | None, wrap: Callable[[Any], Any] | None
+) -> Callable[[Any], Any] | None:
+    """The inputs checked, then wrapped, when the pass starts."""
+    if check is None:
+        return wrap
+
+    def checked(inputs: Any) -> Any:
+        check(inputs)
+        return wrap(inputs) if wrap else inputs
+
+    return checked

@@ -1,7 +1,7 @@
-"""Dedup's candidate searches across a Ray cluster: the same pairs as `mmtok.dedup` finds in
+"""Dedup's candidate searches across a Ray cluster: the same pairs as `mmtok.duplicates` finds in
 one process, so the clusters are exactly the local engine's.
 
-Clustering keeps its shape (`mmtok.dedup.find_clusters`): exact collapses (same file, same
+Clustering keeps its shape (`mmtok.duplicates.find_clusters`): exact collapses (same file, same
 hash, same band keys) by sorting in the driver, then the two searches that grow with the data,
 here as Ray tasks, then checks and connected components on the compact pair list in the driver.
 The hashes (8 bytes a row) or band keys go to the object store once; each node maps them.
@@ -12,7 +12,7 @@ The hashes (8 bytes a row) or band keys go to the object store once; each node m
   and searches each group exactly (`mmtok.hamming.near_pairs`); a pair is kept only in the
   first block where the two agree, so it comes out once, as locally.
 - Caption bands: one task per (band, key mod P) pairs the rows with equal keys
-  (`mmtok.dedup.band_candidates`), as locally.
+  (`mmtok.duplicates.band_candidates`), as locally.
 
 A Ray Data group-by (a hash shuffle of each row once per block, a call per group) found the
 same pairs in 205 s against 94 s for this on 1M signatures (2 CPUs): the rows are 8 bytes, so
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from mmtok.dedup import Clusters, Pairs, Search, Settings, Signatures, find_clusters
-from mmtok.dedup import band_candidates as local_band_candidates
+from mmtok.duplicates import Clusters, Pairs, Search, Settings, Signatures, find_clusters
+from mmtok.duplicates import band_candidates as local_band_candidates
 from mmtok.engine.ray_engine import connect
 from mmtok.hamming import HASH_BITS, Block, near_pairs, split
 
@@ -79,7 +79,7 @@ def _ranges(size: int, parts: int) -> list[tuple[int, int]]:
 def hamming_pairs(
     table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool, *, partitions: int
 ) -> Pairs:
-    """As `mmtok.dedup.hamming_pairs`, with the search spread over the cluster: one task per
+    """As `mmtok.duplicates.hamming_pairs`, with the search spread over the cluster: one task per
     (block, range of the block's values)."""
     if len(table) == 0 or len(queries) == 0:
         return Pairs.empty()
@@ -155,7 +155,7 @@ def _group_pairs(
 def band_candidates(
     bands: np.ndarray, rows: np.ndarray, *, partitions: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """As `mmtok.dedup.band_candidates`: row pairs sharing a band key, once per band; one task
+    """As `mmtok.duplicates.band_candidates`: row pairs sharing a band key, once per band; one task
     per (band, key mod P)."""
     if len(rows) == 0:
         return

@@ -5,14 +5,14 @@ every pair inside a cluster is compared exactly. A true pair split across a clus
 missed; each vector therefore joins its `probes` nearest clusters (multi-probe), which recovers
 most of those at `probes` times the work. `exact_pairs` is the brute-force reference the recall
 is measured against. Pure numpy; the pairs feed the same connected components and keep policies
-as the other dedup modes (`mmtok.dedup.Pairs`, `components`, `choose_kept`).
+as the other dedup modes (`mmtok.duplicates.Pairs`, `components`, `choose_kept`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mmtok.dedup import Pairs
+from mmtok.duplicates import Pairs
 
 ROWS_PER_BLOCK = 2048  # rows of a similarity block at a time: 2048 x 2048 float32 = 16 MB
 

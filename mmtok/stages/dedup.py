@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from mmtok.dedup import KINDS, Clusters, Settings, Signatures
+from mmtok.duplicates import KINDS, Clusters, Settings, Signatures
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.errors import MmtokError
 from mmtok.io.schema import make_rejects

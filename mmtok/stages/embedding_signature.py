@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from mmtok.dedup import Settings
+from mmtok.duplicates import Settings
 from mmtok.engine.stage import RowStage, StageResult
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS, image_input

@@ -152,7 +152,44 @@ def test_import_mmtok_is_cheap_and_the_api_never_loads_torch_or_typer(pairs):
     assert after_run == "[]", after_run
 
 
-def test_dedup_is_the_module_and_the_command():
-    import mmtok.dedup
+def test_dedup_is_a_plain_function_and_the_clustering_its_own_module():
+    import types
 
-    assert callable(mmtok.dedup) and mmtok.dedup.find_clusters  # both, whatever came first
+    import mmtok.duplicates
+
+    assert isinstance(mmtok.dedup, types.FunctionType) and mmtok.dedup is mmtok.api.dedup
+    assert mmtok.duplicates.find_clusters and not callable(mmtok.duplicates)
+    code = "import mmtok.duplicates, mmtok; print(type(mmtok.dedup).__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "function"  # whatever was imported first
+
+
+def test_tokenize_images_and_detokenize_documents_equal_the_clis(pairs, tmp_path):
+    from mmtok.models.vq.tiny import tiny_checkpoint, tiny_config
+
+    config = tmp_path / "vq.json"
+    config.write_text(json.dumps(tiny_config().to_dict()))
+    checkpoint = tmp_path / "vq.pt"
+    tiny_checkpoint(checkpoint, 1)
+    vq = {"config": str(config), "device": "cpu", "workers": 1}
+    api = mmtok.tokenize_images(pairs, checkpoint, tmp_path / "a", emit="bin", **vq)
+    flags = ["--config", config, "--checkpoint", checkpoint, "--device", "cpu"]
+    cli = cli_json("tokenize-images", pairs, "-o", tmp_path / "c", *flags, "--emit", "bin")
+    stream = [d.pop("stream") for d in (api, cli)]
+    assert same(api) == same(cli) and api["counts"]["out"] == 5
+    assert stream[0]["path"] == str(tmp_path / "a" / "__mmtok__" / "vq_stream")
+    assert stream[0] | {"path": None} == stream[1] | {"path": None}
+    api = mmtok.detokenize(tmp_path / "a", checkpoint, **vq)
+    assert same(api) == same(cli_json("detokenize", tmp_path / "a", *flags))
+    assert api["psnr"]["rows"] == 5
+
+
+def test_sample_frames_document_equals_the_clis(tmp_path_factory, tmp_path):
+    from tests.video.fixtures import session_corpus
+
+    video = session_corpus(tmp_path_factory)["h264"].path
+    api = mmtok.sample_frames(video, timestamps=[0.5, 1.0], workers=1)
+    cli = cli_json("sample-frames", video, "--timestamps", "0.5,1")
+    assert same(api) == same(cli) and api["counts"]["frames_out"] == 2
+    with pytest.raises(mmtok.MmtokError, match="video preset"):
+        mmtok.sample_frames(video, preset="no-such-preset")

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
-from mmtok.dedup import _CHUNK, band_candidates, components, hamming_pairs, rechunk
+from mmtok.duplicates import _CHUNK, band_candidates, components, hamming_pairs, rechunk
 from mmtok.images.phash import phash_image
 from mmtok.text.caption import jaccard, shingles
 from mmtok.text.minhash import CaptionBands

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mmtok.dedup import Settings, Signatures, components, find_clusters
+from mmtok.duplicates import Settings, Signatures, components, find_clusters
 from mmtok.hamming import HASH_BITS, MAX_BLOCK_BITS, block_plan, near_pairs, numba_available
 
 KERNELS = [
@@ -81,10 +81,10 @@ def rotate(h: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_clusters_are_those_of_brute_force_pairs(kernel, monkeypatch):
-    import mmtok.dedup
+    import mmtok.duplicates
 
-    real = mmtok.dedup.near_pairs
-    monkeypatch.setattr(mmtok.dedup, "near_pairs", lambda *a: real(*a, kernel=kernel))
+    real = mmtok.duplicates.near_pairs
+    monkeypatch.setattr(mmtok.duplicates, "near_pairs", lambda *a: real(*a, kernel=kernel))
     rng = np.random.default_rng(5)
     n = 2500
     h = planted_hashes(n, seed=7)
@@ -118,7 +118,7 @@ def test_clusters_are_those_of_brute_force_pairs(kernel, monkeypatch):
 
 
 def test_same_file_pairs_group_on_the_whole_digest_when_64_bits_collide():
-    from mmtok.dedup import same_file_pairs
+    from mmtok.duplicates import same_file_pairs
 
     sha = np.zeros((6, 4), np.uint64)
     sha[:, 0] = [7, 7, 9, 7, 9, 1]

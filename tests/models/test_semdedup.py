@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmtok.dedup import components
+from mmtok.duplicates import components
 from mmtok.models.semdedup import exact_pairs, near_pairs, recall
 
 

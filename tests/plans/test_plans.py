@@ -35,7 +35,21 @@ RUNS = {
 }
 
 
-@pytest.mark.parametrize("name", ["probe", "filter", "dedup", "tile", "budget", "embed", "run"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "probe",
+        "filter",
+        "dedup",
+        "tile",
+        "budget",
+        "embed",
+        "run",
+        "sample_frames",
+        "tokenize_images",
+        "detokenize",
+    ],
+)
 def test_no_cli_module_runs_a_pass_or_a_global_step(name):
     tree = ast.parse((CLI / f"{name}.py").read_text())
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
@@ -80,12 +94,18 @@ def test_every_dataset_command_declares_the_shared_options_once():
     shared = {"--image-col", "--workers", "--row-timeout", "--engine", "--ray-address", "--json"}
     for name in COMMANDS:
         flags = {f for p in group.commands[name].params for f in p.opts}
+        if name == "sample-frames":  # reads videos: --video-col, and --timeout per video
+            assert {"--video-col", "--timeout"} <= flags
+            assert not {"--image-col", "--image-bytes"} & flags
+            flags |= {"--image-col"}
         assert shared <= flags, name
         fields = {f.replace("_", "-") for f in options_class(name).own()}
         own = {p.name.replace("_", "-") for p in group.commands[name].params}
         assert fields <= own, (name, fields - own)  # every option field is a flag
-    source = "".join((CLI / f"{n}.py").read_text() for n in ("probe", "filter", "dedup", "tile"))
-    assert "ImageColOpt" not in source and "RowTimeoutOpt" not in source
+    modules = [COMMANDS[name][0].rsplit(".", 1)[1] for name in COMMANDS]  # cli/ names alike
+    source = "".join((CLI / f"{m}.py").read_text() for m in modules)
+    for block in ("ImageColOpt", "RowTimeoutOpt", "WorkersOpt", "QuietOpt", "InputsArg"):
+        assert block not in source, block
 
 
 def test_options_check_names_the_field():
@@ -146,3 +166,17 @@ def test_a_recipe_dedup_refuses_repeated_ids(tmp_path, pairs):
     result = runner.invoke(app, ["run", str(recipe)])
     assert result.exit_code == 2, result.output
     assert "unique row ids" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_settings_are_built_from_the_options_of_the_same_name():
+    from mmtok.budget import Options
+    from mmtok.commands.options import same_fields
+    from mmtok.duplicates import Settings
+
+    opts = options_class("dedup")(inputs=["a"], by="pair", mirror=True, threshold=0.9, keep="first")
+    assert opts.settings() == Settings(
+        by="pair", mirror=True, keep="first", embedding_threshold=0.9
+    )
+    budget = options_class("estimate-budget")(inputs=["a"], preset=["x"], context=4096, gpus=8)
+    made = same_fields(Options, budget, text_bytes_per_token=2)
+    assert (made.context, made.gpus, made.text_bytes_per_token) == (4096, 8, 2)

@@ -11,7 +11,7 @@ from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
 
 pytest.importorskip("ray")
 
-from mmtok.dedup import Settings, Signatures, find_clusters  # noqa: E402
+from mmtok.duplicates import Settings, Signatures, find_clusters  # noqa: E402
 from mmtok.engine.ray_dedup import find_clusters_on_ray, ray_search, search_blocks  # noqa: E402
 from mmtok.hamming import near_pairs  # noqa: E402
 from mmtok.text.minhash import CaptionBands  # noqa: E402

@@ -148,6 +148,9 @@ COMMAND_LINES = {
     "dedup": ["--by", "pair", "--keep", "first", "--max-distance", "4", "--against", "x.jsonl"],
     "tile": ["-p", "qwen2-vl:max_pixels=1003520", "--no-exif", "--shard-rows", "10"],
     "estimate-budget": ["-p", "qwen2-vl", "-p", "mllama", "--context", "8192", "--suggest"],
+    "sample-frames": ["--fps", "2", "--max-frames", "8", "--video-col", "path", "--timeout", "30"],
+    "tokenize-images": ["--checkpoint", "vq.pt", "-t", "chameleon", "--emit", "bin", "--boi", "1"],
+    "detokenize": ["--checkpoint", "vq.pt", "--config", "vq.json", "--precision", "bf16"],
 }
 
 

@@ -15,11 +15,8 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -508,16 +505,3 @@ def _cosines(embedding: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         x, y = unit(a[start : start + (1 << 14)]), unit(b[start : start + (1 << 14)])
         out[start : start + len(x)] = np.einsum("nd,nd->n", x, y)
     return np.clip(out, -1, 1)  # a row with itself: 1.0000001 in float32
-
-
-class _DedupModule(types.ModuleType):
-    """`mmtok.dedup` is both this module and the Python API's `dedup(inputs, output, ...)`:
-    calling the module runs the command (`mmtok.api.dedup`)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from mmtok.api import dedup
-
-        return dedup(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _DedupModule
