@@ -1,0 +1,85 @@
+"""Per-row isolation on a real two-node Ray cluster: a row that kills its Ray worker (SIGKILL,
+os._exit) or hangs past --row-timeout becomes the same `decoder_crash` / `timeout` reject as on
+the local engine (the same poison stage as tests/engine/test_isolation.py), every other row is
+kept in input order, and the resume position is per slice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
+
+pytest.importorskip("ray")
+
+from poison_stages import PoisonProbe  # noqa: E402 (tests/engine, see ray_cluster.py)
+
+from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
+from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+def rows_with(image: Path, poison: dict[int, str], n: int = 40) -> list[dict]:
+    rows = [{"id": f"r{i}", "image": str(image), "caption": f"row {i}"} for i in range(n)]
+    for i, caption in poison.items():
+        rows[i]["caption"] = caption
+    return rows
+
+
+def run(tmp_path: Path, rows: list[dict], engine: str, address: str, **kwargs) -> dict:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / engine
+    manifest = run_pipeline(
+        Inputs([str(source)], ReadOptions(batch_rows=8)),
+        [PoisonProbe()],
+        OutputOptions(str(out), shard_rows=16),
+        workers=2,
+        engine=engine,
+        ray_address=address,
+        **kwargs,
+    )
+    rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
+    return {
+        "kept": pq.read_table(out).to_pylist(),
+        "rejects": [{k: r[k] for k in ("id", "stage", "reason", "caption")} for r in rejects],
+        "messages": {r["id"]: r["message"] for r in rejects},
+        "counts": manifest["counts"],
+    }
+
+
+def test_a_row_that_kills_its_ray_worker_is_the_local_engines_reject(
+    tmp_path, image_files, ray_driver
+):
+    image = image_files["tiny_1x1.png"]
+    rows = rows_with(image, {3: "#kill", 21: "#exit", 22: "#exit", 39: "#kill"})
+    local, ray = (run(tmp_path, rows, engine, ray_driver) for engine in ("local", "ray"))
+    assert ray["kept"] == local["kept"]  # values and order
+    assert [r["id"] for r in ray["kept"]] == [
+        f"r{i}" for i in range(40) if i not in (3, 21, 22, 39)
+    ]
+    assert ray["rejects"] == local["rejects"]
+    assert ray["counts"] == local["counts"]
+    assert ray["counts"]["rejected_by_reason"] == {"decoder_crash": 4}
+    for row in ("r3", "r21", "r22", "r39"):
+        message = ray["messages"][row]
+        assert "Ray worker process died" in message and f"id={row} image={image}" in message
+
+
+def test_a_hung_row_on_ray_is_a_timeout_reject(tmp_path, image_files, ray_driver):
+    image = image_files["tiny_1x1.png"]
+    rows = rows_with(image, {10: "#hang"})
+    t0 = time.monotonic()
+    ray = run(tmp_path, rows, "ray", ray_driver, row_timeout=2.5)
+    # killed with its slice, then alone (its batch's other rows finish meanwhile)
+    assert time.monotonic() - t0 < 90
+    assert [r["id"] for r in ray["kept"]] == [f"r{i}" for i in range(40) if i != 10]
+    assert ray["rejects"] == [
+        {"id": "r10", "stage": "probe", "reason": "timeout", "caption": "#hang"}
+    ]
+    assert "2.5 s (--row-timeout)" in ray["messages"]["r10"]
+    assert f"id=r10 image={image}" in ray["messages"]["r10"]
