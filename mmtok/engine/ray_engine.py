@@ -152,9 +152,9 @@ class _Beats:
 
 class _Progress:
     """What the chain and `RowStage` report in a task (the local workers' shared counters, see
-    `StageChain.__call__`), passed on to `_Beats`: a new batch and a new stage at once (and a
-    new batch synchronously, so a task that dies in it is known to have started it), finished
-    rows at most every `every` seconds."""
+    `StageChain.__call__`), passed on to `_Beats`: a new batch and a new stage at once and
+    synchronously (so the driver knows where a task that dies was), finished rows at most
+    every `every` seconds."""
 
     def __init__(self, beats: Any, key: int, every: float):
         self.beats, self.key, self.every = beats, key, every
@@ -177,10 +177,16 @@ class _Progress:
         ray.get(self.beats.beat.remote(self.key, self.values[STAGE], batch))
 
     def beat(self, force: bool = False) -> None:
+        """`force`: now, and synchronously (a new stage: the reject of a row that kills its
+        process names the stage it died in)."""
         now = time.monotonic()
         if force or now - self.last >= self.every:
             self.last = now
-            self.beats.beat.remote(self.key, self.values[STAGE], self.batch)
+            sent = self.beats.beat.remote(self.key, self.values[STAGE], self.batch)
+            if force:
+                import ray
+
+                ray.get(sent)
 
     def row_done(self) -> None:
         self.values[COUNTER] += 1
