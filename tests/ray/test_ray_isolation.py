@@ -83,3 +83,34 @@ def test_a_hung_row_on_ray_is_a_timeout_reject(tmp_path, image_files, ray_driver
     ]
     assert "2.5 s (--row-timeout)" in ray["messages"]["r10"]
     assert f"id=r10 image={image}" in ray["messages"]["r10"]
+
+
+def test_batches_the_driver_reads_are_isolated_too(tmp_path, image_files, ray_driver):
+    """Inputs that only give batches (a random sample, as estimate-budget --sample reads) are
+    read by the driver and sent batch by batch; a row that kills its worker there is the same
+    reject as on the local engine."""
+    from mmtok.engine.pipeline import Observer
+    from mmtok.io.sample import SampledInputs
+
+    image = image_files["tiny_1x1.png"]
+    rows = rows_with(image, {i: "#exit" if i % 2 else "#kill" for i in range(0, 40, 7)})
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    outputs = {}
+    for engine in ("local", "ray"):
+        seen: list = []
+        sample = SampledInputs(Inputs([str(source)], ReadOptions(batch_rows=8)), 30, seed=1)
+        manifest = run_pipeline(
+            sample,
+            [PoisonProbe()],
+            None,  # a summary: rows are observed, not written
+            workers=2,
+            observers=[Observer(["id", "width"], lambda t, into=seen: into.extend(t.to_pylist()))],
+            engine=engine,
+            ray_address=ray_driver,
+        )
+        outputs[engine] = (seen, manifest["counts"])
+    assert outputs["ray"] == outputs["local"]
+    kept, counts = outputs["ray"]
+    assert counts["in"] == 30 and counts["rejected_by_reason"]["decoder_crash"] > 0
+    assert len(kept) == 30 - counts["rejected"]
