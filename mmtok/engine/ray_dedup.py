@@ -30,10 +30,11 @@ import numpy as np
 from mmtok.dedup import Clusters, Pairs, Search, Settings, Signatures, find_clusters
 from mmtok.dedup import band_candidates as local_band_candidates
 from mmtok.engine.ray_engine import connect
-from mmtok.hamming import HASH_BITS, Block, near_pairs, split
+from mmtok.hamming import HASH_BITS, Block, near_pairs, numba_available, split
 
 MAX_GROUP_BITS = 11  # blocks of at most 11 bits: at most 2,048 groups per block
 BRUTE_FORCE_CELLS = 1 << 18  # a group this small (queries x rows) is compared pair by pair
+NUMBA_FROM_ROWS = 5_000  # a group this large is searched with the numba kernel, when installed
 
 
 def ray_search(address: str | None = None, partitions: int | None = None) -> Search:
@@ -142,7 +143,10 @@ def _group_pairs(
     """As `near_pairs`: all pairs for a small group (its index tables would cost more than
     the pairs), the multi-index search for a large one."""
     if len(table) * len(queries) > BRUTE_FORCE_CELLS:
-        return near_pairs(table, queries, max_distance, same)
+        # numba from far fewer rows than in one process: a Ray worker loads it once for all
+        # its groups (a group of 10M hashes by 7-bit blocks holds ~78,000 rows)
+        fast = len(table) >= NUMBA_FROM_ROWS and numba_available()
+        return near_pairs(table, queries, max_distance, same, "numba" if fast else "numpy")
     a, b = np.nonzero(np.bitwise_count(queries[:, None] ^ table[None, :]) <= max_distance)
     if same:  # each unordered pair once, a row not with itself
         a, b = a[a < b], b[a < b]
