@@ -547,10 +547,9 @@ class _Driver:
 
 
 def _death(error: BaseException) -> str:
-    """The worker's death in words, from Ray's error (its first line)."""
-    text = str(error).strip().splitlines()
-    first = text[0] if text else type(error).__name__
-    return f"the Ray worker process died ({type(error).__name__}: {first})"
+    """The worker's death in words: Ray's error names the kind (a crash, Ray's out-of-memory
+    monitor, a lost node), not the exit code or signal."""
+    return f"the Ray worker process died ({type(error).__name__})"
 
 
 def _model_resources(ray: Any, device: Stage, options: RayOptions) -> tuple[float, int]:

@@ -66,8 +66,10 @@ def test_a_row_that_kills_its_ray_worker_is_the_local_engines_reject(
     assert ray["counts"] == local["counts"]
     assert ray["counts"]["rejected_by_reason"] == {"decoder_crash": 4}
     for row in ("r3", "r21", "r22", "r39"):
-        message = ray["messages"][row]
-        assert "Ray worker process died" in message and f"id={row} image={image}" in message
+        assert ray["messages"][row] == (
+            "the Ray worker process died (WorkerCrashedError), also with this row alone: "
+            f"id={row} image={image}"
+        )
 
 
 def test_a_hung_row_on_ray_is_a_timeout_reject(tmp_path, image_files, ray_driver):
