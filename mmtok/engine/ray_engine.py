@@ -655,7 +655,9 @@ def _cause(error: Exception) -> Exception:
     """A stage's own MmtokError (a bad configuration) out of Ray's wrappers, so the user
     sees one line; any other error as it came (a bug keeps its traceback)."""
     seen: Exception | BaseException | None = error
-    while seen is not None:
+    for _ in range(100):  # a chain of causes, never a cycle of them
+        if seen is None:
+            break
         if isinstance(seen, MmtokError):
             return seen
         seen = seen.__cause__ or seen.__context__ or getattr(seen, "cause", None)

@@ -18,6 +18,7 @@ pytest.importorskip("ray")
 from poison_stages import PoisonProbe  # noqa: E402 (tests/engine, see ray_cluster.py)
 
 from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
+from mmtok.errors import MmtokError  # noqa: E402
 from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -116,3 +117,49 @@ def test_batches_the_driver_reads_are_isolated_too(tmp_path, image_files, ray_dr
     kept, counts = outputs["ray"]
     assert counts["in"] == 30 and counts["rejected_by_reason"]["decoder_crash"] > 0
     assert len(kept) == 30 - counts["rejected"]
+
+
+def test_a_stage_that_raises_stops_the_ray_run_with_its_error(tmp_path, ray_driver):
+    """An exception out of a stage is a bug, not a bad row: no reject, the run stops with it."""
+    from kill_stages import Buggy
+
+    rows = [{"id": f"r{i}", "image": None, "caption": "x"} for i in range(40)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ZeroDivisionError, match="a bug met r17"):
+        run_pipeline(
+            Inputs([str(source)], ReadOptions(batch_rows=8)),
+            [Buggy("r17")],
+            OutputOptions(str(tmp_path / "out")),
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_tasks_that_always_die_while_they_start_stop_the_run(tmp_path, image_files, ray_driver):
+    """A setup that kills its worker every time is not a row's fault: one line, after a few
+    tries; one that dies once is tried again and the run is whole."""
+    from poison_stages import DieInSetup
+
+    rows = rows_with(image_files["tiny_1x1.png"], {}, n=12)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    inputs = Inputs([str(source)], ReadOptions(batch_rows=8))
+    with pytest.raises(MmtokError, match="Ray workers keep dying while they start"):
+        run_pipeline(
+            inputs,
+            [DieInSetup()],
+            OutputOptions(str(tmp_path / "always")),
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    manifest = run_pipeline(
+        Inputs([str(source)], ReadOptions(batch_rows=8)),
+        [DieInSetup(str(tmp_path / "died-once"))],
+        OutputOptions(str(tmp_path / "once")),
+        engine="ray",
+        ray_address=ray_driver,
+    )
+    assert (tmp_path / "died-once").exists()
+    assert manifest["counts"]["out"] == 12 and manifest["counts"]["rejected"] == 0
