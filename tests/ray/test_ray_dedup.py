@@ -115,8 +115,14 @@ def test_clusters_on_ray_equal_the_local_clusters(planted, settings, ray_driver)
         np.testing.assert_array_equal(getattr(ray, field), getattr(local, field), err_msg=field)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("max_distance", [2, 13])
-def test_hamming_pairs_on_ray_are_the_local_pairs(max_distance, ray_driver):
+def test_hamming_pairs_on_ray_are_the_local_pairs(max_distance, kernel, ray_driver, monkeypatch):
+    """Both searches: the numba kernel cut into tasks, and the pigeonhole groups without it."""
+    if kernel == "numba":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setenv("MMTOK_NO_NUMBA", "1")  # read in the driver, which picks the search
     rng = np.random.default_rng(max_distance)
     h = rng.integers(0, 2**63, 2000, dtype=np.uint64)
     for i in range(0, 2000, 4):
