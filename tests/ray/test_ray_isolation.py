@@ -53,6 +53,7 @@ def run(tmp_path: Path, rows: list[dict], engine: str, address: str, **kwargs) -
     }
 
 
+@pytest.mark.slow  # ~15 s: each poison row kills two Ray workers, which restart
 def test_a_row_that_kills_its_ray_worker_is_the_local_engines_reject(
     tmp_path, image_files, ray_driver
 ):
@@ -88,6 +89,7 @@ def test_a_hung_row_on_ray_is_a_timeout_reject(tmp_path, image_files, ray_driver
     assert f"id=r10 image={image}" in ray["messages"]["r10"]
 
 
+@pytest.mark.slow  # ~15 s: each poison row kills two Ray workers, which restart
 def test_batches_the_driver_reads_are_isolated_too(tmp_path, image_files, ray_driver):
     """Inputs that only give batches (a random sample, as estimate-budget --sample reads) are
     read by the driver and sent batch by batch; a row that kills its worker there is the same
