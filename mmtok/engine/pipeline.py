@@ -281,9 +281,22 @@ def run_pipeline(
         if engine == "ray" and not (in_order and not chain.isolate and not device):
             from mmtok.engine.ray_engine import run_ray
 
-            # Ray's unit is a batch read here (no positions: a resume skips records)
-            batches = _batches_after(inputs, skip, stages)
-            ray_results = run_ray(batches, chain, device, address=ray_address, options=ray_options)
+            # Ray tasks read their own slices, as the local workers do (same positions)
+            if isinstance(inputs, Inputs) and (position or not skip):
+                for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
+                    source.stats = ReadStats()
+                units, reader = _slices_after(inputs, position, stages), SliceReader.of(inputs)
+            else:  # inputs that only give batches (a random sample), or an older state file
+                units, reader = _batches_after(inputs, skip, stages), None
+            ray_results = run_ray(
+                units,
+                chain,
+                device,
+                reader=reader,
+                address=ray_address,
+                options=ray_options,
+                row_timeout=row_timeout,
+            )
             final = _noting_positions(ray_results, positions)
         else:
             # a stage whose workers are recycled after N rows (video decoders) gets rows in

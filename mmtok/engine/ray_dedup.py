@@ -6,11 +6,16 @@ hash, same band keys) by sorting in the driver, then the two searches that grow 
 here as Ray tasks, then checks and connected components on the compact pair list in the driver.
 The hashes (8 bytes a row) or band keys go to the object store once; each node maps them.
 
-- Near images, by the pigeonhole blocks of `mmtok.hamming`: the 64-bit hash is cut into m
-  >= d + 1 blocks with radius 0, so two hashes within d bits agree exactly on at least one
-  block. One task per (block j, range of its values) groups its rows by their value in block j
-  and searches each group exactly (`mmtok.hamming.near_pairs`); a pair is kept only in the
-  first block where the two agree, so it comes out once, as locally.
+- Near images, with numba installed: the local multi-index search itself, cut into tasks.
+  `mmtok.hamming.near_pairs` plans blocks for the whole table and runs its kernel block by
+  block over ranges of the queries; here one task runs one (block, query range), so the work
+  is the local engine's, spread over the cluster (each task builds its block's table once).
+- Near images without numba, by pigeonhole blocks: the 64-bit hash is cut into m >= d + 1
+  blocks with radius 0, so two hashes within d bits agree exactly on at least one block. One
+  task per (block j, range of its values) groups its rows by their value in block j and
+  searches each group exactly (`mmtok.hamming.near_pairs`); a pair is kept only in the first
+  block where the two agree, so it comes out once, as locally. (At 10M signatures the groups
+  hold ~78,000 rows each and this costs several times the numba path.)
 - Caption bands: one task per (band, key mod P) pairs the rows with equal keys
   (`mmtok.duplicates.band_candidates`), as locally.
 
@@ -30,10 +35,21 @@ import numpy as np
 from mmtok.duplicates import Clusters, Pairs, Search, Settings, Signatures, find_clusters
 from mmtok.duplicates import band_candidates as local_band_candidates
 from mmtok.engine.ray_engine import connect
-from mmtok.hamming import HASH_BITS, Block, near_pairs, split
+from mmtok.hamming import (
+    CANDIDATE_COST,
+    HASH_BITS,
+    Block,
+    Table,
+    block_plan,
+    flips,
+    near_pairs,
+    numba_available,
+    split,
+)
 
 MAX_GROUP_BITS = 11  # blocks of at most 11 bits: at most 2,048 groups per block
 BRUTE_FORCE_CELLS = 1 << 18  # a group this small (queries x rows) is compared pair by pair
+NUMBA_FROM_ROWS = 5_000  # a group this large is searched with the numba kernel, when installed
 
 
 def ray_search(address: str | None = None, partitions: int | None = None) -> Search:
@@ -84,6 +100,9 @@ def hamming_pairs(
     if len(table) == 0 or len(queries) == 0:
         return Pairs.empty()
     ray = connect(None)
+    if numba_available():  # decided here: the workers' kernel is the driver's choice
+        a, b = _kernel_search(ray, table, queries, max_distance, same, partitions)
+        return Pairs(a, b, np.bitwise_count(queries[a] ^ table[b]).astype(np.int64))
     blocks = search_blocks(max_distance)
     parts = max(1, -(-2 * partitions // len(blocks)))  # about two tasks per CPU
     jobs = [
@@ -95,6 +114,57 @@ def hamming_pairs(
     a = np.concatenate([np.empty(0, np.int64), *(f[0] for f in found)])
     b = np.concatenate([np.empty(0, np.int64), *(f[1] for f in found)])
     return Pairs(a, b, np.bitwise_count(queries[a] ^ table[b]).astype(np.int64))
+
+
+def _kernel_search(
+    ray: Any, table: np.ndarray, queries: np.ndarray, max_distance: int, same: bool, partitions: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The local multi-index search (`mmtok.hamming.near_pairs`, numba kernel) cut into tasks:
+    one per (block of its plan, range of the queries). The plan is the one near_pairs makes
+    for the whole table, and the kernel keeps a pair only in the first block that holds it,
+    so the tasks' pairs are disjoint and together exactly near_pairs' pairs."""
+    blocks = block_plan(len(table), max_distance, CANDIDATE_COST["numba"])
+    searched = [j for j, block in enumerate(blocks) if block.radius >= 0]
+    parts = max(1, -(-2 * partitions // len(searched)))  # about two tasks per CPU
+    jobs = [
+        (blocks, j, lo, hi, max_distance, same)
+        for j in searched
+        for lo, hi in _ranges(len(queries), parts)
+    ]
+    found = _run(ray, _kernel_block_pairs, [table, queries], jobs)
+    a = np.concatenate([np.empty(0, np.int64), *(f[0] for f in found)])
+    b = np.concatenate([np.empty(0, np.int64), *(f[1] for f in found)])
+    return (np.minimum(a, b), np.maximum(a, b)) if same else (a, b)
+
+
+def _kernel_block_pairs(
+    table: np.ndarray,
+    queries: np.ndarray,
+    blocks: list[Block],
+    j: int,
+    lo: int,
+    hi: int,
+    max_distance: int,
+    same: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Block j of `mmtok.hamming._numba_pairs` for the queries at [lo, hi) of its query order
+    (the same arguments, built the same way; one thread: the task holds one CPU)."""
+    from mmtok._hamming_numba import block_pairs, occupancy
+
+    block = blocks[j]
+    t = Table.build(table, block)
+    groups = list(flips(block))
+    masks = np.concatenate([np.zeros(1, np.int64)] + [m for _, m in groups])
+    group_starts = np.cumsum([1] + [len(m) for _, m in groups]).astype(np.int64)
+    group_lows = np.array([low for low, _ in groups], np.int64)
+    by_value = t.order if same else np.argsort(block.of(queries), kind="stable")
+    shifts = np.array([b.shift for b in blocks], np.int64)
+    widths = np.array([b.bits for b in blocks], np.int64)
+    radii = np.array([b.radius for b in blocks], np.int64)
+    return block_pairs(
+        queries, by_value, t.order, t.starts, occupancy(t.starts), t.hashes, masks,
+        group_starts, group_lows, shifts, widths, radii, j, max_distance, same, lo, hi,
+    )  # fmt: skip
 
 
 def _groups(values: np.ndarray, lo: int, hi: int) -> dict[int, np.ndarray]:
@@ -142,7 +212,10 @@ def _group_pairs(
     """As `near_pairs`: all pairs for a small group (its index tables would cost more than
     the pairs), the multi-index search for a large one."""
     if len(table) * len(queries) > BRUTE_FORCE_CELLS:
-        return near_pairs(table, queries, max_distance, same)
+        # numba from far fewer rows than in one process: a Ray worker loads it once for all
+        # its groups (a group of 10M hashes by 7-bit blocks holds ~78,000 rows)
+        fast = len(table) >= NUMBA_FROM_ROWS and numba_available()
+        return near_pairs(table, queries, max_distance, same, "numba" if fast else "numpy")
     a, b = np.nonzero(np.bitwise_count(queries[:, None] ^ table[None, :]) <= max_distance)
     if same:  # each unordered pair once, a row not with itself
         a, b = a[a < b], b[a < b]

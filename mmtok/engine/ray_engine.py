@@ -1,60 +1,73 @@
 """The Ray engine (`engine="ray"`, `pip install 'mmtok[ray]'`): the local executor's stage
-chain as Ray Data `map_batches` over Arrow batches; the model stage (a device stage, see
-`mmtok.models.runtime`) as an actor pool. Imported only when a run asks for Ray.
+chain as Ray tasks, each reading its own slice of the inputs; the model stage (a device stage,
+see `mmtok.models.runtime`) in a pool of Ray actors. Imported only when a run asks for Ray.
 
-The unit of work is one input batch, read in the driver exactly as the local engine reads it
-(same batches, row ids, read rejects, resume point). Each Ray row carries one such batch as
-Arrow IPC with its sequence number, its record count and its rejects, so a batch's accounting
-travels with it through every stage. Results stream back to the driver in input order
-(`preserve_order`) and mmtok's own sink writes and commits them (staging, manifest, rename),
-not Ray's writers, which have no commit protocol (design/engine.md §2). The driver checks the
-sequence numbers, so a block that Ray retried, dropped or repeated can never reach the output
-unnoticed: rows in = rows out + rejected, each row once. Ray never drops errored blocks here
-(`max_errored_blocks` stays 0): a stage that raises stops the run, as it does locally.
+The unit of work is a slice (`mmtok.io.sources.slices`): the driver sends a slice descriptor
+(a few numbers) and the shared `SliceReader` (once, through the object store); a task reads the
+slice's batches, runs the chain over them, and returns one result per batch with its read
+stats. The driver yields the results in input order, each with its position (slice, batches
+done, rows read), so `--resume` restarts where the local engine would. Inputs that only give
+batches (a random sample, an older state file) are read by the driver and sent batch by batch.
+mmtok's own sink writes and commits the results (staging, manifest, rename), not Ray's
+writers, which have no commit protocol (design/engine.md §2).
+
+Isolation, as the local engine (mmtok/engine/local.py): a row that kills its worker process
+(segfault, `os._exit`, the out-of-memory killer) or makes no progress for `row_timeout`
+seconds (the driver then cancels its task with `ray.cancel(force=True)`, which kills the
+worker) becomes a `decoder_crash` or `timeout` reject naming the row, and every other row is
+kept. Ray does not retry the tasks itself (`max_retries=0`): the driver knows more. Each task
+reports to a small actor (`_Beats`) when it starts a batch (synchronously) and, at most every
+`BEAT_SECONDS`, when rows or stages finish, so the driver knows which batch a dead task was
+running and which task stalled. A slice that failed becomes: the batches before the failing
+one, again as a slice task; the failing batch, read by the driver and retried row by row in
+fresh tasks; the rest of the slice as a new slice task. A row that fails alone is the cause.
+A task that dies before it starts a batch (in `setup`) is sent again, a few times. An exception
+out of a stage is a bug and stops the run with its traceback.
 
 Traps handled (design/engine.md): CPU stages are tasks, the model an actor pool whose
 resources differ (`memory`), so Ray does not fuse the decoding into the GPU actors; a GPU
-request the cluster cannot satisfy fails before any work instead of hanging; a worker that
-dies is retried a bounded number of times, never forever.
-
-Swappable unit: `_envelopes` turns the driver's batch iterator into Ray rows; when inputs can
-be planned as slices read on the workers (INTERFACES.md, "Slices"), only it changes.
+request the cluster cannot satisfy fails before any work instead of hanging.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import sys
+import time
 import uuid
-import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mmtok.engine.local import BatchResult, StageChain, _with_read_rejects
-from mmtok.engine.stage import Stage
+from mmtok.engine.local import (
+    DEFAULT_ROW_TIMEOUT,
+    MAX_FAILED_STARTS,
+    BatchResult,
+    Rows,
+    StageChain,
+    _failed_row,
+    _with_read_rejects,
+)
+from mmtok.engine.stage import Stage, on_row_done
+from mmtok.engine.workers import COUNTER, STAGE
 from mmtok.errors import MmtokError
+from mmtok.io.sources.base import Slice
+from mmtok.reasons import Reason
 
 if TYPE_CHECKING:
-    import ray
+    from mmtok.io.sources.slices import SliceReader
 
 RAY_INSTALL = "pip install 'mmtok[ray]'"
-# A worker that dies this many times more on the same batch is not a lost node but a row that
-# kills its process (the local engine isolates such a row; here the run stops and says so).
-MAX_RETRIES = 3
 MODEL_ACTOR_MEMORY = 1 << 30  # reserved per model actor; also keeps CPU stages out of it
-
-ENVELOPE = pa.schema(
-    [
-        pa.field("seq", pa.int64()),  # the batch's position in the input stream
-        pa.field("num_records", pa.int64()),  # input records the batch accounts for
-        pa.field("rows", pa.large_binary()),  # kept rows, Arrow IPC stream
-        pa.field("rejected", pa.list_(pa.large_binary())),  # reject tables, Arrow IPC each
-    ]
-)
+MAX_ACTOR_RESTARTS = 3  # a model actor that dies is restarted (and its batch retried) this often
+TASKS_PER_CPU = 2  # one running, one queued, so a worker never waits for work
+BEAT_SECONDS = 0.5  # at most this often a task reports finished rows (and 10 per row timeout)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,6 @@ def require_ray() -> None:
     """Fail in one line, before any work, when Ray is not installed."""
     try:
         import ray  # noqa: F401
-        import ray.data  # noqa: F401
     except ImportError:
         raise MmtokError(
             f"the Ray engine needs Ray, which is not installed: {RAY_INSTALL}"
@@ -100,62 +112,135 @@ def connect(address: str | None) -> Any:
                 hint="start one with `ray start --head`, or leave out --ray-address for a "
                 "local Ray",
             ) from None
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # Ray Data says at each run that its progress bars are off: mmtok turned them off
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return ray
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _table(buffer: Any) -> pa.Table:
-    return pa.ipc.open_stream(pa.py_buffer(buffer)).read_all()
-
-
-def _envelope(seqs: list[int], counts: list[int], rows: list, rejected: list) -> pa.Table:
-    return pa.table(
-        {"seq": seqs, "num_records": counts, "rows": rows, "rejected": rejected}, schema=ENVELOPE
-    )
-
-
-def _open(envelope: pa.Table) -> Iterator[tuple[int, int, pa.Table, list[pa.Table]]]:
-    columns = [envelope.column(n).to_pylist() for n in ENVELOPE.names]
-    for seq, count, rows, rejected in zip(*columns, strict=True):
-        yield seq, count, _table(rows), [_table(r) for r in rejected]
-
+# --- in the workers ---------------------------------------------------------------------------
 
 # One set-up chain per worker process and run: Ray reuses a task's worker process for the next
 # tasks of the same function, so `setup()` (models, decoders) runs once per process.
 _CHAINS: dict[str, StageChain] = {}
 
 
-def _run_chain(envelope: pa.Table, *, chain: StageChain, run: str) -> pa.Table:
-    """The CPU stages over the batches of one Ray block (a Ray task)."""
+def _set_up(chain: StageChain, run: str) -> StageChain:
     if run not in _CHAINS:
         _CHAINS.clear()  # an earlier run's stages are done with
         chain.setup()
         _CHAINS[run] = chain
-    chain = _CHAINS[run]
-    out: tuple[list, list, list, list] = ([], [], [], [])
-    for seq, count, rows, read_rejects in _open(envelope):
-        kept, rejected = chain(rows)
-        rejected = _with_read_rejects(
-            pa.concat_tables(read_rejects) if read_rejects else None, rejected, chain
-        )
-        for column, value in zip(
-            out, (seq, count, _ipc(kept), [_ipc(t) for t in rejected]), strict=True
-        ):
-            column.append(value)
-    return _envelope(*out)
+    return _CHAINS[run]
+
+
+class _Beats:
+    """A Ray actor (no CPU): when each running task last made progress, at which stage and
+    batch. Its own clock times them all, so nodes' clocks need not agree."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[float, int, int]] = {}  # key: (time, stage, batch)
+
+    def beat(self, key: int, stage: int, batch: int) -> None:
+        self.seen[key] = (time.monotonic(), stage, batch)
+
+    def report(self, keys: list[int]) -> dict[int, tuple[float, int, int]]:
+        """(seconds since the last beat, stage, batch) of those of `keys` that started."""
+        now = time.monotonic()
+        return {k: (now - t, s, b) for k in keys if k in self.seen for t, s, b in [self.seen[k]]}
+
+    def forget(self, keys: list[int]) -> None:
+        for key in keys:
+            self.seen.pop(key, None)
+
+
+class _Progress:
+    """What the chain and `RowStage` report in a task (the local workers' shared counters, see
+    `StageChain.__call__`), passed on to `_Beats`: a new batch and a new stage at once and
+    synchronously (so the driver knows where a task that dies was), finished rows at most
+    every `every` seconds."""
+
+    def __init__(self, beats: Any, key: int, every: float):
+        self.beats, self.key, self.every = beats, key, every
+        self.values = [0, 0]  # COUNTER, STAGE
+        self.batch = 0
+        self.last = 0.0
+
+    def __getitem__(self, slot: int) -> int:
+        return self.values[slot]
+
+    def __setitem__(self, slot: int, value: int) -> None:
+        changed = self.values[slot] != value
+        self.values[slot] = value
+        self.beat(force=slot == STAGE and changed)
+
+    def start_batch(self, batch: int) -> None:
+        import ray
+
+        self.batch, self.last = batch, time.monotonic()
+        ray.get(self.beats.beat.remote(self.key, self.values[STAGE], batch))
+
+    def beat(self, force: bool = False) -> None:
+        """`force`: now, and synchronously (a new stage: the reject of a row that kills its
+        process names the stage it died in)."""
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            self.last = now
+            sent = self.beats.beat.remote(self.key, self.values[STAGE], self.batch)
+            if force:
+                import ray
+
+                ray.get(sent)
+
+    def row_done(self) -> None:
+        self.values[COUNTER] += 1
+        self.beat()
+
+
+@contextlib.contextmanager
+def _reporting(progress: _Progress) -> Iterator[None]:
+    on_row_done(progress.row_done)
+    try:
+        yield
+    finally:
+        on_row_done(None)
+
+
+def _slice_task(
+    reader: SliceReader,
+    chain: StageChain,
+    run: str,
+    part: Slice,
+    skip: int,
+    count: int | None,
+    beats: Any,
+    key: int,
+    every: float,
+) -> tuple[list[tuple], dict[str, int]]:
+    """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
+    each: (kept, rejects, records, rows read, read stats) per batch, and the source's notes."""
+    chain = _set_up(chain, run)
+    progress = _Progress(beats, key, every)
+    out = []
+    with _reporting(progress):
+        batches = itertools.islice(reader.read(part, skip), count)
+        for number, batch in enumerate(batches, start=skip):
+            progress.start_batch(number)
+            kept, rejected = chain(batch.rows, progress)
+            rejected = _with_read_rejects(batch.rejected, rejected, chain)
+            out.append((kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
+    return out, reader.notes(part)
+
+
+def _batch_task(
+    chain: StageChain, run: str, rows: pa.Table, beats: Any, key: int, every: float
+) -> Rows:
+    """The chain over one batch, or one row of a batch that failed."""
+    chain = _set_up(chain, run)
+    progress = _Progress(beats, key, every)
+    with _reporting(progress):
+        progress.start_batch(0)
+        return chain(rows, progress)
 
 
 class _ModelActor:
-    """The device stage in a Ray actor: set up once, then one model batch per Ray row."""
+    """The device stage in a Ray actor: set up once, then one model batch per call."""
 
     def __init__(self, stage: Stage, worker_schema: pa.Schema):
         if getattr(stage, "device", "cpu").startswith("cuda"):
@@ -164,36 +249,312 @@ class _ModelActor:
         stage.output_schema(worker_schema)  # sets the stage's reject schema
         self.stage = stage
 
-    def __call__(self, envelope: pa.Table) -> pa.Table:
-        out: tuple[list, list, list, list] = ([], [], [], [])
-        for seq, count, rows, rejected in _open(envelope):
-            result = self.stage.process(rows)
-            if result.rejected.num_rows:
-                rejected = [*rejected, result.rejected]
-            for column, value in zip(
-                out, (seq, count, _ipc(result.kept), [_ipc(t) for t in rejected]), strict=True
-            ):
-                column.append(value)
-        return _envelope(*out)
+    def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+        result = self.stage.process(rows)
+        return result.kept, result.rejected
 
 
-def _envelopes(
-    ray: Any, batches: Iterable[tuple[pa.Table, pa.Table | None, int]]
-) -> list[ray.ObjectRef]:
-    """The driver's batches into the object store, one Ray block each (spilled to disk past
-    the object store's size)."""
-    refs = []
-    for seq, (rows, read_rejects, count) in enumerate(batches):
-        rejected = (
-            [_ipc(read_rejects)] if read_rejects is not None and read_rejects.num_rows else []
-        )
-        refs.append(ray.put(_envelope([seq], [count], [_ipc(rows)], [rejected])))
-    return refs
+# --- in the driver ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """One batch the driver holds (read here, or the failing batch of a slice), from the moment
+    it is read until its result is yielded; retried row by row once it failed whole."""
+
+    rows: pa.Table
+    read_rejects: pa.Table | None
+    num_records: int
+    position: tuple[int, int, int] | None = None
+    stats: tuple[Slice, Any] | None = None  # (its slice, its read stats), merged when yielded
+    result: Rows | None = None
+    row_results: list[Rows | None] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def split(self) -> list[_Job]:
+        self.row_results = [None] * self.rows.num_rows
+        return [_Job(self, row=i) for i in range(self.rows.num_rows)]
+
+    def set_row(self, index: int, result: Rows) -> None:
+        self.row_results[index] = result
+        if all(r is not None for r in self.row_results):
+            parts = [r for r in self.row_results if r is not None]
+            self.result = (
+                pa.concat_tables([kept for kept, _ in parts]),
+                [t for _, rejected in parts for t in rejected],
+            )
+            self.row_results = []
+
+
+@dataclass
+class _Slice:
+    """Batches of one slice, read by a task: `count` of them (None: to the end) after `skip`."""
+
+    index: int
+    part: Slice
+    skip: int
+    count: int | None = None
+    results: list[tuple] | None = None  # the task's, once it finished
+    notes: dict[str, int] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.results is not None
+
+
+@dataclass
+class _Job:
+    """A task to run: a whole slice, a whole batch, or one row of a batch."""
+
+    unit: _Slice | _Batch
+    row: int | None = None
+    retries: int = 0  # times this row failed alone and was sent again (Stage.row_retries)
+    key: int = 0  # this attempt's name in `_Beats`
+
+    @property
+    def rows(self) -> pa.Table:
+        assert isinstance(self.unit, _Batch)
+        if self.row is None:
+            return self.unit.rows
+        return self.unit.rows.take([self.row])  # a copy: a slice would ship the whole batch
+
+
+def _crash_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """What Ray raises for a task whose worker process died (or whose node did)."""
+    names = (
+        "WorkerCrashedError",
+        "OutOfMemoryError",
+        "NodeDiedError",
+        "LocalRayletDiedError",
+        "TaskCancelledError",
+    )
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
+
+
+class _Driver:
+    """Sends jobs to the cluster, at most `max_running` at a time, and yields the results of the
+    units in input order; isolates the rows that kill or hang their task."""
+
+    def __init__(
+        self,
+        ray: Any,
+        chain: StageChain,
+        reader: SliceReader | None,
+        row_timeout: float | None,
+        options: RayOptions,
+    ):
+        self.ray, self.chain, self.reader, self.row_timeout = ray, chain, reader, row_timeout
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        self.max_running = max(1, int(cpus / options.cpus_per_task)) * TASKS_PER_CPU
+        self.run = uuid.uuid4().hex
+        self.every = BEAT_SECONDS if row_timeout is None else min(BEAT_SECONDS, row_timeout / 10)
+        self.tick = 1.0 if row_timeout is None else min(1.0, row_timeout / 4)
+        self.crashes = _crash_errors(ray)
+        self.keys = itertools.count(1)
+        self.failed_starts = 0
+        self.queue: deque[_Job] = deque()  # not sent yet; retries go first
+        self.pending: deque[_Slice | _Batch] = deque()  # every unit not yielded, in order
+        self.running: dict[Any, _Job] = {}  # ObjectRef -> job
+        self.beats = ray.remote(num_cpus=0)(_Beats).remote()
+        self.chain_ref = ray.put(chain)
+        self.reader_ref = ray.put(reader) if reader is not None else None
+        remote = {
+            "num_cpus": options.cpus_per_task,
+            "max_retries": 0,  # the driver retries: it knows which batch and row failed
+            # a stage that leaks (video decoders) gets a fresh process per task
+            **({"max_calls": 1} if chain.recycle_after else {}),
+        }
+        self.slice_task = ray.remote(**remote)(_slice_task)
+        self.batch_task = ray.remote(**remote)(_batch_task)
+
+    def results(self, units: Iterable[_Slice | _Batch]) -> Iterator[BatchResult]:
+        source = iter(units)
+        more = True
+        while True:
+            while more and len(self.pending) < 2 * self.max_running:
+                unit = next(source, None)
+                if unit is None:
+                    more = False
+                    break
+                self.pending.append(unit)
+                if isinstance(unit, _Batch) and unit.rows.num_rows == 0:
+                    unit.result = self.chain(unit.rows)  # nothing to run: every row rejected
+                else:
+                    self.queue.append(_Job(unit))
+            while self.pending and self.pending[0].done:
+                yield from self._yield(self.pending.popleft())
+            if not self.pending and not more:
+                return
+            self._submit()
+            self._wait()
+
+    def _yield(self, unit: _Slice | _Batch) -> Iterator[BatchResult]:
+        reader = self.reader
+        if isinstance(unit, _Batch):
+            if unit.stats is not None and reader is not None:
+                reader.merge(unit.stats[0], unit.stats[1], None)
+            assert unit.result is not None
+            kept, rejected = unit.result
+            rejected = _with_read_rejects(unit.read_rejects, rejected, self.chain)
+            yield BatchResult(kept, rejected, unit.num_records, unit.position)
+            return
+        assert reader is not None and unit.results is not None
+        for number, (kept, rejected, records, rows, stats) in enumerate(
+            unit.results, start=unit.skip + 1
+        ):
+            reader.merge(unit.part, stats, None)
+            yield BatchResult(kept, rejected, records, (unit.index, number, rows))
+        reader.merge(unit.part, None, unit.notes)
+
+    def _submit(self) -> None:
+        while self.queue and len(self.running) < self.max_running:
+            job = self.queue.popleft()
+            job.key = next(self.keys)
+            args = (self.beats, job.key, self.every)
+            if isinstance(job.unit, _Slice):
+                u = job.unit
+                ref = self.slice_task.remote(
+                    self.reader_ref, self.chain_ref, self.run, u.part, u.skip, u.count, *args
+                )
+            else:
+                ref = self.batch_task.remote(self.chain_ref, self.run, job.rows, *args)
+            self.running[ref] = job
+
+    def _wait(self) -> None:
+        ray = self.ray
+        if not self.running:
+            return
+        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=self.tick)
+        # every finished one, not just the first (a wait returns as soon as one is)
+        ready, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+        failed: list[tuple[_Job, Reason, str]] = []
+        for ref in ready:
+            job = self.running.pop(ref)
+            try:
+                value = ray.get(ref)
+            except self.crashes as e:
+                failed.append((job, Reason.DECODER_CRASH, _death(e)))
+                continue
+            self._finish(job, value)
+        if self.row_timeout is not None and self.running:
+            stalled = self._stalled()
+            for ref, job in stalled:
+                ray.cancel(ref, force=True)  # kills the worker process
+                del self.running[ref]
+                how = (
+                    f"no row finished in {self.row_timeout:g} s (--row-timeout); the task's "
+                    "worker was killed"
+                )
+                failed.append((job, Reason.TIMEOUT, how))
+        if failed:
+            where = ray.get(self.beats.report.remote([job.key for job, _, _ in failed]))
+            for job, reason, how in failed:
+                self._failed(job, reason, how, where.get(job.key))
+        done = [job.key for job, _, _ in failed]
+        if done:
+            self.beats.forget.remote(done)
+
+    def _stalled(self) -> list[tuple[Any, _Job]]:
+        keys = {job.key: ref for ref, job in self.running.items()}
+        report = self.ray.get(self.beats.report.remote(list(keys)))
+        assert self.row_timeout is not None
+        return [
+            (keys[k], self.running[keys[k]])
+            for k, (age, _, _) in report.items()
+            if age >= self.row_timeout
+        ]
+
+    def _finish(self, job: _Job, value: Any) -> None:
+        self.failed_starts = 0
+        self.beats.forget.remote([job.key])
+        unit = job.unit
+        if isinstance(unit, _Slice):
+            unit.results, unit.notes = value
+        elif job.row is None:
+            unit.result = value
+        else:
+            unit.set_row(job.row, value)
+
+    def _failed(
+        self, job: _Job, reason: Reason, how: str, where: tuple[float, int, int] | None
+    ) -> None:
+        """A job's task died or was killed: retry what it ran, as local `_Pool._lost` does."""
+        unit = job.unit
+        if where is None:  # it died before it started a batch (in setup): again, a few times
+            self.failed_starts += 1
+            if self.failed_starts > MAX_FAILED_STARTS:
+                raise MmtokError(
+                    f"Ray workers keep dying while they start: {how}",
+                    hint="out of memory? give the tasks more memory or fewer CPUs each",
+                )
+            self.queue.appendleft(job)
+            return
+        self.failed_starts = 0
+        _, stage, batch = where
+        if isinstance(unit, _Slice):
+            self.queue.extendleft(reversed(self._split_slice(unit, batch)))
+        elif job.row is None:
+            self.queue.extendleft(reversed(unit.split()))
+        elif job.retries < self.chain.row_retries:
+            job.retries += 1  # the stage may try it another way (sample-frames: PyAV)
+            self.queue.appendleft(job)
+        else:  # it failed alone too: this row is the cause
+            name = self.chain.stages[stage].name
+            unit.set_row(job.row, _failed_row(self.chain, job.rows, name, reason, how))
+
+    def _split_slice(self, unit: _Slice, failing: int) -> list[_Job]:
+        """A slice task died in batch `failing`: the batches before it go again as a slice
+        task, that batch is read here and retried row by row, the rest is a new slice task.
+        All three take the unit's place in the order."""
+        assert self.reader is not None
+        batch = next(iter(self.reader.read(unit.part, failing)), None)
+        parts: list[_Slice | _Batch] = []
+        if failing > unit.skip:
+            parts.append(_Slice(unit.index, unit.part, unit.skip, failing - unit.skip))
+        if batch is not None:
+            position = (unit.index, failing + 1, batch.rows.num_rows)
+            stats = (unit.part, batch.stats)
+            parts.append(_Batch(batch.rows, batch.rejected, batch.num_records, position, stats))
+            last = unit.count is not None and failing + 1 >= unit.skip + unit.count
+            if not last:
+                rest = None if unit.count is None else unit.skip + unit.count - failing - 1
+                parts.append(_Slice(unit.index, unit.part, failing + 1, rest))
+        at = self.pending.index(unit)
+        del self.pending[at]
+        for offset, part in enumerate(parts):
+            self.pending.insert(at + offset, part)
+        jobs: list[_Job] = []
+        for part in parts:
+            if isinstance(part, _Batch) and part.rows.num_rows == 0:
+                part.result = self.chain(part.rows)
+            elif isinstance(part, _Batch):
+                jobs.extend(part.split())
+            else:
+                jobs.append(_Job(part))
+        return jobs
+
+    def close(self) -> None:
+        """Nothing the cluster still runs for this run is worth waiting for."""
+        for ref in self.running:
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        self.running.clear()
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.beats)
+
+
+def _death(error: BaseException) -> str:
+    """The worker's death in words: Ray's error names the kind (a crash, Ray's out-of-memory
+    monitor, a lost node), not the exit code or signal."""
+    return f"the Ray worker process died ({type(error).__name__})"
 
 
 def _model_resources(ray: Any, device: Stage, options: RayOptions) -> tuple[float, int]:
     """(GPUs per model actor, actors); a GPU request the cluster cannot satisfy is an error
-    now, not a dataset that waits forever for an actor."""
+    now, not a pool that waits forever for an actor."""
     on_cuda = getattr(device, "device", "cpu").startswith("cuda")
     gpus = options.gpus_per_actor if options.gpus_per_actor is not None else float(on_cuda)
     have = float(ray.cluster_resources().get("GPU", 0))
@@ -216,89 +577,93 @@ def _model_resources(ray: Any, device: Stage, options: RayOptions) -> tuple[floa
     return gpus, actors
 
 
+def _through_model(
+    ray: Any,
+    results: Iterator[BatchResult],
+    device: Stage,
+    worker_schema: pa.Schema,
+    resources: tuple[float, int],
+) -> Iterator[BatchResult]:
+    """The model stage over the CPU results, in a pool of actors, two batches in flight per
+    actor; results in order. A dead actor is restarted and its batches retried by Ray."""
+    gpus, size = resources
+    actor = ray.remote(_ModelActor).options(
+        num_cpus=0,  # the CPU tasks keep the cluster's CPUs; the model has its own resources
+        num_gpus=gpus or None,
+        memory=MODEL_ACTOR_MEMORY,
+        max_restarts=MAX_ACTOR_RESTARTS,
+        max_task_retries=MAX_ACTOR_RESTARTS,
+    )
+    actors = [actor.remote(device, worker_schema) for _ in range(size)]
+    flight: deque[tuple[BatchResult, Any]] = deque()
+    turn = itertools.count()
+    try:
+        for result in results:
+            ref = actors[next(turn) % size].process.remote(result.kept)
+            flight.append((result, ref))
+            while len(flight) > TASKS_PER_CPU * size:
+                yield _model_result(ray, *flight.popleft())
+        while flight:
+            yield _model_result(ray, *flight.popleft())
+    finally:
+        for a in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+
+
+def _model_result(ray: Any, result: BatchResult, ref: Any) -> BatchResult:
+    kept, rejected = ray.get(ref)
+    more = [rejected] if rejected.num_rows else []
+    return BatchResult(kept, [*result.rejected, *more], result.num_records, result.position)
+
+
 def run_ray(
-    batches: Iterable[tuple[pa.Table, pa.Table | None, int]],
+    units: Iterable[tuple[int, Slice, int]] | Iterable[tuple[pa.Table, pa.Table | None, int]],
     chain: StageChain,
     device: Stage | None,
     *,
+    reader: SliceReader | None = None,
     address: str | None = None,
     options: RayOptions | None = None,
+    row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
 ) -> Iterator[BatchResult]:
-    """Run `chain` (then `device`, the model stage) over the batches on a Ray cluster; yield
-    the results in input order, each batch exactly once."""
+    """Run `chain` (then `device`, the model stage) on a Ray cluster; yield the results in
+    input order, each batch exactly once. `units`: with `reader`, `(index, slice, batches to
+    skip)` that the tasks read themselves (results carry their positions); without, the
+    `(rows, read rejects, records)` batches the caller read."""
     ray = connect(address)
     options = options or RayOptions()
     model = _model_resources(ray, device, options) if device is not None else None
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # results in input order
-    context.max_errored_blocks = 0  # never drop a block that failed (Ray's default, kept)
-    context.enable_progress_bars = False  # the CLI shows its own
-    context.print_on_execution_start = False
-    refs = _envelopes(ray, batches)
-    if not refs:
-        return
-    run = uuid.uuid4().hex
-    with warnings.catch_warnings():
-        # max_retries / max_restarts have no named parameter yet in Ray 2.60
-        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
-        dataset = ray.data.from_arrow_refs(refs)
-        if chain.stages:
-            dataset = dataset.map_batches(
-                _run_chain,
-                batch_size=1,  # one input batch per call: its rows are the unit of work
-                batch_format="pyarrow",
-                zero_copy_batch=True,
-                fn_kwargs={"chain": chain, "run": run},
-                num_cpus=options.cpus_per_task,
-                max_retries=MAX_RETRIES,
-            )
-        if device is not None and model is not None:
-            gpus, actors = model
-            dataset = dataset.map_batches(
-                _ModelActor,
-                batch_size=1,  # one model batch (device.rows_per_batch rows) per call
-                batch_format="pyarrow",
-                fn_constructor_kwargs={"stage": device, "worker_schema": chain.output_schema},
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                num_gpus=gpus or None,
-                memory=MODEL_ACTOR_MEMORY,
-                max_restarts=MAX_RETRIES,
-                max_task_retries=MAX_RETRIES,
-            )
+    if reader is not None:
+        work: Iterable[_Slice | _Batch] = (_Slice(i, part, skip) for i, part, skip in units)
+    else:
+        work = (_Batch(rows, rejects, n) for rows, rejects, n in units)  # type: ignore[misc]
+    driver = _Driver(ray, chain, reader, row_timeout, options)
     try:
         with redirect_stdout(sys.stderr):  # Ray prints worker deaths on the driver's stdout
-            yield from _in_order(dataset, len(refs))
+            results = driver.results(work)
+            if device is not None and model is not None:
+                results = _through_model(ray, results, device, chain.output_schema, model)
+            yield from results
     except Exception as e:
         raise _cause(e) from None
-
-
-def _in_order(dataset: Any, batches: int) -> Iterator[BatchResult]:
-    """The results, checked: each batch once, in input order, none missing."""
-    expected = 0
-    for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for seq, count, kept, rejected in _open(block):
-            if seq != expected:
-                raise RuntimeError(f"the Ray engine got batch {seq} where batch {expected} was due")
-            expected += 1
-            yield BatchResult(kept, rejected, count)
-    if expected != batches:
-        raise RuntimeError(f"the Ray engine returned {expected} of {batches} batches")
+    finally:
+        driver.close()
 
 
 def _cause(error: Exception) -> Exception:
     """A stage's own MmtokError (a bad configuration) out of Ray's wrappers, so the user
     sees one line; any other error as it came (a bug keeps its traceback)."""
     seen: Exception | BaseException | None = error
-    while seen is not None:
+    for _ in range(100):  # a chain of causes, never a cycle of them
+        if seen is None:
+            break
         if isinstance(seen, MmtokError):
             return seen
-        seen = seen.__cause__ or seen.__context__
-    if "WorkerCrashedError" in repr(error) or "ActorDiedError" in repr(error):
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "cause", None)
+    if "ActorDiedError" in repr(error):
         return MmtokError(
-            f"a Ray worker died {MAX_RETRIES + 1} times on the same batch: {error}",
-            hint="a row may crash its decoder; the local engine (--engine local) isolates "
-            "such rows as rejects",
+            f"a Ray model actor died {MAX_ACTOR_RESTARTS + 1} times: {error}",
+            hint="out of GPU or host memory? use a smaller --batch-size",
         )
     return error

@@ -62,3 +62,17 @@ class CaptionLengthModel(DeviceStage):
         keep = (outputs["y"].astype("int64") // 2) % 5 != 0
         gone = int((~keep).sum())
         return RowVerdicts(keep, ["caption_too_short"] * gone, ["length is a multiple of 5"] * gone)
+
+
+class Buggy(Stage):
+    """A stage with a bug: raises on the row `victim` (not a bad row: the run must stop)."""
+
+    name: ClassVar[str] = "buggy"
+
+    def __init__(self, victim: str):
+        self.victim = victim
+
+    def process(self, rows: pa.Table) -> StageResult:
+        if self.victim in rows.column("id").to_pylist():
+            raise ZeroDivisionError(f"a bug met {self.victim}")
+        return StageResult(rows, make_rejects(rows.slice(0, 0), self.name, [], []))

@@ -23,6 +23,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+# the local engine's poison stages (tests/engine/poison_stages.py), for the isolation parity
+ENGINE_TESTS = HERE.parent / "engine"
+if str(ENGINE_TESTS) not in sys.path:
+    sys.path.append(str(ENGINE_TESTS))
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
 
@@ -74,8 +78,10 @@ def ray_address():
     env = {
         **os.environ,
         "HOME": str(home),  # Ray writes ~/.ray (an auth token); not the user's home
-        # the workers import mmtok, and the tests' own stages (kill_stages.py), from here
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        # the workers import mmtok, and the tests' own stages (kill_stages.py, poison_stages.py)
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(HERE), str(ENGINE_TESTS), os.environ.get("PYTHONPATH", "")]
+        ),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_worker_niceness": "0",  # Ray nices its workers (15): not on a shared machine
     }

@@ -115,8 +115,14 @@ def test_clusters_on_ray_equal_the_local_clusters(planted, settings, ray_driver)
         np.testing.assert_array_equal(getattr(ray, field), getattr(local, field), err_msg=field)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
 @pytest.mark.parametrize("max_distance", [2, 13])
-def test_hamming_pairs_on_ray_are_the_local_pairs(max_distance, ray_driver):
+def test_hamming_pairs_on_ray_are_the_local_pairs(max_distance, kernel, ray_driver, monkeypatch):
+    """Both searches: the numba kernel cut into tasks, and the pigeonhole groups without it."""
+    if kernel == "numba":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setenv("MMTOK_NO_NUMBA", "1")  # read in the driver, which picks the search
     rng = np.random.default_rng(max_distance)
     h = rng.integers(0, 2**63, 2000, dtype=np.uint64)
     for i in range(0, 2000, 4):
@@ -163,3 +169,30 @@ def test_a_group_is_searched_alike_small_or_large(same):
     if same:
         small = {(min(p), max(p)) for p in small if p[0] != p[1]}
     assert large == small and len(large) > 100
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_large_group_uses_the_numba_kernel_with_the_same_pairs(same, monkeypatch):
+    """Groups of NUMBA_FROM_ROWS hashes and more go to the numba kernel (loaded once per Ray
+    worker): the pairs are those of the numpy kernel."""
+    pytest.importorskip("numba")
+    import mmtok.hamming
+    from mmtok.engine.ray_dedup import NUMBA_FROM_ROWS, _group_pairs
+
+    kernels = []
+    search = mmtok.hamming.near_pairs
+    monkeypatch.setattr(
+        "mmtok.engine.ray_dedup.near_pairs",
+        lambda *args: kernels.append(args[-1]) or search(*args),
+    )
+    rng = np.random.default_rng(6)
+    h = rng.integers(0, 2**63, NUMBA_FROM_ROWS, dtype=np.uint64)
+    h[1::2] = [flip_bits(x, int(rng.integers(0, 12)), rng) for x in h[::2]]
+    queries = h if same else h[::-1].copy()
+    a, b = _group_pairs(h, queries, 9, same)
+    want_a, want_b = search(h, queries, 9, same, "numpy")
+    assert kernels == ["numba"]
+    assert sorted(zip(a.tolist(), b.tolist(), strict=True)) == sorted(
+        zip(want_a.tolist(), want_b.tolist(), strict=True)
+    )
+    assert len(a) > 1000

@@ -149,6 +149,11 @@ def test_resume_on_ray_continues_a_killed_run(pairs, tmp_path, ray_driver):
             engine="ray",
             ray_address=ray_driver,
         )
+    # the stopped run recorded where it was as the local engine does: (slice, batches of it
+    # done, rows read), so the resumed Ray tasks start reading there
+    state = json.loads((tmp_path / ".out.mmtok-staging" / "state.json").read_text())
+    assert [type(v) for v in state["position"]] == [int, int, int]
+    assert state["position"][1] > 0
     manifest = run_pipeline(
         inputs(),
         [ProbeStage()],
