@@ -4,6 +4,7 @@ lines in one run, with peak memory at two row counts.
   python benchmarks/budget.py                          # 20,000 and 200,000 rows
   python benchmarks/budget.py --rows 20000             # one row count
   python benchmarks/budget.py --mmtok-root /work/main  # the same, with another checkout's mmtok
+  python benchmarks/budget.py --rows 20000 --components  # + CPU per row of each piece, in process
 
 Data lines (rows repeat a set of distinct files, warm page cache, as a crawl re-reads nothing):
 - JPEGs of mixed sizes (200-4000 px);
@@ -153,6 +154,55 @@ def mmtok_run(
     return rows / float(seconds), float(cpu) / rows * 1e6, int(peak_kb) / 1024
 
 
+COMPONENTS = """
+import pickle, sys, time
+from mmtok.engine.local import StageChain
+from mmtok.images import probe_image
+from mmtok.io.schema import reject_schema, with_fields
+from mmtok.io.sources import Inputs
+from mmtok.io.sources.slices import SliceReader, plan_slices
+from mmtok.presets import get_preset
+from mmtok.stages.budget import BudgetStage, MediaBudgetStage, VideoBudgetStage
+from mmtok.stages.probe import ProbeStage
+from mmtok.text import TextCounter
+
+def best(f, k=3):
+    b = 1e9
+    for _ in range(k):
+        t0 = time.process_time(); r = f(); b = min(b, time.process_time() - t0)
+    return b, r
+
+t, inputs = best(lambda: Inputs([sys.argv[1]]), 1)
+n = inputs.count_rows()
+out = {"scan": t}
+plan, reader = plan_slices(inputs), SliceReader.of(inputs)
+out["read"], batches = best(lambda: [b for p in plan for b in reader.read(p)])
+paths = [v["path"] for b in batches for v in b.rows.column("image").to_pylist()]
+out["probe_image"], _ = best(lambda: [probe_image(p) for p in paths])
+budget = BudgetStage({p: get_preset(p) for p in sys.argv[2:]}, TextCounter())
+media = MediaBudgetStage([ProbeStage(), budget], VideoBudgetStage(budget))
+schema = with_fields(inputs.schema, media.output_fields())
+chain = StageChain([media], schema, reject_schema(inputs.schema))
+chain.setup()
+out["stages"], results = best(lambda: [chain(b.rows) for b in batches])
+out["pickle"], _ = best(lambda: [pickle.dumps(r) for r in results])
+print(" ".join(f"{k}={1e6 * v / n:.1f}" for k, v in out.items()))
+"""
+
+
+def components(rows_file: Path, root: Path) -> str:
+    """CPU microseconds per row (best of 3, one process, no workers) of the pieces a worker
+    runs: the main process's scan of the input, a worker's read of its slices, the header
+    probe alone, the stage chain (probe + budget, with probe_image inside), the pickling of
+    results; robust on a shared machine where whole-process figures are not."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-c", COMPONENTS, str(rows_file), *PRESETS],
+        capture_output=True, text=True, env=env, cwd=root, check=True,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,13 +211,14 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=1000, help="distinct files per line")
     parser.add_argument("--lines", nargs="+", default=["jpeg", "mix"], choices=["jpeg", "mix"])
     parser.add_argument("--mmtok-root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--components", action="store_true", help="CPU per row of each piece")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mmtok-bench")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores; Pillow {Image.__version__}; mmtok from {args.mmtok_root}")
     makers = {"jpeg": make_jpegs, "mix": make_mix}
     labels = {"jpeg": "JPEGs of mixed sizes", "mix": "70% JPEG, 25% PNG, 5% WebP"}
-    results = []
+    results, parts, root = [], [], args.mmtok_root
     with tempfile.TemporaryDirectory() as tmp:
         for line in args.lines:
             distinct = dataset(args.cache, line, args.distinct, makers[line])
@@ -184,6 +235,8 @@ def main() -> None:
                 results.append(
                     (labels[line], rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us)
                 )
+                if args.components:
+                    parts.append(f"{labels[line]}, {rows:,} rows: {components(rows_file, root)}")
                 print(f"  {labels[line]}, {rows:,} rows: done", flush=True)
     print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
     print("rows/s: wall time of the whole command (-o OUT, and with no -o); CPU: microseconds")
@@ -195,6 +248,10 @@ def main() -> None:
             f"{label:<30}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{rate / pillow:>6.2f}"
             f"{cpu:>8.1f}{bare_cpu:>7.1f}{pillow_us:>7.1f}{rss:>8,.0f}"
         )
+    if parts:
+        print("\nCPU us per row of the pieces, in one process (scan: the main process; the rest:")
+        print("what a worker runs; stages = probe + budget with probe_image inside):")
+        print("\n".join(parts))
     print(f"load average now: {os.getloadavg()[0]:.1f} on {cores} cores")
 
 
