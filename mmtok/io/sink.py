@@ -410,8 +410,10 @@ class DatasetSink:
         # the files of slices not adopted run again: none of them is listed anywhere
         slices = self.root / SLICES_DIR
         if slices.is_dir() and not slices.is_symlink():
-            shutil.rmtree(slices)
-        slices.mkdir()
+            # what is left is never adopted (only the files a finished slice names are): a file
+            # that a dying worker of the killed run still wrote may stay, and does no harm
+            shutil.rmtree(slices, ignore_errors=True)
+        slices.mkdir(exist_ok=True)
         chunks = set(state["reject_chunks"])
         for path in (self.root / "rejects").iterdir():
             if _CHUNK.match(path.name) and path.name not in chunks:
