@@ -137,6 +137,13 @@ def verify(out: Path, input_ids: set[str]) -> str | None:
     return None
 
 
+def before_mmtok(err: str) -> bool:
+    """A Ctrl-C that landed while Python itself started (site, runpy), before any mmtok code
+    ran: the interpreter prints its own traceback, exit 1, and nothing was read or written."""
+    lines = err.strip().splitlines()
+    return bool(lines) and lines[-1].strip() == "KeyboardInterrupt" and "/mmtok/" not in err
+
+
 def trial(
     command: str, base: list[str], out: Path, ids: set[str], duration: float, kills: int, rng
 ) -> str | None:
@@ -149,7 +156,7 @@ def trial(
         args = base if first else [*base, "--resume"]
         code, err = kill_at(mmtok(args), rng.uniform(0, duration), sig)
         first = False
-        if code not in (0, 130, 2, -signal.SIGKILL, -signal.SIGINT):
+        if code not in (0, 130, 2, -signal.SIGKILL, -signal.SIGINT) and not before_mmtok(err):
             return f"{command}: exit {code} after {sig.name}: {err.strip()[-400:]}"
         if code == 2 and "already complete" not in err and "another mmtok run" not in err:
             return f"{command}: exit 2: {err.strip()[-400:]}"
