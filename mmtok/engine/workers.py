@@ -75,8 +75,18 @@ class Worker:
         # reaches the whole process group, and one landing while the new interpreter unpickles
         # its start-up data would print a traceback. The worker ignores SIGINT, then unblocks
         # it; here, a Ctrl-C during the start is raised once the worker has what it needs.
-        with _light_main(), _sigint_blocked():
-            self.process.start()
+        try:
+            with _light_main(), _sigint_blocked():
+                self.process.start()
+            self._started(child)
+        except BaseException:
+            # a Ctrl-C raised as the mask is restored: no pool holds this worker yet, and one
+            # left reading its start-up data would print an EOFError when this process exits
+            with contextlib.suppress(Exception):
+                self.process.kill()
+            raise
+
+    def _started(self, child: Connection) -> None:
         child.close()  # so the parent sees end-of-file when the worker dies
         self.ready = False  # set up and waiting for batches
         self.held: deque[Any] = deque()  # tasks sent and not answered, oldest (running) first
