@@ -180,3 +180,20 @@ def test_settings_are_built_from_the_options_of_the_same_name():
     budget = options_class("estimate-budget")(inputs=["a"], preset=["x"], context=4096, gpus=8)
     made = same_fields(Options, budget, text_bytes_per_token=2)
     assert (made.context, made.gpus, made.text_bytes_per_token) == (4096, 8, 2)
+
+
+def test_sample_frames_removes_its_temporary_folder_however_the_plan_ends(
+    tmp_path, tmp_path_factory, monkeypatch
+):
+    import tempfile
+
+    import mmtok
+    from tests.video.fixtures import session_corpus
+
+    video = session_corpus(tmp_path_factory)["h264"].path
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    doc = mmtok.sample_frames(video, str(tmp_path / "out"), num_frames=2, workers=1)
+    assert doc["counts"]["frames_out"] == 2
+    with pytest.raises(mmtok.MmtokError, match="--resume"):  # refused once the part is built
+        mmtok.sample_frames(video, num_frames=2, resume=True)
+    assert not list(tmp_path.glob("mmtok-decord-attempts-*"))
