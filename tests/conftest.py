@@ -28,6 +28,7 @@ def _ctrl_c_reaches_children():
     own view still says default), and children inherit an ignored signal: the Ctrl-C tests'
     mmtok would then never see theirs. Each test starts with Python's handler installed."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a blocked one is inherited too
 
 
 @pytest.fixture

@@ -159,14 +159,26 @@ class Worker:
 
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
+    """SIGINT blocked (a new worker inherits the mask) and Python's handler deferred: a blocked
+    signal still reaches another thread of this process, whose handler would raise
+    KeyboardInterrupt here in the middle of `Process.start`, with half the start-up data sent.
+    A Ctrl-C that arrives meanwhile is raised again once the worker has started."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is None  # a handler from C code: leave it be
+    ):
         yield  # only the main thread receives Python's signals
         return
+    pending: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGINT, handler)
+        if pending:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _main(
