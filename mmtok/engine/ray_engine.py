@@ -753,9 +753,13 @@ def _cause(error: Exception) -> Exception:
     for _ in range(100):  # a chain of causes, never a cycle of them
         if seen is None:
             break
+        inner = getattr(seen, "cause", None)  # a RayTaskError's: the task's own exception
+        if isinstance(inner, BaseException):  # first: Ray's copy of an MmtokError is one too,
+            seen = inner  # with its traceback as its message
+            continue
         if isinstance(seen, MmtokError):
             return seen
-        seen = seen.__cause__ or seen.__context__ or getattr(seen, "cause", None)
+        seen = seen.__cause__ or seen.__context__
     if "ActorDiedError" in repr(error):
         return MmtokError(
             f"a Ray model actor died {MAX_ACTOR_RESTARTS + 1} times: {error}",

@@ -81,9 +81,7 @@ def _sha256(path: Path) -> str:
 
 def shard_files(out: Path) -> list[tuple[str, int, str]]:
     """(name, rows, sha256) of each shard of a finished dataset folder, in order."""
-    return [
-        (f.name, pq.read_metadata(f).num_rows, _sha256(f)) for f in sorted(out.glob("part-*"))
-    ]
+    return [(f.name, pq.read_metadata(f).num_rows, _sha256(f)) for f in sorted(out.glob("part-*"))]
 
 
 COMMANDS = {
@@ -180,6 +178,36 @@ def test_resume_on_ray_continues_a_killed_run(pairs, tmp_path, ray_driver):
     assert pq.read_table(out).to_pylist() == pq.read_table(whole).to_pylist()
     assert shard_files(out) == shard_files(whole)  # the same files, byte for byte
     assert manifest["counts"]["in"] == 16 * 19 + 2
+
+
+def test_a_task_that_cannot_see_the_staging_folder_is_one_line(tmp_path, ray_driver, monkeypatch):
+    """The tasks write into the output's staging folder, which a multi-node cluster must share
+    (-o on a shared filesystem); a task that does not see it stops the run in one line (here
+    the spec names a folder no node has, as a node without the shared mount would see it)."""
+    import dataclasses
+
+    from mmtok.io.sink import DatasetSink
+
+    elsewhere = tmp_path / "not-mounted" / "slices"
+    shard_spec = DatasetSink.shard_spec
+    monkeypatch.setattr(
+        DatasetSink,
+        "shard_spec",
+        lambda self, columns: dataclasses.replace(shard_spec(self, columns), folder=str(elsewhere)),
+    )
+    inputs = Inputs([str(write_jsonl(tmp_path / "in.jsonl", [{"image": None, "caption": "x"}]))])
+    with pytest.raises(MmtokError) as error:
+        run_pipeline(
+            inputs,
+            [ProbeStage()],
+            OutputOptions(str(tmp_path / "out")),
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    message = str(error.value)
+    assert "cannot see the output's staging folder" in message and str(elsewhere) in message
+    assert "-o must be on a filesystem every node mounts" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
 
 
 class CudaModel(DeviceStage):

@@ -95,9 +95,11 @@ def test_a_task_killed_in_a_slice_it_writes_leaves_the_local_engines_files(
     assert ray["shards"][1][1] == 15  # the killing row's slice, without it
     assert ray["shards"] == local["shards"]
     assert ray["kept"] == local["kept"]
-    assert ray["rejects"] == local["rejects"] == [
-        {"id": "r27", "stage": "probe", "reason": "decoder_crash", "caption": "#kill"}
-    ]
+    assert (
+        ray["rejects"]
+        == local["rejects"]
+        == [{"id": "r27", "stage": "probe", "reason": "decoder_crash", "caption": "#kill"}]
+    )
     assert ray["counts"] == local["counts"]
 
 
