@@ -1,6 +1,7 @@
 """The Ray engine against a real two-node local cluster: each dataset command gives the same
-output on Ray as on the local engine (values, order, rejects and their reasons, counts); a
-worker killed during a run is retried and every row is written once; --resume; the errors."""
+output on Ray as on the local engine (the same shard files byte for byte, rejects and their
+reasons, counts); a worker killed during a run is retried and every row is written once;
+--resume gives the local run's files; the errors."""
 
 from __future__ import annotations
 
