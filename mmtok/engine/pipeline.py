@@ -281,11 +281,20 @@ def run_pipeline(
         if engine == "ray" and not (in_order and not chain.isolate and not device):
             from mmtok.engine.ray_engine import run_ray
 
-            # Ray tasks read their own slices, as the local workers do (same positions)
+            # Ray tasks read their own slices, as the local workers do (same positions), and
+            # write their files where the local workers would (same slices, same shards)
             if isinstance(inputs, Inputs) and (position or not skip):
                 for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
                     source.stats = ReadStats()
-                units, reader = _slices_after(inputs, position, stages), SliceReader.of(inputs)
+                rows = None
+                if not chain.recycle_after:  # as locally: those get their rows written here
+                    spec = _worker_output(sink, device, observers)
+                if spec is not None and spec.folder is not None:
+                    rows = slice_rows(
+                        total, inputs.options.batch_rows, spec.shard_rows, SLICE_BATCHES
+                    )
+                units = _slices_after(inputs, position, stages, rows)
+                reader = SliceReader.of(inputs)
             else:  # inputs that only give batches (a random sample), or an older state file
                 units, reader = _batches_after(inputs, skip, stages), None
             ray_results = run_ray(
@@ -296,6 +305,7 @@ def run_pipeline(
                 address=ray_address,
                 options=ray_options,
                 row_timeout=row_timeout,
+                spec=spec,
             )
             final = _noting_positions(ray_results, positions)
         else:

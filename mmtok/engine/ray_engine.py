@@ -8,8 +8,17 @@ slice's batches, runs the chain over them, and returns one result per batch with
 stats. The driver yields the results in input order, each with its position (slice, batches
 done, rows read), so `--resume` restarts where the local engine would. Inputs that only give
 batches (a random sample, an older state file) are read by the driver and sent batch by batch.
-mmtok's own sink writes and commits the results (staging, manifest, rename), not Ray's
-writers, which have no commit protocol (design/engine.md §2).
+
+Written outputs (`spec`, a `ShardSpec`), as the local workers (mmtok/io/shard_writer.py): a
+slice task writes its slice's files into the dataset's staging folder itself and returns only
+the summaries (`ShardSpec.summary`) and the finished files (`SliceOutput`); the driver adopts
+them in input order (`DatasetSink.adopt`), so a Ray run gives the same shard files, byte for
+byte, as a local run. The staging folder is inside the output folder, which every node of a
+local cluster sees; on a cluster of several machines `-o` must be on a filesystem they all
+mount (NFS, Lustre...): a task that cannot see the folder stops the run with one line.
+Otherwise (a model stage, sampled inputs) mmtok's own sink writes and commits the rows the
+tasks return (staging, manifest, rename), never Ray's writers, which have no commit protocol
+(design/engine.md §2).
 
 Isolation, as the local engine (mmtok/engine/local.py): a row that kills its worker process
 (segfault, `os._exit`, the out-of-memory killer) or makes no progress for `row_timeout`
@@ -20,7 +29,10 @@ reports to a small actor (`_Beats`) when it starts a batch (synchronously) and, 
 `BEAT_SECONDS`, when rows or stages finish, so the driver knows which batch a dead task was
 running and which task stalled. A slice that failed becomes: the batches before the failing
 one, again as a slice task; the failing batch, read by the driver and retried row by row in
-fresh tasks; the rest of the slice as a new slice task. A row that fails alone is the cause.
+fresh tasks; the rest of the slice as a new slice task. A slice whose task was writing its files
+runs again whole instead (its files are incomplete), once its failing batch has been retried
+row by row, with that batch's result given (as `_Pool._rerun_slice` does locally), so its files
+are those of a run in which nothing died. A row that fails alone is the cause.
 A task that dies before it starts a batch (in `setup`) is sent again, a few times. An exception
 out of a stage is a bug and stops the run with its traceback.
 
@@ -34,6 +46,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
+import socket
 import sys
 import time
 import uuid
@@ -53,10 +67,12 @@ from mmtok.engine.local import (
     StageChain,
     _failed_row,
     _with_read_rejects,
+    _written,
 )
 from mmtok.engine.stage import Stage, on_row_done
 from mmtok.engine.workers import COUNTER, STAGE
 from mmtok.errors import MmtokError
+from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceOutput
 from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
 
@@ -212,20 +228,47 @@ def _slice_task(
     beats: Any,
     key: int,
     every: float,
-) -> tuple[list[tuple], dict[str, int]]:
+    spec: ShardSpec | None = None,
+    index: int = 0,
+    subs: dict[int, Rows] | None = None,
+) -> tuple[list[tuple], dict[str, int], SliceOutput | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
-    each: (kept, rejects, records, rows read, read stats) per batch, and the source's notes."""
+    each: (kept, rejects, records, rows read, read stats) per batch, the source's notes, and
+    with `spec` the slice's finished files (`mmtok.engine.workers.slice_messages`, as a Ray
+    task: the batches then carry only `spec.summary`). `subs`: batches (by number) whose result
+    is known, because they killed a task and were run row by row since."""
+    files = None
+    if spec is not None and spec.folder is not None:
+        if not os.path.isdir(spec.folder):
+            raise MmtokError(
+                f"a Ray task on {socket.gethostname()} cannot see the output's staging folder "
+                f"{spec.folder}: with the Ray engine on several machines, -o must be on a "
+                "filesystem every node mounts (NFS, Lustre...)"
+            )
+        files = SliceFiles(spec, index)
     chain = _set_up(chain, run)
     progress = _Progress(beats, key, every)
     out = []
-    with _reporting(progress):
-        batches = itertools.islice(reader.read(part, skip), count)
-        for number, batch in enumerate(batches, start=skip):
-            progress.start_batch(number)
-            kept, rejected = chain(batch.rows, progress)
-            rejected = _with_read_rejects(batch.rejected, rejected, chain)
-            out.append((kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
-    return out, reader.notes(part)
+    try:
+        with _reporting(progress):
+            batches = itertools.islice(reader.read(part, skip), count)
+            for number, batch in enumerate(batches, start=skip):
+                progress.start_batch(number)
+                if subs and number in subs:
+                    kept, rejected = subs[number]
+                else:
+                    kept, rejected = chain(batch.rows, progress)
+                    rejected = _with_read_rejects(batch.rejected, rejected, chain)
+                if files is not None:
+                    files.add(kept, rejected, batch.num_records)
+                if spec is not None:
+                    kept, rejected = spec.summary(kept, rejected)
+                out.append((kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
+        output = files.close() if files is not None else None
+    finally:
+        if files is not None:
+            files.abort()
+    return out, reader.notes(part), output
 
 
 def _batch_task(
@@ -267,6 +310,9 @@ class _Batch:
     num_records: int
     position: tuple[int, int, int] | None = None
     stats: tuple[Slice, Any] | None = None  # (its slice, its read stats), merged when yielded
+    # (slice, batch number): a batch that killed the task writing its slice; its result goes
+    # to the slice, which then runs again with it (never yielded on its own)
+    parent: tuple[_Slice, int] | None = None
     result: Rows | None = None
     row_results: list[Rows | None] = field(default_factory=list)
 
@@ -299,6 +345,8 @@ class _Slice:
     count: int | None = None
     results: list[tuple] | None = None  # the task's, once it finished
     notes: dict[str, int] | None = None
+    written: SliceOutput | None = None  # its files, when its task wrote them
+    subs: dict[int, Rows] = field(default_factory=dict)  # batches run row by row since
 
     @property
     def done(self) -> bool:
@@ -345,8 +393,10 @@ class _Driver:
         reader: SliceReader | None,
         row_timeout: float | None,
         options: RayOptions,
+        spec: ShardSpec | None = None,
     ):
         self.ray, self.chain, self.reader, self.row_timeout = ray, chain, reader, row_timeout
+        self.spec = spec
         cpus = float(ray.cluster_resources().get("CPU", 1))
         self.max_running = max(1, int(cpus / options.cpus_per_task)) * TASKS_PER_CPU
         self.run = uuid.uuid4().hex
@@ -361,6 +411,7 @@ class _Driver:
         self.beats = ray.remote(num_cpus=0)(_Beats).remote()
         self.chain_ref = ray.put(chain)
         self.reader_ref = ray.put(reader) if reader is not None else None
+        self.spec_ref = ray.put(spec) if spec is not None else None
         remote = {
             "num_cpus": options.cpus_per_task,
             "max_retries": 0,  # the driver retries: it knows which batch and row failed
@@ -408,6 +459,8 @@ class _Driver:
             reader.merge(unit.part, stats, None)
             yield BatchResult(kept, rejected, records, (unit.index, number, rows))
         reader.merge(unit.part, None, unit.notes)
+        if unit.written is not None:
+            yield _written(unit.written)
 
     def _submit(self) -> None:
         while self.queue and len(self.running) < self.max_running:
@@ -417,7 +470,16 @@ class _Driver:
             if isinstance(job.unit, _Slice):
                 u = job.unit
                 ref = self.slice_task.remote(
-                    self.reader_ref, self.chain_ref, self.run, u.part, u.skip, u.count, *args
+                    self.reader_ref,
+                    self.chain_ref,
+                    self.run,
+                    u.part,
+                    u.skip,
+                    u.count,
+                    *args,
+                    self.spec_ref,
+                    u.index,
+                    u.subs,
                 )
             else:
                 ref = self.batch_task.remote(self.chain_ref, self.run, job.rows, *args)
@@ -472,11 +534,19 @@ class _Driver:
         self.beats.forget.remote([job.key])
         unit = job.unit
         if isinstance(unit, _Slice):
-            unit.results, unit.notes = value
+            unit.results, unit.notes, unit.written = value
         elif job.row is None:
             unit.result = value
         else:
-            unit.set_row(job.row, value)
+            self._row_result(unit, job.row, value)
+
+    def _row_result(self, unit: _Batch, row: int, result: Rows) -> None:
+        unit.set_row(row, result)
+        if unit.parent is not None and unit.done:  # the slice can run again, with this batch
+            part, number = unit.parent
+            kept, rejected = unit.result  # type: ignore[misc]
+            part.subs[number] = (kept, _with_read_rejects(unit.read_rejects, rejected, self.chain))
+            self.queue.appendleft(_Job(part))
 
     def _failed(
         self, job: _Job, reason: Reason, how: str, where: tuple[float, int, int] | None
@@ -494,7 +564,9 @@ class _Driver:
             return
         self.failed_starts = 0
         _, stage, batch = where
-        if isinstance(unit, _Slice):
+        if isinstance(unit, _Slice) and self.spec is not None:
+            self.queue.extendleft(reversed(self._rerun_slice(unit, batch)))
+        elif isinstance(unit, _Slice):
             self.queue.extendleft(reversed(self._split_slice(unit, batch)))
         elif job.row is None:
             self.queue.extendleft(reversed(unit.split()))
@@ -503,7 +575,25 @@ class _Driver:
             self.queue.appendleft(job)
         else:  # it failed alone too: this row is the cause
             name = self.chain.stages[stage].name
-            unit.set_row(job.row, _failed_row(self.chain, job.rows, name, reason, how))
+            self._row_result(unit, job.row, _failed_row(self.chain, job.rows, name, reason, how))
+
+    def _rerun_slice(self, unit: _Slice, failing: int) -> list[_Job]:
+        """A task died in batch `failing` of a slice it was writing: its files are incomplete,
+        so the slice runs again from its start (overwriting them), once that batch has been
+        run row by row in fresh tasks (`_Batch.parent`), taking that batch's result as it is
+        (`_Slice.subs`): the slice's files are then as if no task had died."""
+        assert self.reader is not None
+        if failing in unit.subs:  # it died outside the stages: run the slice again as it is
+            return [_Job(unit)]
+        batch = next(iter(self.reader.read(unit.part, failing)), None)
+        if batch is None:  # it died after its last batch
+            return [_Job(unit)]
+        sub = _Batch(batch.rows, batch.rejected, batch.num_records, parent=(unit, failing))
+        if batch.rows.num_rows == 0:
+            kept, rejected = self.chain(batch.rows)
+            unit.subs[failing] = (kept, _with_read_rejects(batch.rejected, rejected, self.chain))
+            return [_Job(unit)]
+        return sub.split()
 
     def _split_slice(self, unit: _Slice, failing: int) -> list[_Job]:
         """A slice task died in batch `failing`: the batches before it go again as a slice
@@ -626,11 +716,16 @@ def run_ray(
     address: str | None = None,
     options: RayOptions | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
+    spec: ShardSpec | None = None,
 ) -> Iterator[BatchResult]:
     """Run `chain` (then `device`, the model stage) on a Ray cluster; yield the results in
     input order, each batch exactly once. `units`: with `reader`, `(index, slice, batches to
     skip)` that the tasks read themselves (results carry their positions); without, the
-    `(rows, read rejects, records)` batches the caller read."""
+    `(rows, read rejects, records)` batches the caller read. `spec` (with `reader`, no
+    `device`): the tasks write each slice's files, as `run_slices(spec=...)` does locally; the
+    results carry `spec.summary` of each batch, and each slice ends with a result whose
+    `written` names its files."""
+    assert spec is None or (reader is not None and device is None)
     ray = connect(address)
     options = options or RayOptions()
     model = _model_resources(ray, device, options) if device is not None else None
@@ -638,7 +733,7 @@ def run_ray(
         work: Iterable[_Slice | _Batch] = (_Slice(i, part, skip) for i, part, skip in units)
     else:
         work = (_Batch(rows, rejects, n) for rows, rejects, n in units)  # type: ignore[misc]
-    driver = _Driver(ray, chain, reader, row_timeout, options)
+    driver = _Driver(ray, chain, reader, row_timeout, options, spec)
     try:
         with redirect_stdout(sys.stderr):  # Ray prints worker deaths on the driver's stdout
             results = driver.results(work)
@@ -658,9 +753,13 @@ def _cause(error: Exception) -> Exception:
     for _ in range(100):  # a chain of causes, never a cycle of them
         if seen is None:
             break
+        inner = getattr(seen, "cause", None)  # a RayTaskError's: the task's own exception
+        if isinstance(inner, BaseException):  # first: Ray's copy of an MmtokError is one too,
+            seen = inner  # with its traceback as its message
+            continue
         if isinstance(seen, MmtokError):
             return seen
-        seen = seen.__cause__ or seen.__context__ or getattr(seen, "cause", None)
+        seen = seen.__cause__ or seen.__context__
     if "ActorDiedError" in repr(error):
         return MmtokError(
             f"a Ray model actor died {MAX_ACTOR_RESTARTS + 1} times: {error}",

@@ -1,9 +1,11 @@
 """The Ray engine against a real two-node local cluster: each dataset command gives the same
-output on Ray as on the local engine (values, order, rejects and their reasons, counts); a
-worker killed during a run is retried and every row is written once; --resume; the errors."""
+output on Ray as on the local engine (the same shard files byte for byte, rejects and their
+reasons, counts); a worker killed during a run is retried and every row is written once;
+--resume gives the local run's files; the errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -66,11 +68,21 @@ def snapshot(out: Path | None, stdout: str) -> dict:
     return {
         "document": document,
         "rows": [r for t in parts for r in t.to_pylist()],
-        # the schemas, not how rows are cut into shards (local workers write a shard per slice)
-        "schema": sorted({str(t.schema) for t in parts}),
+        # the shard files themselves: names, row counts, and their bytes (Ray tasks write the
+        # same slices with the same shard writer as the local workers)
+        "shards": shard_files(out),
         "counts": manifest["counts"],
         "side": side,
     }
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shard_files(out: Path) -> list[tuple[str, int, str]]:
+    """(name, rows, sha256) of each shard of a finished dataset folder, in order."""
+    return [(f.name, pq.read_metadata(f).num_rows, _sha256(f)) for f in sorted(out.glob("part-*"))]
 
 
 COMMANDS = {
@@ -150,11 +162,12 @@ def test_resume_on_ray_continues_a_killed_run(pairs, tmp_path, ray_driver):
             engine="ray",
             ray_address=ray_driver,
         )
-    # the stopped run recorded where it was as the local engine does: (slice, batches of it
-    # done, rows read), so the resumed Ray tasks start reading there
+    # the stopped run recorded where it was as the local engine does when its workers write:
+    # (next slice, 0 batches of it, rows read) after the last slice it adopted whole (slices
+    # of one 40-row batch here), so the resumed Ray tasks start reading there
     state = json.loads((tmp_path / ".out.mmtok-staging" / "state.json").read_text())
-    assert [type(v) for v in state["position"]] == [int, int, int]
-    assert state["position"][1] > 0
+    assert state["position"] == [3, 0, 120]
+    assert len(state["parts"]) == 3  # one shard per slice adopted
     manifest = run_pipeline(
         inputs(),
         [ProbeStage()],
@@ -164,7 +177,38 @@ def test_resume_on_ray_continues_a_killed_run(pairs, tmp_path, ray_driver):
     )
     assert manifest["timing"]["engine"] == "ray"
     assert pq.read_table(out).to_pylist() == pq.read_table(whole).to_pylist()
+    assert shard_files(out) == shard_files(whole)  # the same files, byte for byte
     assert manifest["counts"]["in"] == 16 * 19 + 2
+
+
+def test_a_task_that_cannot_see_the_staging_folder_is_one_line(tmp_path, ray_driver, monkeypatch):
+    """The tasks write into the output's staging folder, which a multi-node cluster must share
+    (-o on a shared filesystem); a task that does not see it stops the run in one line (here
+    the spec names a folder no node has, as a node without the shared mount would see it)."""
+    import dataclasses
+
+    from mmtok.io.sink import DatasetSink
+
+    elsewhere = tmp_path / "not-mounted" / "slices"
+    shard_spec = DatasetSink.shard_spec
+    monkeypatch.setattr(
+        DatasetSink,
+        "shard_spec",
+        lambda self, columns: dataclasses.replace(shard_spec(self, columns), folder=str(elsewhere)),
+    )
+    inputs = Inputs([str(write_jsonl(tmp_path / "in.jsonl", [{"image": None, "caption": "x"}]))])
+    with pytest.raises(MmtokError) as error:
+        run_pipeline(
+            inputs,
+            [ProbeStage()],
+            OutputOptions(str(tmp_path / "out")),
+            engine="ray",
+            ray_address=ray_driver,
+        )
+    message = str(error.value)
+    assert "cannot see the output's staging folder" in message and str(elsewhere) in message
+    assert "-o must be on a filesystem every node mounts" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
 
 
 class CudaModel(DeviceStage):

@@ -5,6 +5,7 @@ kept in input order, and the resume position is per slice."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -50,6 +51,11 @@ def run(tmp_path: Path, rows: list[dict], engine: str, address: str, **kwargs) -
         "rejects": [{k: r[k] for k in ("id", "stage", "reason", "caption")} for r in rejects],
         "messages": {r["id"]: r["message"] for r in rejects},
         "counts": manifest["counts"],
+        # (name, rows, sha256) of each shard: the tasks write their slices' files
+        "shards": [
+            (f.name, pq.read_metadata(f).num_rows, hashlib.sha256(f.read_bytes()).hexdigest())
+            for f in sorted(out.glob("part-*"))
+        ],
     }
 
 
@@ -66,12 +72,35 @@ def test_a_row_that_kills_its_ray_worker_is_the_local_engines_reject(
     ]
     assert ray["rejects"] == local["rejects"]
     assert ray["counts"] == local["counts"]
+    assert ray["shards"] == local["shards"]
     assert ray["counts"]["rejected_by_reason"] == {"decoder_crash": 4}
     for row in ("r3", "r21", "r22", "r39"):
         assert ray["messages"][row] == (
             "the Ray worker process died (WorkerCrashedError), also with this row alone: "
             f"id={row} image={image}"
         )
+
+
+def test_a_task_killed_in_a_slice_it_writes_leaves_the_local_engines_files(
+    tmp_path, image_files, ray_driver
+):
+    """Slices of two batches (128 rows, batches of 8, --shard-rows 16): a row in the second
+    batch of a slice kills the task writing it; that batch is retried row by row, then the
+    slice runs again whole with its result, and its file is the local engine's, byte for byte
+    (the local workers rerun a slice the same way)."""
+    image = image_files["tiny_1x1.png"]
+    rows = rows_with(image, {27: "#kill"}, n=128)
+    local, ray = (run(tmp_path, rows, engine, ray_driver) for engine in ("local", "ray"))
+    assert len(ray["shards"]) == 8  # a file per slice of 16 rows
+    assert ray["shards"][1][1] == 15  # the killing row's slice, without it
+    assert ray["shards"] == local["shards"]
+    assert ray["kept"] == local["kept"]
+    assert (
+        ray["rejects"]
+        == local["rejects"]
+        == [{"id": "r27", "stage": "probe", "reason": "decoder_crash", "caption": "#kill"}]
+    )
+    assert ray["counts"] == local["counts"]
 
 
 def test_a_hung_row_on_ray_is_a_timeout_reject(tmp_path, image_files, ray_driver):
