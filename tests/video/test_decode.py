@@ -212,15 +212,21 @@ def _rss_mb() -> float:
 @pytest.mark.parametrize("decoder", ["auto", "pyav"])
 def test_rss_flat_over_200_decodes(corpus, decoder):
     """No reader outlives its call (decord's live reader grows to GBs, video.md 0.3): the
-    resident size after 200 probe + decode calls is within a few MB of that after 20."""
+    resident size after 200 probe + decode calls is within a few MB of that after 60 (the
+    first calls fill the allocator's arenas, which in a process grown by a whole test suite
+    can take ~10 MB; a reader kept alive adds MBs per call)."""
+    import gc
+
     path = corpus["h264"].path
-    at20 = 0.0
+    warm = 0.0
     for i in range(200):
         out = decode_frames(path, probe_video(path), [0, 45, 89], decoder)
         assert len(out.frames) == 3
-        if i == 19:
-            at20 = _rss_mb()
-    assert _rss_mb() - at20 < 8.0
+        if i == 59:
+            gc.collect()
+            warm = _rss_mb()
+    gc.collect()
+    assert _rss_mb() - warm < 8.0
 
 
 @pytest.mark.parametrize("kind", ["h264", "odd_size", "vp9", "hevc", "rotated"])
