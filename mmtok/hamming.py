@@ -217,14 +217,33 @@ def _expand_near(t: Table, queries, query_ids, lo, count, max_distance):
 # --- numba kernel ----------------------------------------------------------------------------
 
 
-def _numba_pairs(table, queries, max_distance, same, blocks):
-    from concurrent.futures import ThreadPoolExecutor
+def numba_block_args(table, queries, blocks: list[Block], j: int, max_distance: int, same: bool):
+    """The arguments of the numba kernel `block_pairs` for block j, before the query range
+    (lo, hi): the same for a thread here and for a Ray task (`mmtok.engine.ray_dedup`)."""
+    from mmtok._hamming_numba import occupancy
 
-    from mmtok._hamming_numba import block_pairs, occupancy  # compiled once, cached on disk
-
+    block = blocks[j]
+    t = Table.build(table, block)
+    groups = list(flips(block))
+    masks = np.concatenate([np.zeros(1, np.int64)] + [m for _, m in groups])
+    group_starts = np.cumsum([1] + [len(m) for _, m in groups]).astype(np.int64)
+    group_lows = np.array([low for low, _ in groups], np.int64)
+    # queries in block-value order: neighbouring queries probe neighbouring buckets
+    by_value = t.order if same else np.argsort(block.of(queries), kind="stable")
     shifts = np.array([b.shift for b in blocks], np.int64)
     widths = np.array([b.bits for b in blocks], np.int64)
     radii = np.array([b.radius for b in blocks], np.int64)
+    return (
+        queries, by_value, t.order, t.starts, occupancy(t.starts), t.hashes, masks,
+        group_starts, group_lows, shifts, widths, radii, j, max_distance, same,
+    )  # fmt: skip
+
+
+def _numba_pairs(table, queries, max_distance, same, blocks):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmtok._hamming_numba import block_pairs  # compiled once, cached on disk
+
     found_a, found_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     threads = max(1, min(os.cpu_count() or 1, 8))
     bounds = np.linspace(0, len(queries), 4 * threads + 1).astype(np.int64).tolist()
@@ -233,17 +252,7 @@ def _numba_pairs(table, queries, max_distance, same, blocks):
         for j, block in enumerate(blocks):
             if block.radius < 0:
                 continue
-            t = Table.build(table, block)
-            groups = list(flips(block))
-            masks = np.concatenate([np.zeros(1, np.int64)] + [m for _, m in groups])
-            group_starts = np.cumsum([1] + [len(m) for _, m in groups]).astype(np.int64)
-            group_lows = np.array([low for low, _ in groups], np.int64)
-            # queries in block-value order: neighbouring queries probe neighbouring buckets
-            by_value = t.order if same else np.argsort(block.of(queries), kind="stable")
-            args = (
-                queries, by_value, t.order, t.starts, occupancy(t.starts), t.hashes, masks,
-                group_starts, group_lows, shifts, widths, radii, j, max_distance, same,
-            )  # fmt: skip
+            args = numba_block_args(table, queries, blocks, j, max_distance, same)
             jobs = [pool.submit(block_pairs, *args, lo, hi) for lo, hi in ranges]
             for job in jobs:
                 a, b = job.result()

@@ -39,9 +39,7 @@ from mmtok.hamming import (
     CANDIDATE_COST,
     HASH_BITS,
     Block,
-    Table,
     block_plan,
-    flips,
     near_pairs,
     numba_available,
     split,
@@ -149,22 +147,10 @@ def _kernel_block_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Block j of `mmtok.hamming._numba_pairs` for the queries at [lo, hi) of its query order
     (the same arguments, built the same way; one thread: the task holds one CPU)."""
-    from mmtok._hamming_numba import block_pairs, occupancy
+    from mmtok._hamming_numba import block_pairs
+    from mmtok.hamming import numba_block_args
 
-    block = blocks[j]
-    t = Table.build(table, block)
-    groups = list(flips(block))
-    masks = np.concatenate([np.zeros(1, np.int64)] + [m for _, m in groups])
-    group_starts = np.cumsum([1] + [len(m) for _, m in groups]).astype(np.int64)
-    group_lows = np.array([low for low, _ in groups], np.int64)
-    by_value = t.order if same else np.argsort(block.of(queries), kind="stable")
-    shifts = np.array([b.shift for b in blocks], np.int64)
-    widths = np.array([b.bits for b in blocks], np.int64)
-    radii = np.array([b.radius for b in blocks], np.int64)
-    return block_pairs(
-        queries, by_value, t.order, t.starts, occupancy(t.starts), t.hashes, masks,
-        group_starts, group_lows, shifts, widths, radii, j, max_distance, same, lo, hi,
-    )  # fmt: skip
+    return block_pairs(*numba_block_args(table, queries, blocks, j, max_distance, same), lo, hi)
 
 
 def _groups(values: np.ndarray, lo: int, hi: int) -> dict[int, np.ndarray]:
