@@ -289,3 +289,52 @@ def test_a_model_stage_runs_in_ray_actors_with_the_local_results(tmp_path, ray_d
         "caption_too_short": 66
     }  # lengths 0, 5, 10, 15, 20
     assert ray.column("double_length").to_pylist()[:3] == [2, 4, 6]
+
+
+RECIPE = """
+inputs = ["{inputs}"]
+output = "{output}"
+
+[[steps]]
+command = "filter"
+min_side = 32
+caption_min_words = 4
+
+[[steps]]
+command = "dedup"
+by = "pair"
+
+[[steps]]
+command = "tile"
+preset = "internvl"
+max_pixels = 4000000
+
+[[steps]]
+command = "estimate-budget"
+preset = ["qwen2-vl", "llava-1.5"]
+"""
+
+
+def test_a_recipe_on_ray_equals_the_local_recipe(pairs, tmp_path, ray_driver):
+    """filter -> dedup -> tile -> estimate-budget in one recipe: the same shards, rejects,
+    clusters, budget and document on both engines."""
+    results = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        recipe = tmp_path / f"{engine}.toml"
+        recipe.write_text(RECIPE.format(inputs=pairs, output=out))
+        flags = ["--engine", "ray", "--ray-address", ray_driver] if engine == "ray" else []
+        result = runner.invoke(app, ["run", str(recipe), "--json", *flags])
+        assert result.exit_code == 0, result.output
+        results[engine] = snapshot(out, result.stdout)
+        results[engine]["budget"] = json.loads((out / "__mmtok__" / "budget.json").read_text())
+    local, ray = results["local"], results["ray"]
+    assert local["counts"]["rejected_by_reason"]["duplicate"] > 0
+    assert local["rows"] and local["shards"]
+    for result in (local, ray):  # what names the run's own folder, or times it
+        result["document"].pop("recipe", None)
+        result["budget"].pop("timing", None), result["budget"].pop("output", None)
+        for step in result["document"]["steps"]:
+            for key in ("timing", "output", "clusters_file"):
+                step.pop(key, None)
+    assert ray == local
