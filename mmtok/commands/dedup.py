@@ -175,6 +175,7 @@ def plan(opts: DedupOptions) -> Plan:
         writable_file(opts.clusters, "--clusters", opts.output)
     # one Inputs for both passes over the data: stdin is spooled once and read twice
     source = build_inputs(opts)
+    remove_leftover_store(signature_store(out), out.path)  # before "already complete"
     check_output(out, source, opts.against or [])  # before the signature pass: hours at scale
     sig = SignaturePasses(opts, out)
     check_signature_store(sig.store, opts)
@@ -238,12 +239,33 @@ def plan(opts: DedupOptions) -> Plan:
     return Plan("dedup", opts, steps, lambda: result, inputs=[source])
 
 
+def remove_leftover_store(store: Path | None, output: str) -> None:
+    """A run killed between publishing its output and removing its store leaves a store older
+    than the complete output: mmtok's own leftover, removed."""
+    if store is not None and store.exists() and _published_after(store, output):
+        remove_signature_store(store)
+
+
 def check_signature_store(store: Path | None, opts: DedupOptions) -> None:
     if store is not None and store.exists() and not (opts.resume or opts.overwrite):
         raise MmtokError(
             f"an unfinished dedup left its signatures in {store}",
             hint="pass --resume to continue it, or --overwrite to start again",
         )
+
+
+def _published_after(store: Path, output: str) -> bool:
+    """Whether `output` is a complete mmtok output published after `store` was last written
+    (a run writing a new output into the same folder writes its store after the old one)."""
+    from mmtok.io.layout import SIDE_DIR
+
+    manifest = Path(output, SIDE_DIR, "manifest.json")
+    try:
+        return manifest.stat().st_mtime > max(
+            [store.stat().st_mtime, *(p.stat().st_mtime for p in store.rglob("*"))]
+        )
+    except OSError:
+        return False
 
 
 def signature_store(out: Any) -> Path | None:
