@@ -2,7 +2,9 @@
 
 The plan: a signature pass over the inputs (and one over each reference dataset), the global
 clustering step over all signatures at once, then the writing pass, which keeps or drops each
-row by the clustering's decision."""
+row by the clustering's decision. Both passes read the same slices of the inputs in workers
+(or Ray tasks): the signature pass records each row's slice, so the writing pass knows where
+each slice starts (`DedupStage.for_slice`)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ SIGNATURE_COLUMNS = [
     "sig_reason",
     "sig_message",
     "sig_embedding",
+    "sig_slice",
 ]
 
 
@@ -69,6 +72,7 @@ class SignaturePasses:
         self.store = signature_store(out)
         self.parts: list[Any] = []
         self.signatures: Any = None
+        self.slices: list[Any] = []  # of the input rows: their slice in the input plan
 
     def passes(self, source: Any) -> list[Pass]:
         """Pass 1 over the inputs and each reference."""
@@ -105,7 +109,7 @@ class SignaturePasses:
         # made before it, and its rejects never reach the observer. This pass then keeps no
         # store (the kept rows would carry the model's inputs): a resume runs it again.
         device = [s for s in prefix if hasattr(s, "run_stream")]
-        stages = [*(s for s in prefix if s not in device), stage, *device]
+        stages = [*(s for s in prefix if s not in device), SliceTag(), stage, *device]
         columns = SIGNATURE_COLUMNS
         if device:
             store = None
@@ -139,13 +143,15 @@ class SignaturePasses:
             for f in finished["files"]:
                 if f["kind"] == "rows":
                     table = pq.read_table(store / name / f["name"], columns=SIGNATURE_COLUMNS)
-                    self.parts.append(Signatures.from_table(table, reference, bands))
+                    add(table)
             return True
 
         def add(table: Any) -> None:
             if ASIDE in table.column_names:
                 table = table.rename_columns(["pixels" if c == ASIDE else c for c in columns])
             self.parts.append(Signatures.from_table(table, reference, bands))
+            if not reference:
+                self.slices.append(table.column("sig_slice").to_numpy())
 
         observer = Observer(columns, add)
         return Pass(description, source, stages, sig_out, [observer], skip=done)
@@ -159,13 +165,26 @@ class SignaturePasses:
         self.parts = []
         pa.default_memory_pool().release_unused()  # the batches' buffers go back to the system
 
+    def slice_starts(self) -> Any:
+        """The position of each input slice's first row (then the number of input rows), from
+        the slices the signature pass read its rows from; None when some row came from no
+        slice (inputs read as batches), whose writing pass then keeps a running position."""
+        import numpy as np
+
+        tags = np.concatenate([np.empty(0, np.int32), *self.slices])
+        self.slices = []
+        if len(tags) and (tags.min() < 0 or (np.diff(tags) < 0).any()):
+            return None
+        count = int(tags.max()) + 1 if len(tags) else 0
+        return np.searchsorted(tags, np.arange(count + 1)).astype(np.int64)
+
 
 def plan(opts: DedupOptions) -> Plan:
     from mmtok.duplicates import find_clusters
     from mmtok.engine.local import default_workers
     from mmtok.engine.pipeline import check_output, publish_output
     from mmtok.io.layout import CLUSTERS_FILE, SIDE_DIR
-    from mmtok.stages.dedup import DedupStage
+    from mmtok.stages.dedup import DedupStage, decide
 
     settings = opts.settings()
     out = build_output(opts)
@@ -181,6 +200,7 @@ def plan(opts: DedupOptions) -> Plan:
     check_signature_store(sig.store, opts)
     marks: dict[str, float] = {}
     clusters: list[Any] = []
+    decisions: list[Any] = []
     result: dict[str, Any] = {}
 
     def start() -> None:
@@ -190,14 +210,18 @@ def plan(opts: DedupOptions) -> Plan:
         sig.gather()
         marks["t1"] = time.monotonic()
         clusters.append(find_clusters(sig.signatures, settings, pair_search(opts)))
+        starts = sig.slice_starts()
+        decisions.append(decide(sig.signatures, clusters[0], starts))
         marks["t2"] = time.monotonic()
+        # by slices, the workers (or Ray tasks) write the output; on stdout, or with inputs
+        # read as batches, the rows are written here, in order
+        writing.workers = 1 if out.to_stdout or starts is None else None
 
     writing = Pass(
         "writing",
         source,
-        lambda: [DedupStage(sig.signatures, clusters[0], settings)],
+        lambda: [DedupStage(decisions[0], settings)],
         out,
-        workers=1,  # the writing pass keeps a running row position
         hold=True,
     )
 
@@ -293,7 +317,7 @@ def remove_signature_store(store: Path | None) -> None:
 def _types(stage: Any) -> dict[str, Any]:
     import pyarrow as pa
 
-    types = {"id": pa.string(), "caption": pa.string()}
+    types = {"id": pa.string(), "caption": pa.string(), "sig_slice": pa.int32()}
     types.update({f.name: f.type for f in stage.output_fields()})
     return {c: types[c] for c in SIGNATURE_COLUMNS}
 
@@ -364,6 +388,32 @@ class CopyColumn(Stage):
         return StageResult(kept, rows.schema.empty_table())
 
 
+class SliceTag(Stage):
+    """The slice of the input plan each row was read from (`sig_slice`; -1: read as batches),
+    stored with its signature: how many rows each slice gave the signature pass tells the
+    writing pass where each slice starts."""
+
+    name: ClassVar[str] = "slice_tag"
+
+    def __init__(self, index: int = -1):
+        self.index = index
+
+    def output_fields(self) -> list[Any]:
+        import pyarrow as pa
+
+        return [pa.field("sig_slice", pa.int32())]
+
+    def for_slice(self, index: int, row: int) -> Stage:
+        return self if index == self.index else SliceTag(index)
+
+    def process(self, rows: Any) -> StageResult:
+        import numpy as np
+        import pyarrow as pa
+
+        tags = pa.array(np.full(rows.num_rows, self.index, np.int32))
+        return StageResult(rows.append_column("sig_slice", tags), rows.schema.empty_table())
+
+
 class DropListed(Stage):
     """The writing side of dedup inside a recipe: rows whose id the clustering listed go to
     rejects with its reason and message (`duplicate`, `duplicate_of=<id> ...`), the rest are
@@ -403,7 +453,7 @@ def listed_rows(sig: Any, clusters: Any, settings: Any) -> dict[str, tuple[str, 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mmtok.stages.dedup import DedupStage
+    from mmtok.stages.dedup import DedupStage, decide
 
     inputs = int((~sig.reference).sum())
     ids = sig.ids.slice(0, inputs)
@@ -412,7 +462,8 @@ def listed_rows(sig: Any, clusters: Any, settings: Any) -> dict[str, tuple[str, 
             "a recipe with dedup needs unique row ids, and the input repeats some",
             hint="give --id-col a column of unique ids, or leave it out (mmtok then makes them)",
         )
-    rejected = DedupStage(sig, clusters, settings).process(pa.table({"id": ids})).rejected
+    stage = DedupStage(decide(sig, clusters, None), settings)
+    rejected = stage.process(pa.table({"id": ids})).rejected
     return dict(
         zip(
             rejected.column("id").to_pylist(),

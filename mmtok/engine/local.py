@@ -41,7 +41,7 @@ from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker, slice_
 from mmtok.errors import MmtokError
 from mmtok.io.schema import conform, make_rejects
 from mmtok.io.shard_writer import ShardSpec, SliceOutput
-from mmtok.io.sources.base import Slice
+from mmtok.io.sources.base import Slice, SourceBatch
 from mmtok.reasons import Reason
 
 if TYPE_CHECKING:
@@ -94,6 +94,14 @@ class StageChain:
     def setup(self) -> None:
         for stage in self.stages:
             stage.setup()
+
+    def for_slice(self, index: int, row: int) -> StageChain:
+        """The chain for a batch of slice `index` starting at its `row`-th row read
+        (`Stage.for_slice`); itself when no stage cares."""
+        stages = [stage.for_slice(index, row) for stage in self.stages]
+        if all(new is old for new, old in zip(stages, self.stages, strict=True)):
+            return self
+        return StageChain(stages, self.output_schema, self.reject_schema)
 
     def __call__(self, rows: pa.Table, progress: Any = None) -> Rows:
         """`progress`: a worker's shared counters (which stage runs; bumped per stage)."""
@@ -205,12 +213,16 @@ class _Slot:
         position: tuple[int, int, int] | None = None,
         stats: tuple[Slice, Any] | None = None,
         parent: tuple[_SliceUnit, int] | None = None,
+        at: tuple[int, int] | None = None,
     ):
         self.rows, self.read_rejects, self.num_records = rows, read_rejects, num_records
         self.position, self.stats = position, stats
         # (slice, batch number): a batch that killed the worker writing its slice; its result
         # goes to the slice, which then runs again with it (never yielded on its own)
         self.parent = parent
+        # (slice index, its row where this batch starts) of a batch read from a slice: its
+        # rows retried alone run with `StageChain.for_slice` as they would in the slice
+        self.at = at
         self.result: Rows | None = None
         self._rows_left = 0
         self._row_results: list[Rows | None] = []
@@ -289,8 +301,11 @@ class _Task:
         return self.slot.rows.take([self.row])
 
     @property
-    def message(self) -> pa.Table:
-        return self.rows
+    def message(self) -> pa.Table | tuple:
+        if self.slot.at is None:
+            return self.rows
+        index, row = self.slot.at
+        return ("rows", self.rows, index, row + (self.row or 0))
 
     def finish(self, result: Rows) -> None:
         if self.row is None:
@@ -493,10 +508,11 @@ class _Pool:
         unit.received = unit.skip
         if number in unit.subs:  # it died outside the stages: run the slice again as it is
             return [unit]
-        batch = next(iter(self.reader.read(unit.part, number)), None)
+        batch, row = read_batch(self.reader, unit.part, number)
         if batch is None:  # it died after its last batch
             return [unit]
-        slot = _Slot(batch.rows, batch.rejected, batch.num_records, parent=(unit, number))
+        at = (unit.index, row)
+        slot = _Slot(batch.rows, batch.rejected, batch.num_records, parent=(unit, number), at=at)
         if batch.rows.num_rows == 0:
             slot.result = self.chain(batch.rows)
             result = slot.batch_result(self.chain)
@@ -509,14 +525,14 @@ class _Pool:
         by row; the rest of the slice is a new unit. Both take the unit's place in the order."""
         assert self.reader is not None
         unit.done = True  # it ends with the batches already received
-        batch = next(iter(self.reader.read(unit.part, unit.received)), None)
+        batch, row = read_batch(self.reader, unit.part, unit.received)
         if batch is None:  # it died after its last batch
             return []
         rest = _SliceUnit(unit.index, unit.part, unit.received + 1)
         position = (unit.index, unit.received + 1, batch.rows.num_rows)
-        slot = _Slot(
-            batch.rows, batch.rejected, batch.num_records, position, (unit.part, batch.stats)
-        )
+        stats = (unit.part, batch.stats)
+        at = (unit.index, row)
+        slot = _Slot(batch.rows, batch.rejected, batch.num_records, position, stats, at=at)
         at = self.pending.index(unit) + 1
         self.pending.insert(at, rest)
         self.pending.insert(at, slot)
@@ -530,6 +546,17 @@ class _Pool:
             worker.kill()  # all at once first, so a second Ctrl-C cannot leave any behind
         for worker in self.workers:
             worker.stop()
+
+
+def read_batch(reader: SliceReader, part: Slice, number: int) -> tuple[SourceBatch | None, int]:
+    """Batch `number` of a slice (None past its end), and the rows read in the slice before it
+    (where it starts, for `StageChain.for_slice`)."""
+    row = 0
+    for n, batch in enumerate(reader.read(part)):
+        if n == number:
+            return batch, row
+        row += batch.rows.num_rows
+    return None, row
 
 
 def _written(output: SliceOutput) -> BatchResult:

@@ -68,6 +68,7 @@ from mmtok.engine.local import (
     _failed_row,
     _with_read_rejects,
     _written,
+    read_batch,
 )
 from mmtok.engine.stage import Stage, on_row_done
 from mmtok.engine.workers import COUNTER, STAGE
@@ -249,15 +250,19 @@ def _slice_task(
     chain = _set_up(chain, run)
     progress = _Progress(beats, key, every)
     out = []
+    row = 0  # rows read in the slice before the batch (`StageChain.for_slice`)
     try:
         with _reporting(progress):
-            batches = itertools.islice(reader.read(part, skip), count)
-            for number, batch in enumerate(batches, start=skip):
+            end = None if count is None else skip + count
+            for number, batch in enumerate(itertools.islice(reader.read(part), end)):
+                first, row = row, row + batch.rows.num_rows
+                if number < skip:  # read, not run (as `SliceReader.read(part, skip)` would)
+                    continue
                 progress.start_batch(number)
                 if subs and number in subs:
                     kept, rejected = subs[number]
                 else:
-                    kept, rejected = chain(batch.rows, progress)
+                    kept, rejected = chain.for_slice(index, first)(batch.rows, progress)
                     rejected = _with_read_rejects(batch.rejected, rejected, chain)
                 if files is not None:
                     files.add(kept, rejected, batch.num_records)
@@ -272,10 +277,19 @@ def _slice_task(
 
 
 def _batch_task(
-    chain: StageChain, run: str, rows: pa.Table, beats: Any, key: int, every: float
+    chain: StageChain,
+    run: str,
+    rows: pa.Table,
+    beats: Any,
+    key: int,
+    every: float,
+    at: tuple[int, int] | None = None,
 ) -> Rows:
-    """The chain over one batch, or one row of a batch that failed."""
+    """The chain over one batch, or one row of a batch that failed; `at`: (slice index, row)
+    where the rows start, for those of a slice's batch (`StageChain.for_slice`)."""
     chain = _set_up(chain, run)
+    if at is not None:
+        chain = chain.for_slice(*at)
     progress = _Progress(beats, key, every)
     with _reporting(progress):
         progress.start_batch(0)
@@ -313,6 +327,7 @@ class _Batch:
     # (slice, batch number): a batch that killed the task writing its slice; its result goes
     # to the slice, which then runs again with it (never yielded on its own)
     parent: tuple[_Slice, int] | None = None
+    at: tuple[int, int] | None = None  # (slice index, its row where this batch starts)
     result: Rows | None = None
     row_results: list[Rows | None] = field(default_factory=list)
 
@@ -368,6 +383,15 @@ class _Job:
         if self.row is None:
             return self.unit.rows
         return self.unit.rows.take([self.row])  # a copy: a slice would ship the whole batch
+
+    @property
+    def at(self) -> tuple[int, int] | None:
+        """Where its rows start in their slice, for a batch read from one."""
+        assert isinstance(self.unit, _Batch)
+        if self.unit.at is None:
+            return None
+        index, row = self.unit.at
+        return index, row + (self.row or 0)
 
 
 def _crash_errors(ray: Any) -> tuple[type[BaseException], ...]:
@@ -482,7 +506,7 @@ class _Driver:
                     u.subs,
                 )
             else:
-                ref = self.batch_task.remote(self.chain_ref, self.run, job.rows, *args)
+                ref = self.batch_task.remote(self.chain_ref, self.run, job.rows, *args, job.at)
             self.running[ref] = job
 
     def _wait(self) -> None:
@@ -585,10 +609,16 @@ class _Driver:
         assert self.reader is not None
         if failing in unit.subs:  # it died outside the stages: run the slice again as it is
             return [_Job(unit)]
-        batch = next(iter(self.reader.read(unit.part, failing)), None)
+        batch, row = read_batch(self.reader, unit.part, failing)
         if batch is None:  # it died after its last batch
             return [_Job(unit)]
-        sub = _Batch(batch.rows, batch.rejected, batch.num_records, parent=(unit, failing))
+        sub = _Batch(
+            batch.rows,
+            batch.rejected,
+            batch.num_records,
+            parent=(unit, failing),
+            at=(unit.index, row),
+        )
         if batch.rows.num_rows == 0:
             kept, rejected = self.chain(batch.rows)
             unit.subs[failing] = (kept, _with_read_rejects(batch.rejected, rejected, self.chain))
@@ -600,14 +630,17 @@ class _Driver:
         task, that batch is read here and retried row by row, the rest is a new slice task.
         All three take the unit's place in the order."""
         assert self.reader is not None
-        batch = next(iter(self.reader.read(unit.part, failing)), None)
+        batch, row = read_batch(self.reader, unit.part, failing)
         parts: list[_Slice | _Batch] = []
         if failing > unit.skip:
             parts.append(_Slice(unit.index, unit.part, unit.skip, failing - unit.skip))
         if batch is not None:
             position = (unit.index, failing + 1, batch.rows.num_rows)
             stats = (unit.part, batch.stats)
-            parts.append(_Batch(batch.rows, batch.rejected, batch.num_records, position, stats))
+            at = (unit.index, row)
+            parts.append(
+                _Batch(batch.rows, batch.rejected, batch.num_records, position, stats, at=at)
+            )
             last = unit.count is not None and failing + 1 >= unit.skip + unit.count
             if not last:
                 rest = None if unit.count is None else unit.skip + unit.count - failing - 1

@@ -59,7 +59,14 @@ class Stage:
 
     def resume_after(self, rows: int) -> None:
         """A resumed run skips the first `rows` rows (batches already written); a stage that
-        counts rows (dedup's writing pass) starts from there."""
+        counts rows (dedup's writing pass on the main path) starts from there."""
+
+    def for_slice(self, index: int, row: int) -> Stage:
+        """The stage for one batch of slice `index` of the input plan, whose first row is the
+        slice's `row`-th row read (0-based): the executors call it before each batch they
+        read from a slice, so a stage that needs to know where its rows are in the input
+        (dedup's writing pass) can run in any worker. Default: the stage itself."""
+        return self
 
 
 # Set by the executor inside a worker process: called after each row, so the parent can tell a

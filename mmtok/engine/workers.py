@@ -106,14 +106,17 @@ class Worker:
                 return
 
     def give(self, task: Any, message: pa.Table | tuple) -> None:
-        """Send a batch's rows (one result back), or ("slice", slice, skip, index, substitutes):
-        the worker reads the slice itself and sends a result per batch, then ("end", notes,
-        written files)."""
+        """Send a batch's rows (one result back), or ("rows", rows, slice index, row) for rows
+        of a slice's batch run apart from it (`StageChain.for_slice`; one result back), or
+        ("slice", slice, skip, index, substitutes): the worker reads the slice itself and sends
+        a result per batch, then ("end", notes, written files)."""
         if not self.held:  # an idle worker made no progress while it waited: start the clock now
             self.seen = (int(self.progress[COUNTER]), time.monotonic())
         self.held.append(task)
         if isinstance(message, pa.Table):  # slices are given whole (recycling waits for their end)
             self.rows_given += message.num_rows
+        elif message[0] == "rows":
+            self.rows_given += message[1].num_rows
         self._outbox.put(message)
 
     def stalled_for(self, now: float) -> float:
@@ -210,7 +213,10 @@ def _main(
         except EOFError:  # the parent is gone
             return
         try:
-            if isinstance(task, tuple):
+            if isinstance(task, tuple) and task[0] == "rows":  # rows of a slice, run apart
+                _, rows, index, row = task
+                result = chain.for_slice(index, row)(rows, progress)
+            elif isinstance(task, tuple):
                 assert reader is not None
                 _, part, skip, index, subs = task
                 for message in slice_messages(
@@ -219,7 +225,8 @@ def _main(
                     conn.send(message)
                 row_done()
                 continue
-            result = chain(task, progress)
+            else:
+                result = chain(task, progress)
         except BaseException as e:  # noqa: BLE001 - a bug in a stage: the parent stops the run
             _send_error(conn, e)
             return
@@ -243,14 +250,19 @@ def slice_messages(
 
     With `spec`, the kept rows and rejects go into this slice's own files and the messages
     carry only `spec.summary` of them. `subs`: batches (by number in the slice) whose result
-    is already known, because the batch killed a worker and was run row by row since."""
+    is already known, because the batch killed a worker and was run row by row since.
+    Each batch runs with `chain.for_slice(index, rows read in the slice before it)`."""
     files = SliceFiles(spec, index) if spec is not None and spec.folder else None
+    row = 0
     try:
-        for number, batch in enumerate(reader.read(part, skip), start=skip):
+        for number, batch in enumerate(reader.read(part)):
+            first, row = row, row + batch.rows.num_rows
+            if number < skip:  # read, not run (as `SliceReader.read(part, skip)` would)
+                continue
             if subs and number in subs:
                 kept, rejected = subs[number]
             else:
-                kept, rejected = chain(batch.rows, progress)
+                kept, rejected = chain.for_slice(index, first)(batch.rows, progress)
                 if batch.rejected is not None and batch.rejected.num_rows:
                     rejected = [conform(batch.rejected, chain.reject_schema), *rejected]
             if progress is not None:
