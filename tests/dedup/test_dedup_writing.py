@@ -226,3 +226,26 @@ def test_an_input_changed_between_the_passes_stops_the_run(source, tmp_path, mon
     monkeypatch.setattr(mmtok.stages.dedup, "decide", edit_then_decide)
     with pytest.raises(mmtok.MmtokError, match="the input changed between the signature pass"):
         dedup(changed, tmp_path / "out", workers=2)
+
+
+def test_a_recipe_filter_then_dedup(source, tmp_path):
+    """Rows rejected before dedup (a filter step): the signature pass sees only the rows the
+    filter keeps; the files are the same with one and two workers, and the rows those of the
+    two commands run one after the other."""
+    steps = [{"command": "filter", "min_side": 42}, {"command": "dedup", "by": "pair"}]
+    documents = {}
+    for workers in (1, 2):
+        recipe = {"steps": steps, "shard_rows": 256, "workers": workers}
+        documents[workers] = mmtok.run_recipe(
+            recipe, inputs=source, output=tmp_path / f"w{workers}"
+        )
+    assert data_files(tmp_path / "w1") == data_files(tmp_path / "w2")
+    counts = documents[1]["counts"]
+    assert counts == documents[2]["counts"]
+    assert counts["rejected_by_reason"]["too_small"] > 0
+    assert counts["rejected_by_reason"]["duplicate"] > 0
+
+    mmtok.filter(source, tmp_path / "filtered", min_side=42, workers=2)
+    dedup(tmp_path / "filtered", tmp_path / "separate", by="pair", workers=2)
+    rows = pq.read_table(tmp_path / "w2").column("id").to_pylist()
+    assert rows == pq.read_table(tmp_path / "separate").column("id").to_pylist()

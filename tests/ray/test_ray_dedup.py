@@ -196,3 +196,51 @@ def test_a_large_group_uses_the_numba_kernel_with_the_same_pairs(same, monkeypat
         zip(want_a.tolist(), want_b.tolist(), strict=True)
     )
     assert len(a) > 1000
+
+
+def test_the_writing_pass_runs_in_ray_tasks_and_survives_a_killed_one(
+    tmp_path, ray_driver, monkeypatch
+):
+    """dedup --engine ray: the writing pass runs in Ray tasks (one is SIGKILLed in the 2nd
+    slice; its batch runs again row by row, each row at its place in the slice) and writes
+    the local engine's files, byte for byte."""
+    import json
+    import os
+    from pathlib import Path
+
+    from kill_stages import KillOnceDedup
+    from PIL import Image
+
+    import mmtok
+    import mmtok.stages.dedup
+
+    image = tmp_path / "one.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(image)
+    words = ["red cat", "blue dog", "green bird", "red cat on a tree", "a house by the sea"]
+    rows = [{"id": f"r{i:04d}", "image": str(image), "caption": f"{words[i % 5]} {i % 7}"}
+            for i in range(800)]  # fmt: skip
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local = mmtok.dedup(source, tmp_path / "local", by="caption", shard_rows=256, workers=2)
+    marker = tmp_path / "killed"
+
+    def stage(decisions, settings):
+        return KillOnceDedup(decisions, settings, str(marker), victim="r0300")
+
+    monkeypatch.setattr(mmtok.stages.dedup, "DedupStage", stage)
+    ray = mmtok.dedup(
+        source,
+        tmp_path / "ray",
+        by="caption",
+        shard_rows=256,
+        engine="ray",
+        ray_address=ray_driver,
+    )
+    assert int(marker.read_text()) != os.getpid()  # a Ray task's process, killed
+
+    def files(out: Path) -> dict[str, bytes]:
+        names = [*sorted(out.glob("part-*")), *sorted((out / "__mmtok__").glob("*.parquet"))]
+        return {p.name: p.read_bytes() for p in names}
+
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+    assert ray["counts"] == local["counts"] and ray["counts"]["rejected_by_reason"]["duplicate"]
