@@ -417,8 +417,8 @@ class SliceTag(Stage):
 class DropListed(Stage):
     """The writing side of dedup inside a recipe: rows whose id the clustering listed go to
     rejects with its reason and message (`duplicate`, `duplicate_of=<id> ...`), the rest are
-    kept. Unlike `DedupStage` it keeps no row position, so it runs in any worker, between
-    any stages."""
+    kept. Unlike `DedupStage` it finds rows by id, not by position, so it runs between any
+    stages, after a step that drops rows too."""
 
     name: ClassVar[str] = "dedup"
 

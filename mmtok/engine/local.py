@@ -13,8 +13,12 @@ still stops the run with its traceback.
 
 With one worker, a chain with an isolating stage (`Stage.isolate`: stages that decode files)
 still runs in one child process: it costs ~0.15 s of start-up, and a hang or crash can then
-never stop the run. A chain without one (dedup's writing pass, which keeps state from batch to
-batch) runs in the main process, with no start-up and no copies.
+never stop the run. A chain without one (dedup's writing pass to stdout) runs in the main
+process, with no start-up and no copies.
+
+A stage that must know where its rows are in the input (dedup's writing pass) gets it from
+`Stage.for_slice` before each batch read from a slice, here and in the workers, and for the
+rows of such a batch retried alone (`_Slot.at`).
 
 Written outputs (`run_slices` with a `ShardSpec`): each worker writes the files of the slices it
 runs (`mmtok.io.shard_writer`) and sends back only small summaries. A worker that dies inside

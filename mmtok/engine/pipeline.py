@@ -220,7 +220,7 @@ def run_pipeline(
                 "the Ray engine writes to a dataset folder, not to -o -", hint="give -o DIR"
             )
     # Stages that keep state from batch to batch run with one worker and no isolation, in
-    # this process (dedup's writing pass); on any engine they stay here.
+    # this process (dedup's writing pass to stdout); on any engine they stay here.
     in_order = workers == 1
     workers = workers or default_workers()
     if is_cli_process():
