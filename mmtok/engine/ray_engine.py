@@ -285,9 +285,11 @@ def _batch_task(
 class _ModelActor:
     """The device stage in a Ray actor: set up once, then one model batch per call."""
 
-    def __init__(self, stage: Stage, worker_schema: pa.Schema):
+    def __init__(self, stage: Stage, worker_schema: pa.Schema, share: int = 1):
         if getattr(stage, "device", "cpu").startswith("cuda"):
             stage.device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
+        else:
+            _cpu_model_threads(share)
         stage.setup()
         stage.output_schema(worker_schema)  # sets the stage's reject schema
         self.stage = stage
@@ -295,6 +297,21 @@ class _ModelActor:
     def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
         result = self.stage.process(rows)
         return result.kept, result.rejected
+
+
+def _cpu_model_threads(share: int) -> None:
+    """A model on the CPU gets torch's own thread count back: Ray sets OMP_NUM_THREADS to an
+    actor's `num_cpus` (1 for this one, which reserves none), so torch would run it on one
+    core, slower than the local engine's model and with other float sums (a convolution's
+    reduction order follows its threads: detokenize's pixels then differ in the last level).
+    Torch's default without the variable is OpenMP's: one thread per CPU this process may run
+    on (libgomp), as in the local engine's main process; `share`: model actors that may share
+    this node."""
+    import torch
+
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all the CPUs
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cpus // share))
 
 
 # --- in the driver ----------------------------------------------------------------------------
@@ -684,7 +701,12 @@ def _through_model(
         max_restarts=MAX_ACTOR_RESTARTS,
         max_task_retries=MAX_ACTOR_RESTARTS,
     )
-    actors = [actor.remote(device, worker_schema) for _ in range(size)]
+    # The stage (with its loaded model) goes to the object store once, and this reference
+    # keeps it there for the whole pool: an actor that dies is restarted from it. Passed by
+    # value, it would be freed once the actors were first created, and a restart would fail
+    # ("ReferenceCountingAssertionError", github.com/ray-project/ray/issues/53727).
+    stage_ref = ray.put(device)
+    actors = [actor.remote(stage_ref, worker_schema, size) for _ in range(size)]
     flight: deque[tuple[BatchResult, Any]] = deque()
     turn = itertools.count()
     try:
@@ -699,6 +721,7 @@ def _through_model(
         for a in actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)
+        del stage_ref
 
 
 def _model_result(ray: Any, result: BatchResult, ref: Any) -> BatchResult:
