@@ -294,9 +294,11 @@ class _ModelActor:
         stage.output_schema(worker_schema)  # sets the stage's reject schema
         self.stage = stage
 
-    def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+        """Kept rows, rejects, and the stage's batch size and halvings since it started (an
+        automatic batch size halves on out-of-memory, `DeviceStage._forward_in_chunks`)."""
         result = self.stage.process(rows)
-        return result.kept, result.rejected
+        return result.kept, result.rejected, _batching(self.stage)
 
 
 def _cpu_model_threads(share: int) -> None:
@@ -714,9 +716,9 @@ def _through_model(
             ref = actors[next(turn) % size].process.remote(result.kept)
             flight.append((result, ref))
             while len(flight) > TASKS_PER_CPU * size:
-                yield _model_result(ray, *flight.popleft())
+                yield _model_result(ray, device, *flight.popleft())
         while flight:
-            yield _model_result(ray, *flight.popleft())
+            yield _model_result(ray, device, *flight.popleft())
     finally:
         for a in actors:
             with contextlib.suppress(Exception):
@@ -724,8 +726,19 @@ def _through_model(
         del stage_ref
 
 
-def _model_result(ray: Any, result: BatchResult, ref: Any) -> BatchResult:
-    kept, rejected = ray.get(ref)
+def _batching(stage: Stage) -> dict[str, int]:
+    return {k: v for k in ("_batch", "halvings") if (v := getattr(stage, k, None)) is not None}
+
+
+def _model_result(ray: Any, device: Stage, result: BatchResult, ref: Any) -> BatchResult:
+    """A model batch's result; the driver's copy of the stage takes the actors' batch size
+    and halvings, which the commands report (`batch_size`, `batch_halvings`): the smallest
+    size and the most halvings of any actor (with one actor, the local engine's figures)."""
+    kept, rejected, batching = ray.get(ref)
+    if "_batch" in batching:
+        device._batch = min(device._batch, batching["_batch"])  # type: ignore[attr-defined]
+    if "halvings" in batching:
+        device.halvings = max(device.halvings, batching["halvings"])  # type: ignore[attr-defined]
     more = [rejected] if rejected.num_rows else []
     return BatchResult(kept, [*result.rejected, *more], result.num_records, result.position)
 

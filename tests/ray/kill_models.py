@@ -1,14 +1,15 @@
-"""A model stage for the Ray fault tests; imported by the cluster's workers (the cluster's
+"""Model stages for the Ray tests; imported by the cluster's workers (the cluster's
 PYTHONPATH holds this folder)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from mmtok.models.runtime import DeviceStage
 from mmtok.stages.embed import EmbedStage
 
 
@@ -27,3 +28,30 @@ class DieOnceEmbed(EmbedStage):
             Path(self.marker).write_text(str(os.getpid()))
             os._exit(1)
         return super().host_inputs(kept)
+
+
+class OutOfMemoryAboveTwo(DeviceStage):
+    """A model stage on the CPU that runs out of memory (`torch.OutOfMemoryError`, as CUDA
+    raises it) on more than two rows at once: an automatic batch size halves until it fits.
+    Adds each caption's length."""
+
+    name: ClassVar[str] = "oom_above_two"
+
+    def output_fields(self) -> list[pa.Field]:
+        return [pa.field("length", pa.int64())]
+
+    def host_inputs(self, kept: pa.Table) -> dict:
+        import torch
+
+        lengths = [len(c or "") for c in kept.column("caption").to_pylist()]
+        return {"x": torch.tensor(lengths, dtype=torch.int64)}
+
+    def forward(self, inputs: dict) -> dict:
+        import torch
+
+        if len(inputs["x"]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (a test's)")
+        return {"y": inputs["x"]}
+
+    def columns(self, outputs: dict, kept: pa.Table) -> dict:
+        return {"length": pa.array(outputs["y"])}

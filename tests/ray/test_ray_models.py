@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import encode, photo, write_jsonl
 from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
@@ -21,6 +22,8 @@ pytest.importorskip("torch")
 from test_ray_engine import shard_files, snapshot  # noqa: E402
 
 from mmtok.cli.app import app  # noqa: E402
+from mmtok.engine.pipeline import OutputOptions, run_pipeline  # noqa: E402
+from mmtok.io.sources import Inputs, ReadOptions  # noqa: E402
 
 pytestmark = pytest.mark.ray
 runner = CliRunner()
@@ -104,8 +107,6 @@ def test_detokenize_on_ray_equals_local(files, tmp_path, ray_driver):
         app, ["tokenize-images", str(files["source"]), *map(str, model), "-o", str(tokens), "-q"]
     )
     assert result.exit_code == 0, result.output
-    import pyarrow.parquet as pq
-
     tokenized = pq.read_table(tokens).to_pylist()
     keys = ("id", "vq_ids", "vq_grid_h", "vq_grid_w")
     rows = [{"image": r["image"]["path"], **{k: r[k] for k in keys}} for r in tokenized]
@@ -156,3 +157,28 @@ def test_a_model_actor_killed_in_a_run_is_restarted_and_every_row_written_once(
     assert ray["counts"]["in"] == 10 == ray["counts"]["out"] + ray["counts"]["rejected"]
     assert ray == local
     assert shard_files(tmp_path / "ray") == shard_files(tmp_path / "local")
+
+
+def test_batch_halvings_in_a_ray_actor_are_the_local_engines(tmp_path, ray_driver):
+    """An automatic batch size that halves on out-of-memory in the model actor: the run's
+    batch size and halvings (what embed and tokenize-images report) are those of the local
+    run, and so are the rows."""
+    from kill_models import OutOfMemoryAboveTwo
+
+    rows = [{"id": f"r{i}", "image": None, "caption": "w" * i} for i in range(10)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    results = {}
+    for engine in ("local", "ray"):
+        stage = OutOfMemoryAboveTwo()
+        run_pipeline(
+            Inputs([str(source)], ReadOptions(batch_rows=stage.rows_per_batch)),
+            [stage],
+            OutputOptions(str(tmp_path / engine)),
+            engine=engine,
+            ray_address=ray_driver,
+        )
+        kept = pq.read_table(tmp_path / engine).to_pylist()
+        results[engine] = (kept, stage.rows_per_batch, stage.halvings)
+    assert results["local"][1:] == (2, 2)  # 10 rows: 10 -> 5 -> 2
+    assert [r["length"] for r in results["local"][0]] == list(range(10))
+    assert results["ray"] == results["local"]
