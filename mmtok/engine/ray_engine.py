@@ -285,10 +285,7 @@ def _batch_task(
 class _ModelActor:
     """The device stage in a Ray actor: set up once, then one model batch per call."""
 
-    def __init__(self, boxed: list[Any], worker_schema: pa.Schema, share: int = 1):
-        import ray
-
-        stage: Stage = ray.get(boxed[0])  # the stage, from the object store (`_through_model`)
+    def __init__(self, stage: Stage, worker_schema: pa.Schema, share: int = 1):
         if getattr(stage, "device", "cpu").startswith("cuda"):
             stage.device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
         else:
@@ -709,10 +706,9 @@ def _through_model(
     # The stage (with its loaded model) goes to the object store once, and this reference
     # keeps it there for the whole pool: an actor that dies is restarted from it. Passed by
     # value, it would be freed once the actors were first created, and a restart would fail
-    # ("ReferenceCountingAssertionError", github.com/ray-project/ray/issues/53727); passed
-    # as a bare reference, Ray warns of that on every run. In a list, the actor gets it.
+    # ("ReferenceCountingAssertionError", github.com/ray-project/ray/issues/53727).
     stage_ref = ray.put(device)
-    actors = [actor.remote([stage_ref], worker_schema, size) for _ in range(size)]
+    actors = [actor.remote(stage_ref, worker_schema, size) for _ in range(size)]
     flight: deque[tuple[BatchResult, Any]] = deque()
     turn = itertools.count()
     try:
