@@ -78,6 +78,7 @@ def reasons(result: dict) -> dict[str, int]:
 BAD_IMAGES = {"truncated": 1, "missing_file": 1, "not_image": 1}
 
 
+@pytest.mark.slow  # ~15 s on 2 busy cores: open_clip loads in each engine's model process
 def test_embed_on_ray_equals_local(files, tmp_path, ray_driver):
     model = ["--model", f"local-dir:{files['clip']}", "--text", "--device", "cpu"]
     local, ray = on_both_engines(
@@ -98,6 +99,7 @@ def test_tokenize_images_on_ray_equals_local(files, tmp_path, ray_driver):
     assert ray == local
 
 
+@pytest.mark.slow  # ~13 s: tokenize-images, then detokenize on both engines
 def test_detokenize_on_ray_equals_local(files, tmp_path, ray_driver):
     """Ids from tokenize-images back to images: rows with a source (PSNR), one whose source is
     gone, and ids that do not fit (too few; one outside the codebook) as `bad_tokens`."""
@@ -125,6 +127,7 @@ def test_detokenize_on_ray_equals_local(files, tmp_path, ray_driver):
     assert ray == local
 
 
+@pytest.mark.slow  # ~20 s: the actor dies, Ray restarts it and loads the model again
 def test_a_model_actor_killed_in_a_run_is_restarted_and_every_row_written_once(
     files, tmp_path, ray_driver, monkeypatch
 ):
