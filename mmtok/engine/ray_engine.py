@@ -299,16 +299,35 @@ def _batch_task(
 class _ModelActor:
     """The device stage in a Ray actor: set up once, then one model batch per call."""
 
-    def __init__(self, stage: Stage, worker_schema: pa.Schema):
+    def __init__(self, stage: Stage, worker_schema: pa.Schema, share: int = 1):
         if getattr(stage, "device", "cpu").startswith("cuda"):
             stage.device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
+        else:
+            _cpu_model_threads(share)
         stage.setup()
         stage.output_schema(worker_schema)  # sets the stage's reject schema
         self.stage = stage
 
-    def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def process(self, rows: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+        """Kept rows, rejects, and the stage's batch size and halvings since it started (an
+        automatic batch size halves on out-of-memory, `DeviceStage._forward_in_chunks`)."""
         result = self.stage.process(rows)
-        return result.kept, result.rejected
+        return result.kept, result.rejected, _batching(self.stage)
+
+
+def _cpu_model_threads(share: int) -> None:
+    """A model on the CPU gets torch's own thread count back: Ray sets OMP_NUM_THREADS to an
+    actor's `num_cpus` (1 for this one, which reserves none), so torch would run it on one
+    core, slower than the local engine's model and with other float sums (a convolution's
+    reduction order follows its threads: detokenize's pixels then differ in the last level).
+    Torch's default without the variable is OpenMP's: one thread per CPU this process may run
+    on (libgomp), as in the local engine's main process; `share`: model actors that may share
+    this node."""
+    import torch
+
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all the CPUs
+    cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cpus // share))
 
 
 # --- in the driver ----------------------------------------------------------------------------
@@ -717,7 +736,12 @@ def _through_model(
         max_restarts=MAX_ACTOR_RESTARTS,
         max_task_retries=MAX_ACTOR_RESTARTS,
     )
-    actors = [actor.remote(device, worker_schema) for _ in range(size)]
+    # The stage (with its loaded model) goes to the object store once, and this reference
+    # keeps it there for the whole pool: an actor that dies is restarted from it. Passed by
+    # value, it would be freed once the actors were first created, and a restart would fail
+    # ("ReferenceCountingAssertionError", github.com/ray-project/ray/issues/53727).
+    stage_ref = ray.put(device)
+    actors = [actor.remote(stage_ref, worker_schema, size) for _ in range(size)]
     flight: deque[tuple[BatchResult, Any]] = deque()
     turn = itertools.count()
     try:
@@ -725,17 +749,29 @@ def _through_model(
             ref = actors[next(turn) % size].process.remote(result.kept)
             flight.append((result, ref))
             while len(flight) > TASKS_PER_CPU * size:
-                yield _model_result(ray, *flight.popleft())
+                yield _model_result(ray, device, *flight.popleft())
         while flight:
-            yield _model_result(ray, *flight.popleft())
+            yield _model_result(ray, device, *flight.popleft())
     finally:
         for a in actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)
+        del stage_ref
 
 
-def _model_result(ray: Any, result: BatchResult, ref: Any) -> BatchResult:
-    kept, rejected = ray.get(ref)
+def _batching(stage: Stage) -> dict[str, int]:
+    return {k: v for k in ("_batch", "halvings") if (v := getattr(stage, k, None)) is not None}
+
+
+def _model_result(ray: Any, device: Stage, result: BatchResult, ref: Any) -> BatchResult:
+    """A model batch's result; the driver's copy of the stage takes the actors' batch size
+    and halvings, which the commands report (`batch_size`, `batch_halvings`): the smallest
+    size and the most halvings of any actor (with one actor, the local engine's figures)."""
+    kept, rejected, batching = ray.get(ref)
+    if "_batch" in batching:
+        device._batch = min(device._batch, batching["_batch"])  # type: ignore[attr-defined]
+    if "halvings" in batching:
+        device.halvings = max(device.halvings, batching["halvings"])  # type: ignore[attr-defined]
     more = [rejected] if rejected.num_rows else []
     return BatchResult(kept, [*result.rejected, *more], result.num_records, result.position)
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import encode, photo, write_jsonl
 from PIL import Image
+from tiny_models import image_folder, tiny_clip
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
@@ -23,7 +24,7 @@ from mmtok.engine.pipeline import OutputOptions, run_pipeline
 from mmtok.io.layout import SIDE_DIR
 from mmtok.io.sources import Inputs, ReadOptions
 from mmtok.models.clip import sha256_of
-from mmtok.models.tiny import random_weights, register_arch, tiny_model_cfg, write_local_dir
+from mmtok.models.tiny import random_weights, register_arch, tiny_model_cfg
 from mmtok.stages.embed import ClipScoreFilterStage
 
 runner = CliRunner()
@@ -37,7 +38,7 @@ def side(out, name):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return write_local_dir(tmp_path_factory.mktemp("tiny") / "tiny-clip", seed=1)
+    return tiny_clip(tmp_path_factory.mktemp("tiny"), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +54,7 @@ def images(tmp_path_factory):
         "photo_33x17.jpg": encode(photo(33, 17, seed=6), "JPEG"),
         "photo_500x375.jpg": encode(photo(500, 375, seed=7), "JPEG", quality=80),
     }
-    truncated = encode(photo(400, 300, seed=8), "JPEG")
-    bad = {
-        "truncated_400x300.jpg": truncated[: len(truncated) // 2],
-        "page_saved_as.jpg": b"<!doctype html><html>404</html>",
-    }
-    for name, data in {**good, **bad}.items():
-        (folder / name).write_bytes(data)
-    names = list(good)
-    order = names[:2] + ["truncated_400x300.jpg"] + names[2:4] + ["missing.jpg"]
-    order += ["page_saved_as.jpg"] + names[4:]
+    order, names = image_folder(folder, good)
     return folder, order, names
 
 

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
 from PIL import Image
-from vq_fixtures import dataset, image_folder, mmtok, read_rows, run_json, tiny_tokenizer
+from tiny_models import tiny_tokenizer
+from vq_fixtures import dataset, image_folder, mmtok, read_rows, run_json
 
 from mmtok.io.layout import SIDE_DIR
 

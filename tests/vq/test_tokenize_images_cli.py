@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tiny_models import tiny_tokenizer
 from vq_fixtures import (
     dataset,
     direct_ids,
@@ -26,7 +27,6 @@ from vq_fixtures import (
     mmtok,
     read_rows,
     run_json,
-    tiny_tokenizer,
 )
 
 from mmtok.io.layout import SIDE_DIR

@@ -1,6 +1,6 @@
-"""Shared by the VQ command tests: a tiny tokenizer (config JSON + seeded random checkpoint with
-the decoder), real image files of several modes and sizes with bad files among them, and the
-oracle: the model run directly on each file's preprocessed pixels."""
+"""Shared by the VQ command tests: real image files of several modes and sizes with bad files
+among them (the tiny tokenizer and the bad files: tests/tiny_models.py), and the oracle: the
+model run directly on each file's preprocessed pixels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tiny_models
 from conftest import encode, photo, write_jsonl
 from PIL import Image
 from typer.testing import CliRunner
@@ -17,17 +18,6 @@ from typer.testing import CliRunner
 from mmtok.cli.app import app
 
 runner = CliRunner()
-
-
-def tiny_tokenizer(folder: Path, seed: int = 1) -> tuple[Path, Path]:
-    """(config.json, checkpoint) of the tiny test tokenizer, with random seeded weights."""
-    from mmtok.models.vq.tiny import tiny_checkpoint, tiny_config
-
-    config = folder / "tiny-vq.json"
-    config.write_text(json.dumps(tiny_config().to_dict()))
-    checkpoint = folder / "tiny-vq.pt"
-    tiny_checkpoint(checkpoint, seed)
-    return config, checkpoint
 
 
 def rgba_photo(width: int, height: int, seed: int) -> Image.Image:
@@ -45,7 +35,8 @@ def sixteen_bit(width: int, height: int) -> Image.Image:
 
 
 def image_folder(folder: Path) -> tuple[list[str], list[str]]:
-    """Write the files; returns (row order with bad entries in the middle, good names)."""
+    """Write the files (images of several modes and sizes, and the bad ones); returns (row
+    order with bad entries in the middle, good names)."""
     good = {
         "photo_640x480.jpg": encode(photo(640, 480, seed=1), "JPEG", quality=90),
         "rgba_300x500.png": encode(rgba_photo(300, 500, seed=2), "PNG"),
@@ -55,17 +46,7 @@ def image_folder(folder: Path) -> tuple[list[str], list[str]]:
         "strip_1000x200.webp": encode(photo(1000, 200, seed=5), "WEBP"),
         "photo_33x17.jpg": encode(photo(33, 17, seed=6), "JPEG"),
     }
-    truncated = encode(photo(400, 300, seed=8), "JPEG")
-    bad = {
-        "truncated_400x300.jpg": truncated[: len(truncated) // 2],
-        "page_saved_as.jpg": b"<!doctype html><html>404</html>",
-    }
-    for name, data in {**good, **bad}.items():
-        (folder / name).write_bytes(data)
-    names = list(good)
-    order = names[:2] + ["truncated_400x300.jpg"] + names[2:4] + ["missing.jpg"]
-    order += ["page_saved_as.jpg"] + names[4:]
-    return order, names
+    return tiny_models.image_folder(folder, good)
 
 
 def dataset(folder: Path, order: list[str], path: Path) -> Path:
