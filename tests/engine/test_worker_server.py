@@ -54,4 +54,3 @@ def test_a_forked_worker_sees_the_environment_of_its_start(tmp_path, image_files
     assert set(report(tmp_path, image_files, "two")["mark"]) == {"after"}
     monkeypatch.delenv("MMTOK_TEST_MARK")
     assert set(report(tmp_path, image_files, "three", workers=1)["mark"]) == {None}
-
