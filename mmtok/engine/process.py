@@ -34,10 +34,20 @@ PRELOAD = [
 ]
 
 
+_SERVER_FROM_MAIN_THREAD = False  # set once the main thread has chosen the server
+
+
 def worker_context() -> BaseContext:
     """The multiprocessing context workers start in: the forkserver on Linux, where the kernel
     ends the server and its workers with this process (`mmtok.engine.worker_server`)."""
+    global _SERVER_FROM_MAIN_THREAD
     if not sys.platform.startswith("linux"):
+        return multiprocessing.get_context("spawn")
+    # The server dies with the thread that starts it (PR_SET_PDEATHSIG), so only the main
+    # thread starts it: a pool started first from another thread spawns its workers.
+    if threading.current_thread() is threading.main_thread():
+        _SERVER_FROM_MAIN_THREAD = True
+    elif not _SERVER_FROM_MAIN_THREAD:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)

@@ -54,3 +54,37 @@ def test_a_forked_worker_sees_the_environment_of_its_start(tmp_path, image_files
     assert set(report(tmp_path, image_files, "two")["mark"]) == {"after"}
     monkeypatch.delenv("MMTOK_TEST_MARK")
     assert set(report(tmp_path, image_files, "three", workers=1)["mark"]) == {None}
+
+
+THREAD_RUN = """
+import sys, threading
+sys.path.insert(0, {tests!r})
+import pyarrow.parquet as pq
+from poison_stages import ReportProcess
+from mmtok.engine.pipeline import OutputOptions, run_pipeline
+from mmtok.io.sources import Inputs, ReadOptions
+def run():
+    run_pipeline(Inputs([sys.argv[1]], ReadOptions(batch_rows=4)), [ReportProcess()],
+                 OutputOptions(sys.argv[2]), workers=2)
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+print(set(pq.read_table(sys.argv[2], columns=["from_server"]).column(0).to_pylist()))
+"""
+
+
+def test_a_pool_started_from_another_thread_spawns_its_workers(tmp_path, image_files):
+    """The server would die with the thread that started it, and its workers with it: only the
+    main thread starts it."""
+    import subprocess
+
+    rows = [{"image": str(image_files["baseline_640x480.jpg"]), "caption": "x"}] * 16
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    script = THREAD_RUN.format(tests=str(Path(__file__).parent))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "{False}"
