@@ -11,13 +11,16 @@ with pyarrow's threads live, is unsafe). Elsewhere than on Linux, workers are sp
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 # Imported by the server before it forks any worker (`mmtok.engine.worker_server` first: it
 # ties the server's life to this process). A module missing here is imported by each worker
@@ -35,12 +38,13 @@ PRELOAD = [
 
 
 _SERVER_FROM_MAIN_THREAD = False  # set once the main thread has chosen the server
+_SERVER_ENDED_AT_EXIT = False  # `_end_worker_server` registered
 
 
 def worker_context() -> BaseContext:
     """The multiprocessing context workers start in: the forkserver on Linux, where the kernel
     ends the server and its workers with this process (`mmtok.engine.worker_server`)."""
-    global _SERVER_FROM_MAIN_THREAD
+    global _SERVER_FROM_MAIN_THREAD, _SERVER_ENDED_AT_EXIT
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     # The server dies with the thread that starts it (PR_SET_PDEATHSIG), so only the main
@@ -51,7 +55,34 @@ def worker_context() -> BaseContext:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    if not _SERVER_ENDED_AT_EXIT:
+        _SERVER_ENDED_AT_EXIT = True
+        atexit.register(_end_worker_server)
     return context
+
+
+def _end_worker_server() -> None:
+    """At exit, end the worker server and reap it, so that its CPU time and its workers' (it
+    reaps them) count as this process's children: `time mmtok ...` and `getrusage` then see
+    the whole run. (The kernel would end it anyway, as this process exits.)"""
+    for pid in _children():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing.forkserver" in cmdline and b"mmtok.engine.worker_server" in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                found.update(map(int, Path(f"/proc/self/task/{task}/children").read_text().split()))
+    return found
 
 
 def start_worker_server() -> None:

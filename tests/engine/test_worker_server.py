@@ -2,6 +2,7 @@
 server per mmtok process, started before the pool; the workers see this process's environment
 as it is when they start, and the whole tree dies with mmtok (test_isolation.py)."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -88,3 +89,57 @@ def test_a_pool_started_from_another_thread_spawns_its_workers(tmp_path, image_f
         check=True,
     )
     assert result.stdout.strip() == "{False}"
+
+
+REAPER = """
+import ctypes, json, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans of the run come here
+run = subprocess.run(sys.argv[1:], check=True, stdout=subprocess.PIPE, text=True)
+orphans = []
+while True:
+    try:
+        orphans.append(os.wait()[0])
+    except ChildProcessError:
+        break
+print(run.stdout.strip(), json.dumps(orphans))
+"""
+
+SERVER_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+import pyarrow.parquet as pq
+from poison_stages import ReportProcess
+from mmtok.engine.pipeline import OutputOptions, run_pipeline
+from mmtok.io.sources import Inputs, ReadOptions
+run_pipeline(Inputs([sys.argv[1]], ReadOptions(batch_rows=4)), [ReportProcess()],
+             OutputOptions(sys.argv[2]), workers=2)
+(server,) = set(pq.read_table(sys.argv[2], columns=["worker_parent"]).column(0).to_pylist())
+print(server)
+"""
+
+
+def test_the_worker_server_is_reaped_by_the_process_that_started_it(tmp_path, image_files):
+    """So that `time mmtok ...` and getrusage count the server's CPU and its workers' (the
+    multiprocessing resource tracker is still left to the kernel, as it always was)."""
+    import subprocess
+
+    rows = [{"image": str(image_files["baseline_640x480.jpg"]), "caption": "x"}] * 16
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    script = SERVER_RUN.format(tests=str(Path(__file__).parent))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            REAPER,
+            sys.executable,
+            "-c",
+            script,
+            str(source),
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    server, orphans = result.stdout.split(" ", 1)
+    assert int(server) not in json.loads(orphans)
