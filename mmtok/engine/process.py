@@ -28,6 +28,8 @@ from pathlib import Path
 PRELOAD = [
     "mmtok.engine.worker_server",
     "mmtok.engine.workers",
+    "mmtok.io.sources.slices",
+    "mmtok.commands.budget",  # the shard statistics of estimate-budget
     "mmtok.stages.probe",
     "mmtok.stages.budget",
     "mmtok.stages.filter",
