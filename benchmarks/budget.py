@@ -4,6 +4,7 @@ lines in one run, with peak memory at two row counts.
   python benchmarks/budget.py                          # 20,000 and 200,000 rows
   python benchmarks/budget.py --rows 20000             # one row count
   python benchmarks/budget.py --mmtok-root /work/main  # the same, with another checkout's mmtok
+  python benchmarks/budget.py --baseline /work/main    # both checkouts, one after the other
   python benchmarks/budget.py --rows 20000 --components  # + CPU per row of each piece, in process
 
 Data lines (rows repeat a set of distinct files, warm page cache, as a crawl re-reads nothing):
@@ -31,6 +32,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from _measure import command_cost
 from PIL import Image
 
 PRESETS = ["llama3-336", "qwen2-vl", "kimi-vl"]
@@ -136,22 +138,8 @@ def mmtok_run(
     cmd += sum((["-p", p] for p in PRESETS), [])
     if out is not None:
         cmd += ["-o", str(out), "--overwrite"]
-    # a fresh wrapper per run: RUSAGE_CHILDREN is a running maximum over a process's children
-    wrapper = (
-        "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
-        "print(time.perf_counter() - t, r.ru_maxrss, r.ru_utime + r.ru_stime)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled modules are cached
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, cwd=root
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-2000:])
-    seconds, peak_kb, cpu = result.stdout.split()
-    return rows / float(seconds), float(cpu) / rows * 1e6, int(peak_kb) / 1024
+    cost = command_cost(cmd, root)
+    return rows / cost.wall, cost.cpu / rows * 1e6, cost.peak_mb
 
 
 COMPONENTS = """
@@ -211,6 +199,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=1000, help="distinct files per line")
     parser.add_argument("--lines", nargs="+", default=["jpeg", "mix"], choices=["jpeg", "mix"])
     parser.add_argument("--mmtok-root", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--baseline", type=Path, help="also another checkout, interleaved")
     parser.add_argument("--components", action="store_true", help="CPU per row of each piece")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mmtok-bench")
     args = parser.parse_args()
@@ -219,6 +208,7 @@ def main() -> None:
     makers = {"jpeg": make_jpegs, "mix": make_mix}
     labels = {"jpeg": "JPEGs of mixed sizes", "mix": "70% JPEG, 25% PNG, 5% WebP"}
     results, parts, root = [], [], args.mmtok_root
+    roots = [args.baseline, root] if args.baseline else [root]
     with tempfile.TemporaryDirectory() as tmp:
         for line in args.lines:
             distinct = dataset(args.cache, line, args.distinct, makers[line])
@@ -230,22 +220,22 @@ def main() -> None:
                             for p in paths)
                 )  # fmt: skip
                 pillow, pillow_us = pillow_rate(paths), pillow_cpu(paths)
-                rate, cpu, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", args.mmtok_root)
-                bare, bare_cpu, _ = mmtok_run(rows_file, rows, None, args.mmtok_root)
-                results.append(
-                    (labels[line], rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us)
-                )
+                for each in roots:
+                    rate, cpu, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", each)
+                    bare, bare_cpu, _ = mmtok_run(rows_file, rows, None, each)
+                    label = labels[line] if len(roots) == 1 else f"{labels[line]} [{each.name}]"
+                    results.append((label, rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us))
                 if args.components:
                     parts.append(f"{labels[line]}, {rows:,} rows: {components(rows_file, root)}")
                 print(f"  {labels[line]}, {rows:,} rows: done", flush=True)
     print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
     print("rows/s: wall time of the whole command (-o OUT, and with no -o); CPU: microseconds")
     print("per row of the command and its workers, against the Pillow loop's own CPU per row")
-    print(f"{'data':<30}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'ratio':>6}"
+    print(f"{'data':<42}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'ratio':>6}"
           f"{'CPU us':>8}{'no -o':>7}{'Pillow':>7}{'peak MB':>8}")  # fmt: skip
     for label, rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us in results:
         print(
-            f"{label:<30}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{rate / pillow:>6.2f}"
+            f"{label:<42}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{rate / pillow:>6.2f}"
             f"{cpu:>8.1f}{bare_cpu:>7.1f}{pillow_us:>7.1f}{rss:>8,.0f}"
         )
     if parts:

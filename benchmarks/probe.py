@@ -3,11 +3,12 @@ in the same run, so they compare across machines.
 
   python benchmarks/probe.py            # example data + 5,000 generated JPEGs, 5k vs 50k rows
   python benchmarks/probe.py --quick    # 1,000 JPEGs, 1k vs 10k rows
-  python benchmarks/probe.py --scaling 20000 [--mmtok-root /work/main]
+  python benchmarks/probe.py --scaling 20000 [--mmtok-root /work/main] [--baseline DIR]
                                         # only: `mmtok probe` -w1 vs -w2, whole process
+                                        # (--baseline: another checkout too, interleaved)
 
 Scaling: the `mmtok probe ... -o OUT` command in a fresh process, wall time from start to exit,
-and the CPU time of it and all its workers (user + system) per row: on a machine shared with
+and the CPU time of it and all its processes (user + system) per row: on a machine shared with
 other jobs the wall-time ratio says little, the CPU per row still does.
 
 Reference: one process calling `PIL.Image.open(path).size` per file (the least any header
@@ -19,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _measure import command_cost
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,71 +76,49 @@ t0 = time.perf_counter()
 m = run_pipeline(Inputs([src]), [ProbeStage(decode_check=decode)], OutputOptions(out, overwrite=True), workers=workers)
 seconds = time.perf_counter() - t0
 print(json.dumps({"rows": m["counts"]["in"], "seconds": seconds,
-                  "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                  "main_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
 def run_mmtok(rows_file: Path, out: Path, workers: int, decode: bool = False) -> dict:
-    """One run in a fresh process (includes pool start-up), so peak RSS is this run's own."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUNNER,
-            str(rows_file),
-            str(out),
-            str(workers),
-            "1" if decode else "0",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    """One run in a fresh process (includes pool start-up), so peak RSS is this run's own:
+    the main process's, and the largest of all its processes (workers included)."""
+    args = [str(rows_file), str(out), str(workers), "1" if decode else "0"]
+    cost = command_cost([sys.executable, "-c", RUNNER, *args], ROOT)
+    return {**json.loads(cost.stdout), "peak_mb": cost.peak_mb}
 
 
-def command_cost(cmd: list[str], root: Path) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds of the command and all its children, peak RSS MB)."""
-    wrapper = (
-        "import resource, subprocess, sys, time; t = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
-        "print(time.perf_counter() - t, r.ru_utime + r.ru_stime, r.ru_maxrss)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled modules are cached
-    result = subprocess.run(
-        [sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, cwd=root
-    )
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-2000:])
-    wall, cpu, rss = result.stdout.split()
-    return float(wall), float(cpu), int(rss) / 1024
-
-
-def scaling(rows: int, root: Path, repeats: int = 2) -> None:
+def scaling(rows: int, roots: list[Path], repeats: int = 2) -> None:
     """`mmtok probe` on `rows` JPEG rows with 1 and 2 workers, whole process (best of
-    `repeats`, since other jobs on the machine only ever make a run slower)."""
+    `repeats`, since other jobs on the machine only ever make a run slower), for each checkout
+    in `roots`, their runs interleaved so that the machine's load falls on each alike."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "jpegs").mkdir()
         jpegs = make_jpegs(tmp / "jpegs", min(rows, 1_000))
         rows_file = write_rows(tmp / "rows.jsonl", jpegs, rows)
         reference = bare_pillow_rate(jpegs, decode=False)
-        print(f"probe, {rows:,} JPEG rows, whole process (mmtok from {root})")
+        costs: dict[tuple[Path, int], list] = {(r, w): [] for r in roots for w in (1, 2)}
+        for _ in range(repeats):
+            for (root, workers), runs in costs.items():
+                cmd = [sys.executable, "-m", "mmtok", "probe", str(rows_file), "-o"]
+                cmd += [str(tmp / "out"), "--overwrite", "-w", str(workers), "--quiet"]
+                runs.append(command_cost(cmd, root))
+        print(f"probe, {rows:,} JPEG rows, whole process, best of {repeats}")
         print(f"bare Pillow header loop, 1 process: {reference:,.0f} rows/s")
-        print(f"{'workers':>8}{'rows/s':>10}{'speed-up':>10}{'CPU us/row':>12}{'peak MB':>9}")
-        first = None
-        for workers in (1, 2):
-            cmd = [sys.executable, "-m", "mmtok", "probe", str(rows_file), "-o"]
-            cmd += [str(tmp / "out"), "--overwrite", "-w", str(workers), "--quiet"]
-            wall, cpu, rss = min(command_cost(cmd, root) for _ in range(repeats))
-            rate = rows / wall
-            first = first or rate
-            print(
-                f"{workers:>8}{rate:>10,.0f}{rate / first:>10.2f}{cpu / rows * 1e6:>12.1f}{rss:>9.0f}"
-            )
+        print(f"{'mmtok from':<24}{'workers':>8}{'rows/s':>10}{'speed-up':>10}"
+              f"{'CPU us/row':>12}{'peak MB':>9}")  # fmt: skip
+        for root in roots:
+            first = None
+            for workers in (1, 2):
+                best = min(costs[root, workers], key=lambda c: c.wall)
+                rate = rows / best.wall
+                first = first or rate
+                cpu = min(c.cpu for c in costs[root, workers]) / rows * 1e6
+                print(
+                    f"{str(root)[-24:]:<24}{workers:>8}{rate:>10,.0f}{rate / first:>10.2f}"
+                    f"{cpu:>12.1f}{best.peak_mb:>9.0f}"
+                )
         load = os.getloadavg()[0]
         print(f"load average now: {load:.1f} on {len(os.sched_getaffinity(0))} cores")
 
@@ -151,9 +130,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--scaling", type=int, metavar="ROWS", help="only 1 vs 2 workers")
     parser.add_argument("--mmtok-root", type=Path, default=ROOT)
+    parser.add_argument(
+        "--baseline", type=Path, help="--scaling: also another checkout, interleaved (before/after)"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="--scaling: runs of each")
     args = parser.parse_args()
     if args.scaling:
-        scaling(args.scaling, args.mmtok_root)
+        roots = [args.baseline, args.mmtok_root] if args.baseline else [args.mmtok_root]
+        scaling(args.scaling, roots, args.repeats)
         return
     n_images = 1_000 if args.quick else 5_000
     cores = len(os.sched_getaffinity(0))
@@ -198,7 +182,7 @@ def main() -> None:
             r = run_mmtok(write_rows(tmp / f"rows{rows}.jsonl", jpegs, rows), tmp / "out", cores)
             results[rows] = r
             print(
-                f"{rows:>8,} rows: main {r['main_rss_mb']:6.0f} MB, largest worker {r['worker_rss_mb']:6.0f} MB,"
+                f"{rows:>8,} rows: main {r['main_rss_mb']:6.0f} MB, largest process {r['peak_mb']:6.0f} MB,"
                 f" {r['rows'] / r['seconds']:,.0f} rows/s"
             )
         ratio = results[large]["main_rss_mb"] / results[small]["main_rss_mb"]

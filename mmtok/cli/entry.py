@@ -8,6 +8,19 @@ import os
 import signal
 import sys
 
+# the commands that run worker processes
+WORKER_COMMANDS = {
+    "probe",
+    "tile",
+    "estimate-budget",
+    "filter",
+    "dedup",
+    "embed",
+    "sample-frames",
+    "tokenize-images",
+    "run",
+}
+
 
 def main() -> None:
     try:
@@ -20,6 +33,10 @@ def main() -> None:
 
         # the command is the first word that is not an option (the root has only flags)
         name = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        if name in WORKER_COMMANDS and not {"-h", "--help"} & set(sys.argv):
+            from mmtok.engine.process import start_worker_server
+
+            start_worker_server()  # it loads what workers need while this process starts
         if name in COMMANDS:
             app = build([name])
         else:  # the root's help, --version, or an unknown command: the names and summaries

@@ -1,4 +1,5 @@
-"""The local executor: spawn-context worker processes that run a chain of stages over batches.
+"""The local executor: worker processes (`mmtok.engine.process`) that run a chain of stages over
+batches.
 
 Results come back in input order whatever the worker count, and at most `max_in_flight`
 batches are held at a time (two per worker by default), so memory does not grow with the input.
@@ -29,7 +30,6 @@ the same as if nothing had died.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections import deque
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from mmtok.engine.process import worker_context
 from mmtok.engine.stage import Stage
 from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker, slice_messages
 from mmtok.errors import MmtokError
@@ -328,7 +329,7 @@ class _Pool:
         spec: ShardSpec | None = None,
     ):
         self.chain, self.row_timeout, self.reader, self.spec = chain, row_timeout, reader, spec
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context()
         self.queue: deque[_Task | _SliceUnit] = deque()  # tasks not sent yet; retries go first
         self.pending: deque[_Slot | _SliceUnit] = deque()  # every unit not yielded, in order
         self.failed_starts = 0  # workers in a row that died before they were set up

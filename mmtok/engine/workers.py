@@ -6,9 +6,10 @@ running (the oldest without a result), so it can retry exactly those when the wo
 hangs. A shared counter, bumped after each row and each stage, tells a long batch (rows keep
 finishing) from a hung row (nothing finishes for --row-timeout seconds).
 
-A worker never outlives its parent: on Linux the kernel kills it when the parent dies
-(PR_SET_PDEATHSIG); elsewhere a thread watches the parent's pid. Either way an idle worker also
-exits at end-of-file on its pipe.
+A worker never outlives its parent: on Linux, where workers are forked from a server process
+(`mmtok.engine.process`), the kernel kills the server when mmtok dies and each worker when the
+server dies (PR_SET_PDEATHSIG); elsewhere workers are spawned and a thread watches the parent's
+pid. Either way an idle worker also exits at end-of-file on its pipe.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import types
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mmtok.engine.process import block_pandas, is_cli_process
+from mmtok.engine.process import block_pandas, is_cli_process, sigint_blocked
 from mmtok.engine.stage import on_row_done
 from mmtok.io.schema import conform
 from mmtok.io.shard_writer import ShardSpec, SliceFiles
@@ -58,7 +59,7 @@ class Worker:
 
     def __init__(
         self,
-        context: SpawnContext,
+        context: BaseContext,
         chain: StageChain,
         reader: SliceReader | None = None,
         spec: ShardSpec | None = None,
@@ -67,16 +68,18 @@ class Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=_main,
-            args=(child, chain, reader, spec, self.progress, os.getpid()),
+            # the environment as it is now: a forked worker has the server's, from its start
+            args=(child, chain, reader, spec, self.progress, os.getpid(), dict(os.environ)),
             name="mmtok-worker",
             daemon=True,  # also ended by multiprocessing's exit handler, whatever happens
         )
-        # The worker starts with Ctrl-C blocked (the mask survives exec): a terminal's SIGINT
-        # reaches the whole process group, and one landing while the new interpreter unpickles
-        # its start-up data would print a traceback. The worker ignores SIGINT, then unblocks
-        # it; here, a Ctrl-C during the start is raised once the worker has what it needs.
+        # The worker starts with Ctrl-C blocked (the mask survives fork and exec; the server
+        # is started blocked too): a terminal's SIGINT reaches the whole process group, and
+        # one landing while the worker unpickles its start-up data would print a traceback.
+        # The worker ignores SIGINT, then unblocks it; here, a Ctrl-C during the start is
+        # raised once the worker has what it needs.
         try:
-            with _light_main(), _sigint_blocked():
+            with _light_main(), sigint_blocked():
                 self.process.start()
             self._started(child)
         except BaseException:
@@ -160,30 +163,6 @@ class Worker:
         return f"exit code {code}"
 
 
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked (a new worker inherits the mask) and Python's handler deferred: a blocked
-    signal still reaches another thread of this process, whose handler would raise
-    KeyboardInterrupt here in the middle of `Process.start`, with half the start-up data sent.
-    A Ctrl-C that arrives meanwhile is raised again once the worker has started."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is None  # a handler from C code: leave it be
-    ):
-        yield  # only the main thread receives Python's signals
-        return
-    pending: list[int] = []
-    handler = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-        signal.signal(signal.SIGINT, handler)
-        if pending:
-            signal.raise_signal(signal.SIGINT)
-
-
 def _main(
     conn: Connection,
     chain: StageChain,
@@ -191,8 +170,15 @@ def _main(
     spec: ShardSpec | None,
     progress: Any,
     parent: int,
+    environ: dict[str, str],
 ) -> None:
-    _exit_with_parent(parent)
+    server = sys.modules.get("mmtok.engine.worker_server")
+    if server is not None:  # a fork of the worker server, which dies with `parent`
+        parent = server.SERVER_PID
+    die_with_parent(parent)
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
     block_pandas()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked for the start
@@ -304,7 +290,8 @@ def _send_error(conn: Connection, error: BaseException) -> None:
         conn.send(("error", RuntimeError(f"{type(error).__name__}: {error}"), text))
 
 
-def _exit_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this process when `parent`, its parent process, dies (also if it already has)."""
     if sys.platform.startswith("linux"):
         import ctypes
 

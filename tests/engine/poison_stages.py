@@ -95,3 +95,24 @@ class ReportModules(ProbeStage):
         names = ("typer", "rich", "mmtok.cli.app", "pandas")
         loaded = sorted(m for m in names if sys.modules.get(m) is not None)
         return {**super().process_row(row), "cli_modules": ",".join(loaded)}
+
+
+class ReportProcess(ProbeStage):
+    """Adds where each row ran: `worker_pid`, `worker_parent`, `from_server` (the worker is a
+    fork of the worker server) and `mark` (the MMTOK_TEST_MARK variable it sees)."""
+
+    def output_fields(self):
+        import pyarrow as pa
+
+        fields = [pa.field(n, pa.int64()) for n in ("worker_pid", "worker_parent")]
+        fields += [pa.field("from_server", pa.bool_()), pa.field("mark", pa.string())]
+        return [*super().output_fields(), *fields]
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **super().process_row(row),
+            "worker_pid": os.getpid(),
+            "worker_parent": os.getppid(),
+            "from_server": "mmtok.engine.worker_server" in sys.modules,
+            "mark": os.environ.get("MMTOK_TEST_MARK"),
+        }
