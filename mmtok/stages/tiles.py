@@ -16,6 +16,7 @@ from PIL import Image
 
 from mmtok.engine.stage import RowStage
 from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input
+from mmtok.io.shard_writer import CODEC_KEY
 from mmtok.presets import Preset, Refused
 from mmtok.presets.pixels import encode_tile, render_tiles
 from mmtok.reasons import Reason, RowRejected
@@ -32,6 +33,9 @@ TILE_TYPE = pa.struct(
     ]
 )
 TILES_TYPE = pa.list_(TILE_TYPE)
+# The Parquet codec of the tiles column, per format (zstd costs ~2 ms per MB of raw pixels for
+# ~1.4x on photos, lz4 about a third of that for ~1.3x; PNG is deflated already).
+TILE_CODECS = {"raw": "lz4", "png": "none"}
 
 
 def tiles_array(rows: list[list[dict[str, Any]]]) -> pa.Array:
@@ -74,7 +78,8 @@ class TileStage(RowStage):
         self.max_pixels = max_pixels
 
     def output_fields(self) -> list[pa.Field]:
-        return [pa.field("tiles", TILES_TYPE)]
+        codec = TILE_CODECS[self.tile_format]
+        return [pa.field("tiles", TILES_TYPE, metadata={CODEC_KEY: codec})]
 
     def config(self) -> dict[str, Any]:
         return {

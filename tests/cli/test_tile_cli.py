@@ -159,6 +159,19 @@ def test_emit_tiles_writes_the_pixels_png_and_raw_alike(tmp_path, image_files):
     tiles_stage = manifest["stages"][-1]
     assert tiles_stage["stage"] == "tiles" and tiles_stage["tile_format"] == "raw"
     assert tiles_stage["pixels"] == {"resample": "bicubic"}
+    # pixels get their own codec, recorded per column chunk; the other columns keep zstd
+    for fmt, pixel_codec in (("raw", "LZ4"), ("png", "UNCOMPRESSED")):
+        codecs = column_codecs(tmp_path / fmt / "out" / "part-00000.parquet")
+        assert {c for p, c in codecs.items() if p.startswith("tiles.")} == {pixel_codec}
+        assert {c for p, c in codecs.items() if not p.startswith("tiles.")} == {"ZSTD"}
+
+
+def column_codecs(path) -> dict[str, str]:
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).compression
+        for i in range(group.num_columns)
+    }
 
 
 def test_emit_tiles_rejects_what_only_a_decode_finds(tmp_path, image_files):
