@@ -197,3 +197,16 @@ def test_emit_tiles_needs_a_folder_and_a_pixel_pipeline(tmp_path, image_files):
         app, ["tile", str(source), "--preset", "gpt-4o", "--emit", "tiles", "-o", out]
     )
     assert result.exit_code == 2 and "no published pixel pipeline" in result.stderr
+
+
+def test_tiles_array_round_trips_rows_of_any_number_of_tiles():
+    from mmtok.stages.tiles import tiles_array
+
+    def tile(data: bytes) -> dict:
+        return {"kind": "tile", "row": 1, "col": 2, "width": len(data), "height": 1, "data": data}
+
+    rows = [[tile(b"abc"), tile(b"")], [], [tile(bytes(range(256)))]]
+    column = tiles_array(rows)
+    column.validate(full=True)
+    assert column.to_pylist() == rows
+    assert tiles_array([]).to_pylist() == []
