@@ -35,7 +35,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +49,38 @@ TARGET_SLICES = 64
 # Slices per input, at least, when it has that many batches: the workers of a small machine
 # then share even a small input (20 images to tile, in batches of 8, are 3 slices, not 1).
 MIN_SLICES = 8
+
+
+# Field metadata by which a stage asks for the Parquet codec of its column's leaves instead of
+# zstd: tile pixels take lz4 (raw RGB: most of zstd's gain on photos at a fraction of its CPU)
+# or none (PNG tiles are deflated already). Parquet records the codec of every column chunk.
+CODEC_KEY = b"mmtok_codec"
+
+
+def _leaf_paths(name: str, kind: pa.DataType) -> list[str]:
+    """The Parquet column paths of an Arrow field (pyarrow's compliant nested naming)."""
+    if pa.types.is_struct(kind):
+        return [p for f in kind for p in _leaf_paths(f"{name}.{f.name}", f.type)]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _leaf_paths(f"{name}.list.element", kind.value_type)
+    return [name]
+
+
+def write_options(schema: pa.Schema) -> dict[str, Any]:
+    """`ParquetWriter` options for `schema`: zstd for every column, except the leaves of fields
+    whose metadata names a codec (`CODEC_KEY`). Those hold large distinct values (pixels), so
+    they also get no dictionary (the attempt hashes every value before giving up) and no
+    statistics (min/max compare whole values)."""
+    codecs, plain = {}, []
+    for f in schema:
+        codec = (f.metadata or {}).get(CODEC_KEY)
+        for path in _leaf_paths(f.name, f.type):
+            if codec is None:
+                plain.append(path)
+            codecs[path] = codec.decode() if codec is not None else "zstd"
+    if len(plain) == len(codecs):
+        return {"compression": "zstd"}
+    return {"compression": codecs, "use_dictionary": plain, "write_statistics": plain}
 
 
 def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches: int) -> int:
@@ -167,7 +199,8 @@ class SliceFiles:
         assert self.folder is not None
         if self._writer is None:
             path = self.folder / (self._name() + ".tmp")
-            self._writer = pq.ParquetWriter(path, self.spec.write_schema, compression="zstd")
+            schema = self.spec.write_schema
+            self._writer = pq.ParquetWriter(path, schema, **write_options(schema))
         table = cast_for_write(self._buffer, self.spec.write_schema)
         self._buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
         self._writer.write_table(table, row_group_size=self.spec.row_group_rows)

@@ -58,7 +58,7 @@ from mmtok.io.output_guard import (
     real,
     remove_output,
 )
-from mmtok.io.shard_writer import ShardSpec, SliceOutput, cast_for_write
+from mmtok.io.shard_writer import ShardSpec, SliceOutput, cast_for_write, write_options
 
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
@@ -478,7 +478,8 @@ class DatasetSink:
             return
         if self._writer is None:
             path = self.build / (self._part_name() + ".tmp")
-            self._writer = pq.ParquetWriter(path, self.row_write_schema, compression="zstd")
+            schema = self.row_write_schema
+            self._writer = pq.ParquetWriter(path, schema, **write_options(schema))
         table = cast_for_write(self._row_buffer, self.row_write_schema)
         self._row_buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
         crash_point("row-group")

@@ -159,6 +159,19 @@ def test_emit_tiles_writes_the_pixels_png_and_raw_alike(tmp_path, image_files):
     tiles_stage = manifest["stages"][-1]
     assert tiles_stage["stage"] == "tiles" and tiles_stage["tile_format"] == "raw"
     assert tiles_stage["pixels"] == {"resample": "bicubic"}
+    # pixels get their own codec, recorded per column chunk; the other columns keep zstd
+    for fmt, pixel_codec in (("raw", "LZ4"), ("png", "UNCOMPRESSED")):
+        codecs = column_codecs(tmp_path / fmt / "out" / "part-00000.parquet")
+        assert {c for p, c in codecs.items() if p.startswith("tiles.")} == {pixel_codec}
+        assert {c for p, c in codecs.items() if not p.startswith("tiles.")} == {"ZSTD"}
+
+
+def column_codecs(path) -> dict[str, str]:
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).compression
+        for i in range(group.num_columns)
+    }
 
 
 def test_emit_tiles_rejects_what_only_a_decode_finds(tmp_path, image_files):
@@ -184,3 +197,16 @@ def test_emit_tiles_needs_a_folder_and_a_pixel_pipeline(tmp_path, image_files):
         app, ["tile", str(source), "--preset", "gpt-4o", "--emit", "tiles", "-o", out]
     )
     assert result.exit_code == 2 and "no published pixel pipeline" in result.stderr
+
+
+def test_tiles_array_round_trips_rows_of_any_number_of_tiles():
+    from mmtok.stages.tiles import tiles_array
+
+    def tile(data: bytes) -> dict:
+        return {"kind": "tile", "row": 1, "col": 2, "width": len(data), "height": 1, "data": data}
+
+    rows = [[tile(b"abc"), tile(b"")], [], [tile(bytes(range(256)))]]
+    column = tiles_array(rows)
+    column.validate(full=True)
+    assert column.to_pylist() == rows
+    assert tiles_array([]).to_pylist() == []

@@ -220,3 +220,18 @@ def test_a_second_run_on_the_same_output_names_who_holds_it(bytes_parquet, tmp_p
     first.abandon()  # the lock goes with it
     run(bytes_parquet, tmp_path / "out", overwrite=True)
     assert not (tmp_path / ".out.mmtok-staging").exists()
+
+
+def test_write_options_give_a_field_its_codec_and_zstd_elsewhere():
+    from mmtok.io.shard_writer import CODEC_KEY, write_options
+
+    pixels = pa.list_(pa.struct([pa.field("kind", pa.string()), pa.field("data", pa.binary())]))
+    plain = pa.schema([pa.field("id", pa.string()), pa.field("tiles", pixels)])
+    assert write_options(plain) == {"compression": "zstd"}
+    schema = plain.set(1, pa.field("tiles", pixels, metadata={CODEC_KEY: b"lz4"}))
+    leaves = ["tiles.list.element.kind", "tiles.list.element.data"]
+    assert write_options(schema) == {
+        "compression": {"id": "zstd", **dict.fromkeys(leaves, "lz4")},
+        "use_dictionary": ["id"],
+        "write_statistics": ["id"],
+    }
