@@ -336,7 +336,16 @@ def _chained_parts(
     checks = [p.check for p in built if p.check is not None]
     if checks:  # before any pass reads a row (filter --min-clip-score: a clip_score column)
         plan_steps.insert(0, GlobalStep("checking inputs", lambda: [c(inputs) for c in checks]))
-    return Plan("run", shared, plan_steps, lambda: written, inputs=[inputs], cleanups=cleanups)
+    setups = [p.setup for p in built if p.setup is not None]  # a temporary folder, made on run
+    return Plan(
+        "run",
+        shared,
+        plan_steps,
+        lambda: written,
+        inputs=[inputs],
+        setups=setups,
+        cleanups=cleanups,
+    )
 
 
 def run(recipe: Recipe, progress: Any = None, command: str = "mmtok run") -> Any:

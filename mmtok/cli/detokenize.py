@@ -17,7 +17,6 @@ from mmtok.cli.tokenize_images import (
     CheckpointOpt,
     ConfigOpt,
     ExifOpt,
-    MaxPixelsOpt,
     Precision,
     PrecisionOpt,
     TokenizerOpt,
@@ -37,7 +36,7 @@ def detokenize(
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = Precision.FP32,
     exif: ExifOpt = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: o.MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     **shared: Any,
 ) -> None:
     """Decode VQ ids (an `mmtok tokenize-images` output) back into images.

@@ -89,9 +89,7 @@ def embed(
             help="Rotate by the EXIF orientation first (open_clip does not).",
         ),
     ] = False,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
-    ] = DEFAULT_MAX_PIXELS,
+    max_pixels: o.MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     **shared: Any,
 ) -> None:
     """Embed images (and with [bold]--text[/] captions) with a CLIP-family model.

@@ -176,6 +176,10 @@ PreprocessOpt = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
+# The decoded-image pixel limit of the commands that decode images in their workers.
+MaxPixelsOpt = Annotated[
+    int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
+]
 DeviceOpt = Annotated[
     str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN_PANEL)
 ]

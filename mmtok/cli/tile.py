@@ -58,9 +58,7 @@ def tile(
             help="Lay out the EXIF-rotated size, as transformers' load_image does.",
         ),
     ] = True,
-    max_pixels: Annotated[
-        int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
-    ] = DEFAULT_MAX_PIXELS,
+    max_pixels: o.MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     **shared: Any,
 ) -> None:
     """Add each image's layout under a model preset: tiles, vision tokens, pixel bytes.

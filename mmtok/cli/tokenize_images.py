@@ -87,9 +87,6 @@ ExifOpt = Annotated[
         help="Rotate by the EXIF orientation first (the reference tokenizers do not).",
     ),
 ]
-MaxPixelsOpt = Annotated[
-    int, typer.Option(min=1, help="Pixel limit: larger images are rejected as `bomb`.")
-]
 
 
 @handle_errors
@@ -127,7 +124,7 @@ def tokenize_images(
     batch_size: BatchOpt = None,
     precision: PrecisionOpt = Precision.FP32,
     exif: ExifOpt = False,
-    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    max_pixels: o.MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     **shared: Any,
 ) -> None:
     """Turn images into discrete VQ token ids, as early-fusion models see them.

@@ -68,7 +68,11 @@ class Plan:
     document: Callable[[], dict[str, Any]]
     inputs: list[Inputs] = field(default_factory=list)  # whose problems are said after the run
     seconds: dict[str, float] = field(default_factory=dict)  # per step, by description
-    # run when the plan ends, however it ends (temporary folders its stages share)
+    # run when the plan starts running, before its first step (temporary folders its stages
+    # share: a plan built but never run leaves nothing behind)
+    setups: list[Callable[[], None]] = field(default_factory=list)
+    # run when the plan ends, however it ends (even when a setup failed: then they have less,
+    # or nothing, to remove)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -101,6 +105,8 @@ class Executor:
     def run(self, plan: Plan) -> dict[str, Any]:
         """Every step in order; returns the plan's document."""
         try:
+            for setup in plan.setups:
+                setup()
             for step in plan.steps:
                 t0 = time.monotonic()
                 if isinstance(step, GlobalStep):
@@ -209,6 +215,7 @@ class Part:
     writes: bool = True  # False: a dry run, whatever the output options say
     videos: bool = False  # video files are input rows too (estimate-budget)
     image_col: str | None = None  # the inputs' media column, when not image_col (video_col)
+    setup: Callable[[], None] | None = None  # when the plan starts running (see Plan.setups)
     cleanup: Callable[[], None] | None = None  # when the plan ends, however it ends
 
 
@@ -242,8 +249,17 @@ def one_pass_plan(opts: DatasetOptions, part: Part) -> Plan:
             publish_output(out, part.side_outputs(result))
 
     steps: list[Pass | GlobalStep] = [data, GlobalStep("summarising", finish)]
+    setups = [part.setup] if part.setup else []
     cleanups = [part.cleanup] if part.cleanup else []
-    return Plan(part.command, opts, steps, lambda: result, inputs=[inputs], cleanups=cleanups)
+    return Plan(
+        part.command,
+        opts,
+        steps,
+        lambda: result,
+        inputs=[inputs],
+        setups=setups,
+        cleanups=cleanups,
+    )
 
 
 def _checked(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -142,15 +144,14 @@ def part(opts: SampleFramesOptions) -> Part:
             "timing": manifest.get("timing"),
         }
 
-    # markers of decord attempts, shared by the workers (see mmtok.stages.frames); removed
-    # when the plan ends, however it ends
-    attempts = tempfile.mkdtemp(prefix="mmtok-decord-attempts-")
+    # markers of decord attempts, shared by the workers (see mmtok.stages.frames)
+    attempts = SharedFolder("mmtok-decord-attempts-")
     stage = SampleFramesStage(
         spec,
         decoder=opts.decoder,
         frames=FrameOptions(frame_format=opts.frame_format, max_side=opts.max_side),
         preset=opts.preset,
-        attempts_dir=attempts,
+        attempts_dir=attempts.path,
         recycle_after=opts.recycle_after,
     )
     return Part(
@@ -163,5 +164,26 @@ def part(opts: SampleFramesOptions) -> Part:
         side_outputs=lambda doc: {VIDEOS_FILE: videos.table()},
         videos=True,
         image_col=opts.video_col,
-        cleanup=lambda: shutil.rmtree(attempts, ignore_errors=True),  # a folder this run made
+        setup=attempts.make,
+        cleanup=attempts.remove,
     )
+
+
+class SharedFolder:
+    """A temporary folder the workers of one run share: named when the plan is built, made
+    when it runs (`Part.setup`), removed when it ends, however it ends (`Part.cleanup`). A plan
+    built but never run leaves nothing behind."""
+
+    def __init__(self, prefix: str):
+        # a name no one can guess, in the folder tempfile.mkdtemp would use
+        self.path = os.path.join(tempfile.gettempdir(), prefix + secrets.token_hex(8))
+        self.made = False
+
+    def make(self) -> None:
+        os.mkdir(self.path, 0o700)  # raises if it is there: never adopt a folder mmtok did not make
+        self.made = True
+
+    def remove(self) -> None:
+        if self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.made = False

@@ -61,6 +61,23 @@ class Slice:
     first_line: int = 0
 
 
+def byte_slices(
+    source: int, path: str, marks: list[tuple[int, int, int]], every: int
+) -> list[Slice]:
+    """Byte ranges of a JSON Lines or CSV file, cut at every `every`-th mark (byte offset, row
+    number, lines before: where a record starts); the last runs to the end of the file, so
+    records appended after the scan are still read. The whole file when there is no second cut
+    (no marks: a gzip file, or one whose records could not all be read)."""
+    cuts = marks[:: max(1, every)]
+    if len(cuts) <= 1:
+        return [Slice(source, path, "whole")]
+    ends = [offset for offset, _, _ in cuts[1:]] + [None]
+    return [
+        Slice(source, path, "bytes", offset, end, row, line)
+        for (offset, row, line), end in zip(cuts, ends, strict=True)
+    ]
+
+
 @dataclass
 class SourceBatch:
     rows: pa.Table

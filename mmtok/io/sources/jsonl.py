@@ -18,7 +18,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from mmtok.io.encoding import is_valid_text, valid_text
-from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source
+from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source, byte_slices
 from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError, add_warning
 
 
@@ -166,18 +166,9 @@ class JsonLinesSource(Source):
         self._count = count
 
     def slices(self, index: int, rows: int) -> list[Slice]:
-        """Byte ranges of about `rows` records, cut where a record starts; the last runs to
-        the end of the file (lines appended after the scan are still read)."""
+        """Byte ranges of about `rows` records, cut where a record starts (`byte_slices`)."""
         self._scan()
-        step = max(1, rows // self.options.batch_rows)
-        cuts = self._marks[::step]
-        if len(cuts) <= 1:
-            return [Slice(index, self.path, "whole")]
-        ends = [offset for offset, _, _ in cuts[1:]] + [None]
-        return [
-            Slice(index, self.path, "bytes", offset, end, row, line)
-            for (offset, row, line), end in zip(cuts, ends, strict=True)
-        ]
+        return byte_slices(index, self.path, self._marks, rows // self.options.batch_rows)
 
     def passthrough_fields(self) -> list[pa.Field]:
         self._scan()

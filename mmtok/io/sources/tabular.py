@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from mmtok.errors import MmtokError
 from mmtok.io.encoding import valid_text
-from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source
+from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source, byte_slices
 from mmtok.io.sources.jsonl import _decoded_lines, open_binary
 from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError
 
@@ -103,14 +103,7 @@ class CsvSource(Source):
         """Byte ranges of about `rows` records, cut where a record starts (a quoted field may
         hold line breaks: the cuts come from the parser, not from the lines)."""
         self._scan()
-        cuts = self._marks[:: max(1, rows // self.options.batch_rows)]
-        if len(cuts) <= 1:
-            return [Slice(index, self.path, "whole")]
-        ends = [offset for offset, _, _ in cuts[1:]] + [None]
-        return [
-            Slice(index, self.path, "bytes", offset, end, row, line)
-            for (offset, row, line), end in zip(cuts, ends, strict=True)
-        ]
+        return byte_slices(index, self.path, self._marks, rows // self.options.batch_rows)
 
     def hint(self) -> str:
         return "is it comma-separated (.csv) or tab-separated (.tsv) with a header line?"

@@ -54,30 +54,35 @@ class VQConfig:
     source: str = ""  # where the numbers come from, in words
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise MmtokError(f"VQ config {self.name!r}: family must be one of {FAMILIES}")
-        if self.preprocess not in PREPROCESS_RULES:
-            raise MmtokError(
-                f"VQ config {self.name!r}: preprocess must be one of {PREPROCESS_RULES}"
-            )
+        problem = self._problem()
+        if problem is not None:
+            raise MmtokError(f"VQ config {self.name!r}: {problem}")
+
+    def _problem(self) -> str | None:
+        """The first thing wrong with the fields, or None."""
         widths = [self.ch * m for m in self.ch_mult]
+        if self.family not in FAMILIES:
+            return f"family must be one of {FAMILIES}"
+        if self.preprocess not in PREPROCESS_RULES:
+            return f"preprocess must be one of {PREPROCESS_RULES}"
         if not self.ch_mult or any(w % 32 for w in widths) or self.z_channels <= 0:
-            raise MmtokError(
-                f"VQ config {self.name!r}: every level width (ch x ch_mult = {widths}) must be a "
-                "multiple of 32 (GroupNorm with 32 groups)"
+            return (
+                f"every level width (ch x ch_mult = {widths}) must be a multiple of 32 "
+                "(GroupNorm with 32 groups)"
             )
         if self.resolution % self.downsample:
-            raise MmtokError(
-                f"VQ config {self.name!r}: resolution {self.resolution} is not a multiple of "
-                f"the downsampling factor {self.downsample}"
+            return (
+                f"resolution {self.resolution} is not a multiple of the downsampling factor "
+                f"{self.downsample}"
             )
         if self.family == "llamagen" and self.attn_resolutions:
-            raise MmtokError(
-                f"VQ config {self.name!r}: the llamagen family has attention in its last level "
-                "(vq_model.py has no setting); leave attn_resolutions empty"
+            return (
+                "the llamagen family has attention in its last level (vq_model.py has no "
+                "setting); leave attn_resolutions empty"
             )
         if self.codebook_size < 2 or self.embed_dim < 1 or self.num_res_blocks < 1:
-            raise MmtokError(f"VQ config {self.name!r}: codebook, embed_dim and blocks must be > 0")
+            return "codebook, embed_dim and blocks must be > 0"
+        return None
 
     @property
     def downsample(self) -> int:
@@ -111,27 +116,27 @@ _CHAMELEON_SRC = (
     "Chameleon vqgan.yaml as converted in leloy/Anole-7b-v0.1-vqvae-hf config.json and the "
     "defaults of transformers ChameleonVQVAEConfig (configuration_chameleon.py)"
 )
-_TAMING_SRC = "CompVis/taming-transformers configs/imagenet_vqgan.yaml and README (f16 models)"
+
+
+def _taming_f16(codebook_size: int) -> VQConfig:
+    """A taming ImageNet f16 VQGAN: attention at 16x16 (the last level at 256 px); the two
+    differ only in their codebook."""
+    return VQConfig(
+        name=f"taming-f16-{codebook_size}",
+        resolution=256,
+        codebook_size=codebook_size,
+        attn_resolutions=(16,),
+        source="CompVis/taming-transformers configs/imagenet_vqgan.yaml and README (f16 models)",
+    )
+
+
 BUILTIN: dict[str, VQConfig] = {
     c.name: c
     for c in (
         # Chameleon / Anole / Lumina-mGPT: taming VQGAN, 8192 codes, no down-path attention.
         VQConfig(name="chameleon", source=_CHAMELEON_SRC),
-        # taming ImageNet f16 VQGANs: attention at 16x16 (the last level at 256 px).
-        VQConfig(
-            name="taming-f16-1024",
-            resolution=256,
-            codebook_size=1024,
-            attn_resolutions=(16,),
-            source=_TAMING_SRC,
-        ),
-        VQConfig(
-            name="taming-f16-16384",
-            resolution=256,
-            codebook_size=16384,
-            attn_resolutions=(16,),
-            source=_TAMING_SRC,
-        ),
+        _taming_f16(1024),
+        _taming_f16(16384),
         # LlamaGen VQ-16 (`ModelArgs`, `VQ_16`), the Janus / Janus-Pro generation tokenizer at
         # Janus' 384 px (`generation_inference.py`: img_size 384, 576 tokens).
         VQConfig(

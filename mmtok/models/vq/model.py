@@ -83,6 +83,8 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """Zero-pad right and bottom by one, then a 3x3 stride-2 conv without padding."""
 
+    key = "downsample"  # the checkpoints' name for it in an encoder level
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
@@ -93,6 +95,8 @@ class Downsample(nn.Module):
 
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 conv."""
+
+    key = "upsample"  # the checkpoints' name for it in a decoder level
 
     def __init__(self, channels: int):
         super().__init__()
@@ -133,93 +137,87 @@ def _has_attention(config: VQConfig, level: int, side: int) -> bool:
     return side in config.attn_resolutions
 
 
+# A level as it runs: its res blocks, their attentions (none, or one after each block), and
+# its Downsample / Upsample (None at the encoder's deepest level and the decoder's level 0).
+_Run = tuple[nn.ModuleList, nn.ModuleList, nn.Module | None]
+
+
+def _level(config: VQConfig, part: str, i: int) -> tuple[nn.Module, _Run]:
+    """Level i of the encoder or the decoder (taming `Encoder` / `Decoder` `__init__`): res
+    blocks to ch * ch_mult[i] channels (the decoder's levels have one more), each followed by
+    attention where the family has it, then a Downsample (encoder: all levels but the deepest)
+    or an Upsample (decoder: all but level 0). Modules are made in the references' order (the
+    weights a seeded build draws), under the checkpoints' names (`_names`, `Downsample.key`)."""
+    widths = [config.ch * m for m in config.ch_mult]
+    deepest = len(widths) - 1
+    side = config.resolution // 2**i  # level i works at this side, in either part
+    resample: type[Downsample] | type[Upsample] | None
+    if part == "encoder":  # from the level above (conv_in: ch), going down
+        block_in, count = (widths[i - 1] if i > 0 else config.ch), config.num_res_blocks
+        resample = Downsample if i < deepest else None
+    else:  # from the level below (conv_in: the deepest width), going up
+        block_in, count = widths[min(i + 1, deepest)], config.num_res_blocks + 1
+        resample = Upsample if i > 0 else None
+    blocks, attns = nn.ModuleList(), nn.ModuleList()
+    for _ in range(count):
+        blocks.append(ResnetBlock(block_in, widths[i]))
+        block_in = widths[i]
+        if _has_attention(config, i, side):
+            attns.append(AttnBlock(block_in))
+    level = nn.Module()
+    setattr(level, _names(config, part)[1], blocks)
+    level.attn = attns
+    resampler = None
+    if resample is not None:
+        resampler = resample(block_in)
+        setattr(level, resample.key, resampler)
+    return level, (blocks, attns, resampler)
+
+
+def _run_levels(levels: list[_Run], h: torch.Tensor) -> torch.Tensor:
+    for blocks, attns, resample in levels:
+        for j, block in enumerate(blocks):
+            h = block(h)
+            if len(attns) > 0:
+                h = attns[j](h)
+        if resample is not None:
+            h = resample(h)
+    return h
+
+
 class Encoder(nn.Module):
     def __init__(self, config: VQConfig):
         super().__init__()
-        levels_name, blocks_name = _names(config, "encoder")
-        ch, mults, n = config.ch, config.ch_mult, len(config.ch_mult)
-        self.conv_in = nn.Conv2d(config.in_channels, ch, 3, padding=1)
-        levels = nn.ModuleList()
-        self._plan: list[tuple[nn.ModuleList, nn.ModuleList, nn.Module | None]] = []
-        block_in, side = ch, config.resolution
-        for i, mult in enumerate(mults):
-            blocks, attns = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * mult
-            for _ in range(config.num_res_blocks):
-                blocks.append(ResnetBlock(block_in, block_out))
-                block_in = block_out
-                if _has_attention(config, i, side):
-                    attns.append(AttnBlock(block_in))
-            level = nn.Module()
-            setattr(level, blocks_name, blocks)
-            level.attn = attns
-            downsample = None
-            if i != n - 1:
-                level.downsample = downsample = Downsample(block_in)
-                side //= 2
-            levels.append(level)
-            self._plan.append((blocks, attns, downsample))
-        setattr(self, levels_name, levels)
-        self.mid = _mid(config, block_in)
-        self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, config.z_channels, 3, padding=1)
+        width = config.ch * config.ch_mult[-1]
+        self.conv_in = nn.Conv2d(config.in_channels, config.ch, 3, padding=1)
+        built = [_level(config, "encoder", i) for i in range(len(config.ch_mult))]
+        setattr(self, _names(config, "encoder")[0], nn.ModuleList(lv for lv, _ in built))
+        self._plan = [run for _, run in built]
+        self.mid = _mid(config, width)
+        self.norm_out = _norm(width)
+        self.conv_out = nn.Conv2d(width, config.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
-        for blocks, attns, downsample in self._plan:
-            for j, block in enumerate(blocks):
-                h = block(h)
-                if len(attns) > 0:
-                    h = attns[j](h)
-            if downsample is not None:
-                h = downsample(h)
-        h = _mid_forward(self.mid, h)
+        h = _mid_forward(self.mid, _run_levels(self._plan, self.conv_in(x)))
         return self.conv_out(_swish(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
     def __init__(self, config: VQConfig):
         super().__init__()
-        levels_name, blocks_name = _names(config, "decoder")
-        ch, mults, n = config.ch, config.ch_mult, len(config.ch_mult)
-        block_in = ch * mults[-1]
-        side = config.resolution // 2 ** (n - 1)
-        self.conv_in = nn.Conv2d(config.z_channels, block_in, 3, padding=1)
-        self.mid = _mid(config, block_in)
-        run_order: list[nn.Module] = []  # deepest level first
-        self._plan: list[tuple[nn.ModuleList, nn.ModuleList, nn.Module | None]] = []
-        for i in reversed(range(n)):
-            blocks, attns = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * mults[i]
-            for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out))
-                block_in = block_out
-                if _has_attention(config, i, side):
-                    attns.append(AttnBlock(block_in))
-            level = nn.Module()
-            setattr(level, blocks_name, blocks)
-            level.attn = attns
-            upsample = None
-            if i != 0:
-                level.upsample = upsample = Upsample(block_in)
-                side *= 2
-            run_order.append(level)
-            self._plan.append((blocks, attns, upsample))
+        width = config.ch * config.ch_mult[-1]
+        self.conv_in = nn.Conv2d(config.z_channels, width, 3, padding=1)
+        self.mid = _mid(config, width)
+        built = [_level(config, "decoder", i) for i in reversed(range(len(config.ch_mult)))]
+        self._plan = [run for _, run in built]  # deepest level first
         # taming indexes `up` by level (`self.up.insert(0, up)`); LlamaGen lists in run order.
-        levels = run_order[::-1] if config.family == "taming" else run_order
-        setattr(self, levels_name, nn.ModuleList(levels))
-        self.norm_out = _norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, config.out_ch, 3, padding=1)
+        levels = [lv for lv, _ in (built[::-1] if config.family == "taming" else built)]
+        setattr(self, _names(config, "decoder")[0], nn.ModuleList(levels))
+        self.norm_out = _norm(config.ch * config.ch_mult[0])
+        self.conv_out = nn.Conv2d(config.ch * config.ch_mult[0], config.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = _mid_forward(self.mid, self.conv_in(z))
-        for blocks, attns, upsample in self._plan:
-            for j, block in enumerate(blocks):
-                h = block(h)
-                if len(attns) > 0:
-                    h = attns[j](h)
-            if upsample is not None:
-                h = upsample(h)
+        h = _run_levels(self._plan, _mid_forward(self.mid, self.conv_in(z)))
         return self.conv_out(_swish(self.norm_out(h)))
 
 
