@@ -87,6 +87,8 @@ class RowStage(Stage):
     """
 
     input_columns: ClassVar[tuple[str, ...]] = ("image",)
+    # those of `input_columns` an input may lack: they read as None
+    optional_columns: ClassVar[tuple[str, ...]] = ()
     isolate: ClassVar[bool] = True
 
     def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +103,12 @@ class RowStage(Stage):
         outputs: dict[str, list] = {f.name: [] for f in fields}
         keep, reasons, messages = [], [], []
         row_done = _row_done
-        for row in rows.select(list(self.input_columns)).to_pylist():
+        names = rows.column_names
+        absent = [c for c in self.optional_columns if c not in names]
+        present = [c for c in self.input_columns if c not in absent]
+        for row in rows.select(present).to_pylist():
+            if absent:
+                row.update(dict.fromkeys(absent))
             try:
                 values = self.process_row(row)
             except RowRejected as e:

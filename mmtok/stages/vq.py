@@ -299,6 +299,7 @@ class DetokenizeInputStage(_TokenizerPixels):
 
     name: ClassVar[str] = "detokenize_input"
     input_columns: ClassVar[tuple[str, ...]] = ("image", IDS_COLUMN, GRID_H, GRID_W)
+    optional_columns: ClassVar[tuple[str, ...]] = (GRID_H, GRID_W)  # ids alone are enough
 
     def output_fields(self) -> list[pa.Field]:
         return [

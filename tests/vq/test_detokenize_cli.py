@@ -157,3 +157,18 @@ def test_a_checkpoint_without_the_decoder_is_one_line_before_any_data(tokenized,
     assert "decoder." in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_ids_without_grid_columns_are_decoded(tokenized, tmp_path):
+    """The grid columns are optional: ids alone say the picture (this raised a KeyError)."""
+    t = tokenized
+    good = read_rows(t["out"]).to_pylist()[:2]
+    rows = [{"id": r["id"], "image": r["image"]["path"], "vq_ids": r["vq_ids"]} for r in good]
+    source = write_jsonl(tmp_path / "ids.jsonl", rows)
+    doc = detokenize(t, source, tmp_path / "seen")
+    assert (doc["counts"]["out"], doc["counts"]["rejected"]) == (2, 0)
+    kept = read_rows(tmp_path / "seen")
+    expected = direct_decode(t, np.array([r["vq_ids"] for r in good], np.int64), 2)
+    np.testing.assert_array_equal(
+        np.stack([png(v) for v in kept.column("image").to_pylist()]), expected
+    )
