@@ -134,3 +134,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+@pytest.fixture
+def worker_messages(monkeypatch) -> list:
+    """Every message this process receives from its workers, in order (`Connection.recv`)."""
+    import multiprocessing.connection
+
+    received: list = []
+    original = multiprocessing.connection.Connection.recv
+
+    def recv(self):
+        message = original(self)
+        received.append(message)
+        return message
+
+    monkeypatch.setattr(multiprocessing.connection.Connection, "recv", recv)
+    return received

@@ -7,7 +7,6 @@ whole run killed, changes nothing."""
 from __future__ import annotations
 
 import json
-import multiprocessing.connection
 import os
 import signal
 import subprocess
@@ -122,19 +121,11 @@ def test_stdout_keeps_the_main_path(source, tmp_path, capfd):
     assert printed == kept and 0 < len(kept) < ROWS
 
 
-def test_the_writing_pass_is_written_by_the_workers(source, tmp_path, monkeypatch):
+def test_the_writing_pass_is_written_by_the_workers(source, tmp_path, worker_messages):
     """Every message from the workers is seen: each pass's slices end in the workers' files
     (the writing pass's too), and no row (ids, captions, images) of the writing pass, nor any
     image, comes back to this process."""
-    received: list = []
-    original = multiprocessing.connection.Connection.recv
-
-    def recv(self):
-        message = original(self)
-        received.append(message)
-        return message
-
-    monkeypatch.setattr(multiprocessing.connection.Connection, "recv", recv)
+    received = worker_messages
     dedup(source, tmp_path / "out", workers=2)
     ends = [m for m in received if isinstance(m, tuple) and m[0] == "end"]
     assert len(ends) == 2 * SLICES and all(m[2] is not None for m in ends)  # both passes

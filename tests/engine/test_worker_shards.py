@@ -5,7 +5,6 @@ the same files."""
 from __future__ import annotations
 
 import json
-import multiprocessing.connection
 import os
 import signal
 import subprocess
@@ -119,17 +118,9 @@ def test_one_and_two_workers_write_the_same_bytes(bytes_parquet, tmp_path):
     assert files(tmp_path / "w1") == reference == files(tmp_path / "w2")
 
 
-def test_the_main_process_receives_no_binary_column(bytes_parquet, tmp_path, monkeypatch):
+def test_the_main_process_receives_no_binary_column(bytes_parquet, tmp_path, worker_messages):
     """Everything a worker sends is inspected: no binary data (the image bytes) crosses."""
-    received: list = []
-    original = multiprocessing.connection.Connection.recv
-
-    def recv(self):
-        message = original(self)
-        received.append(message)
-        return message
-
-    monkeypatch.setattr(multiprocessing.connection.Connection, "recv", recv)
+    received = worker_messages
     seen = []
     observer = Observer(["width", "height"], lambda t: seen.append(t.num_rows))
     manifest = run(bytes_parquet, tmp_path / "out", 2, observers=[observer])

@@ -12,7 +12,6 @@ import pyarrow as pa
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.io.schema import make_rejects
 from mmtok.models.runtime import DeviceStage, RowVerdicts
-from mmtok.stages.dedup import DedupStage
 
 
 class KillOnce(Stage):
@@ -77,18 +76,3 @@ class Buggy(Stage):
         if self.victim in rows.column("id").to_pylist():
             raise ZeroDivisionError(f"a bug met {self.victim}")
         return StageResult(rows, make_rejects(rows.slice(0, 0), self.name, [], []))
-
-
-class KillOnceDedup(DedupStage):
-    """Dedup's writing stage that SIGKILLs its own process the first time a batch holds the
-    row `victim` (the marker file says it happened, and which process it was)."""
-
-    def __init__(self, decisions, settings, marker: str, victim: str):
-        super().__init__(decisions, settings)
-        self.marker, self.victim = marker, victim
-
-    def process(self, rows: pa.Table) -> StageResult:
-        if self.victim in rows.column("id").to_pylist() and not Path(self.marker).exists():
-            Path(self.marker).write_text(str(os.getpid()))
-            os.kill(os.getpid(), 9)
-        return super().process(rows)

@@ -25,8 +25,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 # the local engine's poison stages (tests/engine/poison_stages.py), for the isolation parity
 ENGINE_TESTS = HERE.parent / "engine"
-if str(ENGINE_TESTS) not in sys.path:
-    sys.path.append(str(ENGINE_TESTS))
+DEDUP_TESTS = HERE.parent / "dedup"  # dedup_stages.py
+for folder in (ENGINE_TESTS, DEDUP_TESTS):
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0
 
@@ -78,9 +80,16 @@ def ray_address():
     env = {
         **os.environ,
         "HOME": str(home),  # Ray writes ~/.ray (an auth token); not the user's home
-        # the workers import mmtok, and the tests' own stages (kill_stages.py, poison_stages.py)
+        # the workers import mmtok, and the tests' own stages (kill_stages.py, poison_stages.py,
+        # dedup_stages.py)
         "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), str(HERE), str(ENGINE_TESTS), os.environ.get("PYTHONPATH", "")]
+            [
+                str(ROOT),
+                str(HERE),
+                str(ENGINE_TESTS),
+                str(DEDUP_TESTS),
+                os.environ.get("PYTHONPATH", ""),
+            ]
         ),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_worker_niceness": "0",  # Ray nices its workers (15): not on a shared machine

@@ -208,7 +208,7 @@ def test_the_writing_pass_runs_in_ray_tasks_and_survives_a_killed_one(
     import os
     from pathlib import Path
 
-    from kill_stages import KillOnceDedup
+    from dedup_stages import KillOnceDedup
     from PIL import Image
 
     import mmtok
