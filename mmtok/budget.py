@@ -114,8 +114,7 @@ def row_arrays(
 ) -> tuple[dict[str, np.ndarray] | None, int]:
     """The ARRAY_COLUMNS of the rows one preset laid out (None if none), and how many it refused."""
     struct = table.column(label).combine_chunks()
-    error = struct.field("error").to_pylist()
-    ok = np.array([e is None for e in error], dtype=bool)
+    ok = struct.field("error").is_null().to_numpy(zero_copy_only=False)
     refused = int((~ok).sum())
     if not ok.any():
         return None, refused
