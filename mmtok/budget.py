@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmtok.presets import Preset, Refused
-from mmtok.stats import PercentileSample, RowSample
+from mmtok.stats import PercentileSample, RowSample, exact_float, exact_sum
 
 # Presets whose image tokens are discrete codebook ids a trainer can store instead of pixels.
 VQ_PRESETS = frozenset({"chameleon", "emu3", "janus"})
@@ -43,7 +43,9 @@ class Options:
 
 @dataclass
 class Sums:
-    """Additive totals over the rows one preset laid out."""
+    """Additive totals over the rows one preset laid out. The float sums are exact
+    (`mmtok.stats.exact_sum`, rounded once when read), so they do not depend on how the rows
+    were cut into batches, merged from workers or re-read by a resumed run."""
 
     rows: int = 0
     image_tokens: int = 0
@@ -56,9 +58,26 @@ class Sums:
     overflow: int = 0
     fit_rows: int = 0
     fit_sequence_tokens: int = 0
-    b_sum: float = 0.0  # per-row bytes per token: sum and sum of squares, for the CV
-    b_sumsq: float = 0.0
+    # per-row bytes per token: exact sum and sum of squares (`b_sum`, `b_sumsq`), for the CV
+    b_exact: int = 0
+    b_sq_exact: int = 0
     b_rows: int = 0
+
+    @property
+    def b_sum(self) -> float:
+        return exact_float(self.b_exact)
+
+    @property
+    def b_sumsq(self) -> float:
+        return exact_float(self.b_sq_exact)
+
+    def to_dict(self) -> dict[str, int | float]:
+        """The sums as numbers (the exact sums as floats), for a shard's metadata."""
+        out: dict[str, int | float] = {
+            f.name: getattr(self, f.name) for f in fields(self) if not f.name.endswith("exact")
+        }
+        out["b_sum"], out["b_sumsq"] = self.b_sum, self.b_sumsq
+        return out
 
     @classmethod
     def of(cls, a: dict[str, np.ndarray]) -> Sums:
@@ -77,8 +96,8 @@ class Sums:
             overflow=int((~fit).sum()),
             fit_rows=int(fit.sum()),
             fit_sequence_tokens=int(a["sequence_tokens"][fit].sum()),
-            b_sum=float(b.sum()),
-            b_sumsq=float((b * b).sum()),
+            b_exact=exact_sum(b),
+            b_sq_exact=exact_sum(b * b),
             b_rows=int(b.size),
         )
 
@@ -88,14 +107,24 @@ class Sums:
 
 @dataclass
 class PresetTally:
-    """Everything kept per preset while the rows stream past (bounded memory)."""
+    """Everything kept per preset while the rows stream past (bounded memory). Mergeable: a
+    worker fills a part per batch (`empty`, `add`; no preset, which would travel with every
+    part), the main process merges them in input order (`merge`)."""
 
-    preset: Preset
+    preset: Preset | None
     sums: Sums = field(default_factory=Sums)
     refused: int = 0
     tokens: PercentileSample = field(default_factory=lambda: PercentileSample(seed=1, integer=True))
     bytes_per_token: PercentileSample = field(default_factory=lambda: PercentileSample(seed=2))
     arrays: list[dict[str, np.ndarray]] | None = None  # per-row values, only when sampling
+
+    def empty(self) -> PresetTally:
+        return PresetTally(
+            None,
+            tokens=self.tokens.empty(),
+            bytes_per_token=self.bytes_per_token.empty(),
+            arrays=[] if self.arrays is not None else None,
+        )
 
     def add(self, table: pa.Table, label: str, context: int | None) -> None:
         arrays, refused = row_arrays(table, label, context)
@@ -107,6 +136,14 @@ class PresetTally:
         self.bytes_per_token.add(arrays["bytes_per_token"])
         if self.arrays is not None:
             self.arrays.append(arrays)
+
+    def merge(self, part: PresetTally) -> None:
+        self.refused += part.refused
+        self.sums = self.sums + part.sums
+        self.tokens.merge(part.tokens)
+        self.bytes_per_token.merge(part.bytes_per_token)
+        if self.arrays is not None and part.arrays is not None:
+            self.arrays.extend(part.arrays)
 
 
 def row_arrays(

@@ -1,55 +1,102 @@
-"""Bounded-memory statistics over a stream: a seeded bottom-k sample for percentiles."""
+"""Bounded-memory statistics over a stream, mergeable across worker processes: a bottom-k
+sample for percentiles whose keys come from each value's ordinal in the stream, and exact
+float sums.
+
+Workers summarise their batches into parts (`empty()`, `add`), which the main process merges
+in input order (`merge`): the result is the same for any worker count, any batching, and for a
+resumed run (which re-reads its committed rows in order) as for one that was not interrupted.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def ordinal_keys(seed: int, start: int, n: int) -> np.ndarray:
+    """The keys of the values number `start`..`start+n-1` of a stream: splitmix64 of the
+    ordinal and the seed. The mix is a bijection of uint64, so distinct ordinals never tie."""
+    with np.errstate(over="ignore"):
+        z = np.arange(start, start + n, dtype=np.uint64) * _GOLDEN + np.uint64(seed) * _M2
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
 
 class _BottomK:
-    """Rows with a seeded random key each; the `capacity` smallest keys survive.
+    """Rows keyed by their ordinal in the stream (`ordinal_keys`); the `capacity` smallest keys
+    survive, so the sample depends only on the stream, not on how it was cut or merged.
 
     New rows wait in a list and are merged when they reach `capacity`, so a small batch costs
-    O(batch), not O(capacity). Bottom-k does not depend on when merges happen: the result is
-    the same as merging after every batch.
+    O(batch), not O(capacity). Survivors are kept in key order once any row was dropped, so
+    their order does not depend on when merges happened either. A part (`capacity` None, from
+    `empty()`) keeps its rows unkeyed, in order: they get their keys when merged, in input order,
+    into the main sample, from its count of rows so far.
+
+    Since mmtok 0.x (worker-side summaries) the keys are these hashes, not draws of a seeded
+    RNG in stream order: below `capacity` nothing changes (every value is kept); above it the
+    sample, so the percentiles, differ from older versions'.
     """
 
-    def __init__(self, width: int | None, capacity: int, seed: int):
-        self.capacity = capacity
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, width: int | None, capacity: int | None, seed: int):
+        self.capacity, self.seed, self.width = capacity, seed, width
+        self.offered = 0  # rows seen: the next row's ordinal
         shape = (0,) if width is None else (0, width)
         self._rows = np.empty(shape, dtype=np.float64)
-        self._keys = np.empty(0, dtype=np.float64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._pending: list[np.ndarray] = []
         self._pending_size = 0
 
     def _add(self, rows: np.ndarray) -> None:
-        self._pending.append((rows, self.rng.random(len(rows))))
+        if len(rows) == 0:
+            return
+        self._pending.append(rows)
         self._pending_size += len(rows)
-        if self._pending_size >= self.capacity:
+        if self.capacity is not None and self._pending_size >= self.capacity:
             self._merge()
 
     def _merge(self) -> np.ndarray:
-        if self._pending:
-            self._rows = np.concatenate([self._rows, *(r for r, _ in self._pending)])
-            self._keys = np.concatenate([self._keys, *(k for _, k in self._pending)])
-            self._pending, self._pending_size = [], 0
-            if len(self._keys) > self.capacity:
-                keep = np.argpartition(self._keys, self.capacity)[: self.capacity]
-                self._rows, self._keys = self._rows[keep], self._keys[keep]
-        return self._rows
+        if not self._pending:
+            return self._rows
+        rows = np.concatenate([self._rows, *self._pending])
+        self._pending, self._pending_size = [], 0
+        if self.capacity is None:  # a part: rows in order, keyed when merged
+            self._rows = rows
+            return rows
+        new = len(rows) - len(self._keys)
+        keys = np.concatenate([self._keys, ordinal_keys(self.seed, self.offered, new)])
+        self.offered += new
+        if len(keys) > self.capacity:
+            keep = np.argpartition(keys, self.capacity)[: self.capacity]
+            keep = keep[np.argsort(keys[keep])]
+            rows, keys = rows[keep], keys[keep]
+        self._rows, self._keys = rows, keys
+        return rows
+
+    def _merge_part(self, part: _BottomK) -> None:
+        assert part.capacity is None, "merge a part made by empty()"
+        self._add(part._merge())
 
 
 class PercentileSample(_BottomK):
     """Keeps at most `capacity` values, a uniform sample of all values seen (exact below that).
 
-    Each value gets a random key and the `capacity` smallest keys survive (bottom-k sampling),
-    so the result does not depend on how the stream was cut into batches.
+    Each value gets a key from its ordinal in the stream and the `capacity` smallest keys
+    survive (bottom-k sampling), so the result does not depend on how the stream was cut into
+    batches or parts.
     """
 
-    def __init__(self, capacity: int = 100_000, seed: int = 0, *, integer: bool = False):
+    def __init__(self, capacity: int | None = 100_000, seed: int = 0, *, integer: bool = False):
         super().__init__(None, capacity, seed)
         self.count = 0
         self.integer = integer
+
+    def empty(self) -> PercentileSample:
+        """A part for one batch, merged later with `merge`."""
+        return PercentileSample(None, self.seed, integer=self.integer)
 
     def add(self, values) -> None:
         values = np.asarray(values, dtype=np.float64)
@@ -57,13 +104,17 @@ class PercentileSample(_BottomK):
         self.count += values.size
         self._add(values)
 
+    def merge(self, part: PercentileSample) -> None:
+        self.count += part.count
+        self._merge_part(part)
+
     @property
     def values(self) -> np.ndarray:
         return self._merge()
 
     @property
     def exact(self) -> bool:
-        return self.count <= self.capacity
+        return self.capacity is None or self.count <= self.capacity
 
     def percentiles(self, qs: tuple[float, ...] = (5, 50, 95)) -> dict[str, float | int | None]:
         """Percentiles of the values seen. With `integer=True` (counts such as tokens) each is a
@@ -82,12 +133,47 @@ class PercentileSample(_BottomK):
 class RowSample(_BottomK):
     """Bottom-k uniform sample of rows (a fixed number of float columns), like PercentileSample."""
 
-    def __init__(self, columns: int, capacity: int = 50_000, seed: int = 0):
+    def __init__(self, columns: int, capacity: int | None = 50_000, seed: int = 0):
         super().__init__(columns, capacity, seed)
+
+    def empty(self) -> RowSample:
+        return RowSample(self.width, None, self.seed)  # type: ignore[arg-type]
 
     def add(self, rows) -> None:
         self._add(np.asarray(rows, dtype=np.float64))
 
+    def merge(self, part: RowSample) -> None:
+        self._merge_part(part)
+
     @property
     def rows(self) -> np.ndarray:
         return self._merge()
+
+
+# -- exact sums -----------------------------------------------------------------------------
+
+_SCALE = 1130  # frexp mantissas are 53-bit integers times 2**(e - 53), e >= -1073
+
+
+def exact_sum(values: np.ndarray) -> int:
+    """The exact sum of finite float64 values, as an integer multiple of 2**-_SCALE: sums
+    of these add exactly, in any order (`exact_float` rounds once, at the end). Vectorised:
+    each value is its 53-bit mantissa times a power of two; mantissas are summed per exponent
+    in two 27-bit halves (exact in float64 for fewer than 2**26 values)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return 0
+    mantissa, exponent = np.frexp(values)
+    m = (mantissa * 2.0**53).astype(np.int64)  # exact: |mantissa| < 1
+    exponents, where = np.unique(exponent, return_inverse=True)
+    hi = np.bincount(where, weights=(m >> 27).astype(np.float64))
+    lo = np.bincount(where, weights=(m & ((1 << 27) - 1)).astype(np.float64))
+    total = 0
+    for e, h, low in zip(exponents.tolist(), hi.tolist(), lo.tolist(), strict=True):
+        total += ((int(h) << 27) + int(low)) << (int(e) - 53 + _SCALE)
+    return total
+
+
+def exact_float(total: int) -> float:
+    """An `exact_sum` as the nearest float (Python's int division rounds correctly)."""
+    return total / (1 << _SCALE)

@@ -40,3 +40,63 @@ def test_row_sample_keeps_rows_whole():
         s.add(rows[start : start + 64])
     assert s.rows.shape == (50, 2)
     np.testing.assert_array_equal(s.rows[:, 1], s.rows[:, 0] * 2)
+
+
+def test_keys_come_from_the_ordinal_so_parts_merge_to_the_same_sample():
+    """Values split into parts (as workers summarise batches) and merged in order give the
+    sample of one stream, values and order alike, whatever the cut."""
+    values = np.random.default_rng(1).normal(size=3000)
+    whole = PercentileSample(capacity=250, seed=7)
+    whole.add(values)
+    for cuts in ([1000, 2000], [1, 2, 3, 999, 1001, 2999], list(range(0, 3000, 256))):
+        merged = PercentileSample(capacity=250, seed=7)
+        for lo, hi in zip([0, *cuts], [*cuts, 3000], strict=True):
+            part = merged.empty()
+            part.add(values[lo:hi])
+            merged.merge(part)
+        assert merged.count == whole.count == 3000 and not merged.exact
+        np.testing.assert_array_equal(merged.values, whole.values)
+    other_seed = PercentileSample(capacity=250, seed=8)
+    other_seed.add(values)
+    assert not np.array_equal(np.sort(other_seed.values), np.sort(whole.values))
+
+
+def test_a_part_below_capacity_keeps_every_value_in_order():
+    s = PercentileSample(capacity=100, seed=3)
+    for lo in range(0, 90, 30):
+        part = s.empty()
+        part.add(np.arange(lo, lo + 30, dtype=float))
+        s.merge(part)
+    assert s.exact
+    np.testing.assert_array_equal(s.values, np.arange(90, dtype=float))
+    rows = RowSample(2, capacity=10)
+    part = rows.empty()
+    part.add([[1, 2], [3, 4]])
+    rows.merge(part)
+    np.testing.assert_array_equal(rows.rows, [[1, 2], [3, 4]])
+
+
+def test_row_sample_parts_merge_to_the_same_rows():
+    rows = np.stack([np.arange(2000), -np.arange(2000)], axis=1)
+    whole = RowSample(2, capacity=64, seed=5)
+    whole.add(rows)
+    merged = RowSample(2, capacity=64, seed=5)
+    for lo in range(0, 2000, 300):
+        part = merged.empty()
+        part.add(rows[lo : lo + 300])
+        merged.merge(part)
+    np.testing.assert_array_equal(merged.rows, whole.rows)
+
+
+def test_exact_sums_add_in_any_order():
+    import math
+
+    from mmtok.stats import exact_float, exact_sum
+
+    values = np.random.default_rng(2).lognormal(3, 4, size=10_000)
+    values[::7] *= -1e-12
+    values[3] = 5e-324  # a subnormal
+    assert exact_float(exact_sum(values)) == math.fsum(values)
+    halves = exact_sum(values[:4321]) + exact_sum(values[4321:])
+    assert halves == exact_sum(values[::-1]) == exact_sum(values)
+    assert exact_float(exact_sum(np.array([1e300, 1.0, -1e300]))) == 1.0  # float sum: 0.0

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from fractions import Fraction
+from typing import Any, ClassVar
 
 from mmtok.errors import MmtokError
 from mmtok.images import DEFAULT_MAX_PIXELS
@@ -33,7 +34,7 @@ class ShardBudget:
                 self.tallies[label] = self.tallies.get(label, b.Sums()) + b.Sums.of(arrays)
 
     def take(self) -> dict[str, str]:
-        doc = {label: dataclasses.asdict(s) for label, s in self.tallies.items()}
+        doc = {label: s.to_dict() for label, s in self.tallies.items()}
         self.tallies = {}
         return {"mmtok_budget": json.dumps(doc)}
 
@@ -64,11 +65,8 @@ class BudgetOptions(DatasetOptions):
 
 
 def part(opts: BudgetOptions) -> Part:
-    import numpy as np
-
     from mmtok import budget as b
     from mmtok.engine.pipeline import Observer
-    from mmtok.images.probe import SWAPS_SIDES
     from mmtok.io.layout import BUDGET_FILE
     from mmtok.io.sample import SampledInputs
     from mmtok.presets import get_preset, load_preset_file
@@ -92,22 +90,13 @@ def part(opts: BudgetOptions) -> Part:
         writable_file(opts.plot, "--plot", opts.output)
     text = TextCounter(opts.tokenizer).setup()
     projection = same_fields(b.Options, opts, text_bytes_per_token=text.bytes_per_id)
-    tallies = {
-        label: b.PresetTally(p, arrays=[] if sample else None) for label, p in presets.items()
-    }
-    rows = RowSample(3, seed=seed)
-    columns = ["file_bytes", "rgb_bytes", "text_tokens", "width", "height", "exif_orientation"]
-
-    def observe(table: Any) -> None:
-        for label, tally in tallies.items():
-            tally.add(table, label, context)
-        if opts.suggest and table.num_rows:
-            w = table.column("width").to_numpy(zero_copy_only=False)
-            h = table.column("height").to_numpy(zero_copy_only=False)
-            o_ = table.column("exif_orientation").to_pylist()
-            swap = np.array([exif and v in SWAPS_SIDES for v in o_], dtype=bool)
-            t = table.column("text_tokens").to_numpy(zero_copy_only=False)
-            rows.add(np.stack([np.where(swap, h, w), np.where(swap, w, h), t], axis=1))
+    summary = BudgetSummary(
+        {label: b.PresetTally(p, arrays=[] if sample else None) for label, p in presets.items()},
+        RowSample(3, seed=seed) if opts.suggest else None,
+        context=context,
+        exif=exif,
+    )
+    tallies, rows = summary.tallies, summary.rows
 
     sampled: list[SampledInputs] = []
 
@@ -184,7 +173,10 @@ def part(opts: BudgetOptions) -> Part:
         "estimating the budget",
         stages,
         document,
-        [Observer(columns + list(presets), observe), Observer(videos.columns, videos.add)],
+        [
+            Observer(BudgetSummary.columns + list(presets), summary=summary),
+            Observer(videos.columns, summary=videos),
+        ],
         wrap=wrap if sample else None,
         shard_stats=ShardBudget(list(presets), context),
         side_outputs=lambda doc: {BUDGET_FILE: doc},  # budget.json beside the rows
@@ -192,20 +184,75 @@ def part(opts: BudgetOptions) -> Part:
     )
 
 
+class BudgetSummary:
+    """What estimate-budget keeps of the image rows: a `PresetTally` per preset and, for
+    --suggest, a sample of (width, height, text tokens) as each preset sees them (EXIF rotation
+    applied). Mergeable (`Observer.summary`): workers fill a part per batch, the main process
+    merges the parts in input order."""
+
+    columns: ClassVar[list[str]] = [
+        "file_bytes", "rgb_bytes", "text_tokens", "width", "height", "exif_orientation",
+    ]  # fmt: skip
+
+    def __init__(
+        self, tallies: dict[str, Any], rows: Any, *, context: int | None, exif: bool
+    ) -> None:
+        self.tallies, self.rows, self.context, self.exif = tallies, rows, context, exif
+
+    def empty(self) -> BudgetSummary:
+        tallies = {label: t.empty() for label, t in self.tallies.items()}
+        rows = self.rows.empty() if self.rows is not None else None
+        return BudgetSummary(tallies, rows, context=self.context, exif=self.exif)
+
+    def add(self, table: Any) -> None:
+        import numpy as np
+
+        from mmtok.images.probe import SWAPS_SIDES
+
+        for label, tally in self.tallies.items():
+            tally.add(table, label, self.context)
+        if self.rows is not None and table.num_rows:
+            w = table.column("width").to_numpy(zero_copy_only=False)
+            h = table.column("height").to_numpy(zero_copy_only=False)
+            o_ = table.column("exif_orientation").to_pylist()
+            swap = np.array([self.exif and v in SWAPS_SIDES for v in o_], dtype=bool)
+            t = table.column("text_tokens").to_numpy(zero_copy_only=False)
+            self.rows.add(np.stack([np.where(swap, h, w), np.where(swap, w, h), t], axis=1))
+
+    def merge(self, part: BudgetSummary) -> None:
+        for label, tally in self.tallies.items():
+            tally.merge(part.tallies[label])
+        if self.rows is not None:
+            self.rows.merge(part.rows)
+
+
 class VideoSummary:
-    """The video rows of a mixed dataset: per preset, frames sampled and vision tokens."""
+    """The video rows of a mixed dataset: per preset, frames sampled and vision tokens.
+    Mergeable, as `BudgetSummary`; seconds are summed exactly (as fractions), so the total
+    does not depend on the batching."""
 
     def __init__(self, labels: list[str]):
         self.labels = labels
         self.columns = ["media", "video_duration", "file_bytes", *labels]
         self.videos = 0
-        self.seconds = 0.0
+        self.seconds = Fraction(0)
         self.file_bytes = 0
         self.per_preset = {
-            label: {"videos": 0, "refused": 0, "seconds": 0.0, "frames": 0, "vision_tokens": 0,
-                    "pixel_bytes_uint8": 0, "file_bytes": 0}
+            label: {"videos": 0, "refused": 0, "seconds": Fraction(0), "frames": 0,
+                    "vision_tokens": 0, "pixel_bytes_uint8": 0, "file_bytes": 0}
             for label in labels
         }  # fmt: skip
+
+    def empty(self) -> VideoSummary:
+        return VideoSummary(self.labels)
+
+    def merge(self, part: VideoSummary) -> None:
+        self.videos += part.videos
+        self.seconds += part.seconds
+        self.file_bytes += part.file_bytes
+        for label, tally in self.per_preset.items():
+            for key, value in part.per_preset[label].items():
+                tally[key] += value
 
     def add(self, table: Any) -> None:
         import pyarrow.compute as pc
@@ -216,7 +263,7 @@ class VideoSummary:
         if rows.num_rows == 0:
             return
         self.videos += rows.num_rows
-        seconds = [d or 0.0 for d in rows.column("video_duration").to_pylist()]
+        seconds = [Fraction(d or 0.0) for d in rows.column("video_duration").to_pylist()]
         self.seconds += sum(seconds)
         sizes = rows.column("file_bytes").to_pylist()
         self.file_bytes += sum(sizes)
@@ -238,6 +285,7 @@ class VideoSummary:
         presets = {}
         for label, t in self.per_preset.items():
             n, tokens = t["videos"], t["vision_tokens"]
+            t = {**t, "seconds": float(t["seconds"])}
             presets[label] = {
                 **t,
                 "mean_frames": t["frames"] / n if n else None,
@@ -248,7 +296,7 @@ class VideoSummary:
             }
         return {
             "videos": self.videos,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(float(self.seconds), 3),
             "file_bytes": self.file_bytes,
             "presets": presets,
         }

@@ -37,5 +37,5 @@ def part(opts: ProbeOptions) -> Part:
             **summary.to_dict(),
         }
 
-    observer = Observer(ProbeSummary.columns, summary.add)
+    observer = Observer(ProbeSummary.columns, summary=summary)
     return Part("probe", "probing", [stage], document, [observer])

@@ -74,6 +74,9 @@ class BatchResult:
     # the end of a slice whose rows the worker wrote itself (`run_slices` with a ShardSpec):
     # its files, to adopt as shards; the batch results before it carry only summaries
     written: SliceOutput | None = None
+    # each mergeable summary's part of the kept rows (`ShardSpec.parts`), computed where the
+    # batch ran; None: the observers see `kept` itself
+    parts: list[Any] | None = None
 
 
 class StageChain:
@@ -190,10 +193,11 @@ def _run(
             number = unit.skip
             for message in messages:
                 if message[0] == "batch":
-                    _, kept, rejected, records, rows, stats = message
+                    _, kept, rejected, records, rows, stats, parts = message
                     number += 1
                     reader.merge(unit.part, stats, None)
-                    yield BatchResult(kept, rejected, records, (unit.index, number, rows))
+                    position = (unit.index, number, rows)
+                    yield BatchResult(kept, rejected, records, position, parts=parts)
                 else:
                     reader.merge(unit.part, None, message[1])
                     if message[2] is not None:
@@ -283,13 +287,21 @@ class _SliceUnit:
     def message(self) -> tuple:
         return ("slice", self.part, self.skip, self.index, self.subs)
 
-    def add(self, kept: pa.Table, rejected: list[pa.Table], n: int, rows: int, stats: Any) -> None:
+    def add(
+        self,
+        kept: pa.Table,
+        rejected: list[pa.Table],
+        n: int,
+        rows: int,
+        stats: Any,
+        parts: list[Any] | None = None,
+    ) -> None:
         self.received += 1
         if self.received <= self.reported:
             return
         self.reported = self.received
         position = (self.index, self.received, rows)
-        self.results.append((BatchResult(kept, rejected, n, position), stats))
+        self.results.append((BatchResult(kept, rejected, n, position, parts=parts), stats))
 
 
 @dataclass

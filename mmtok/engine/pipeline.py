@@ -177,10 +177,32 @@ def _interrupted_while_finishing(path: str) -> str:
 
 @dataclass
 class Observer:
-    """Sees the given columns of every kept batch in the main process (for summaries)."""
+    """Sees the given columns of every kept batch, in input order (for summaries).
+
+    With `add`, the columns come to the main process, which calls it. With `summary` (a
+    mergeable summary, picklable: `empty()` gives a part, `part.add(table)`, `merge(part)`),
+    the workers that write or count the rows add each kept batch to a fresh part and send the
+    part instead of the columns; the parts are merged here in input order (slice, batch), so
+    the result is the same for any worker count or engine. Where the rows come here anyway
+    (stdout, a device stage, rows retried one by one), and for the rows a resumed run had
+    committed, the summary adds them itself: `merge(empty().add(t))` must equal `add(t)`."""
 
     columns: list[str]
-    add: Callable[[pa.Table], None]
+    add: Callable[[pa.Table], None] | None = None
+    summary: Any = None
+
+    def __post_init__(self) -> None:
+        if self.add is None:
+            assert self.summary is not None, "an Observer needs add or summary"
+            self.add = self.summary.add
+
+    def see(self, result: BatchResult, part: Any) -> None:
+        """One result, in input order: its part when a worker made one, else its rows."""
+        if part is not None:
+            self.summary.merge(part)
+        else:
+            assert self.add is not None
+            self.add(result.kept.select(self.columns))
 
 
 ProgressCallback = Callable[[int, int], None]  # (records done, rejected so far)
@@ -351,8 +373,10 @@ def run_pipeline(
                 )
             else:
                 sink.write(result.kept, result.rejected, result.num_records)
-            for observer in observers:
-                observer.add(result.kept.select(observer.columns))
+            parts = iter(result.parts) if result.parts is not None else None
+            for observer in observers:  # parts: one per observer with a summary, in order
+                part = next(parts) if parts is not None and observer.summary is not None else None
+                observer.see(result, part)
             done += result.num_records
             rejected += sum(t.num_rows for t in result.rejected)
             if on_progress:
@@ -413,15 +437,16 @@ def _worker_output(
     sink: DatasetSink | StdoutSink, device: Stage | None, observers: list[Observer]
 ) -> ShardSpec | None:
     """How workers hand back their rows: they write them into the dataset's staging themselves
-    and send only what the observers read (a ShardSpec), or, with no output, send only that
-    and the reject reasons; None when every row must come here (stdout, a device stage)."""
-    columns = [c for observer in observers for c in observer.columns]
+    and send only what the observers read (a ShardSpec: the columns of plain observers, the
+    parts of mergeable summaries), or, with no output, send only that and the reject reasons; None when every row must come here (stdout, a device stage)."""
+    columns = [c for o in observers if o.summary is None for c in o.columns]
+    summaries = [(o.columns, o.summary.empty()) for o in observers if o.summary is not None]
     if device is not None:
         return None
     if isinstance(sink, DatasetSink):
-        return sink.shard_spec(columns)
+        return sink.shard_spec(columns, summaries)
     if sink.count_only:
-        return ShardSpec(None, pa.schema([]), send_columns=columns)
+        return ShardSpec(None, pa.schema([]), send_columns=columns, summaries=summaries)
     return None
 
 

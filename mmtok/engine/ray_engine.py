@@ -234,7 +234,7 @@ def _slice_task(
     subs: dict[int, Rows] | None = None,
 ) -> tuple[list[tuple], dict[str, int], SliceOutput | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
-    each: (kept, rejects, records, rows read, read stats) per batch, the source's notes, and
+    each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the source's notes, and
     with `spec` the slice's finished files (`mmtok.engine.workers.slice_messages`, as a Ray
     task: the batches then carry only `spec.summary`). `subs`: batches (by number) whose result
     is known, because they killed a task and were run row by row since."""
@@ -266,9 +266,12 @@ def _slice_task(
                     rejected = _with_read_rejects(batch.rejected, rejected, chain)
                 if files is not None:
                     files.add(kept, rejected, batch.num_records)
+                parts = None
                 if spec is not None:
-                    kept, rejected = spec.summary(kept, rejected)
-                out.append((kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats))
+                    kept, rejected, parts = spec.summary(kept, rejected)
+                out.append(
+                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, parts)
+                )
         output = files.close() if files is not None else None
     finally:
         if files is not None:
@@ -496,11 +499,11 @@ class _Driver:
             yield BatchResult(kept, rejected, unit.num_records, unit.position)
             return
         assert reader is not None and unit.results is not None
-        for number, (kept, rejected, records, rows, stats) in enumerate(
+        for number, (kept, rejected, records, rows, stats, parts) in enumerate(
             unit.results, start=unit.skip + 1
         ):
             reader.merge(unit.part, stats, None)
-            yield BatchResult(kept, rejected, records, (unit.index, number, rows))
+            yield BatchResult(kept, rejected, records, (unit.index, number, rows), parts=parts)
         reader.merge(unit.part, None, unit.notes)
         if unit.written is not None:
             yield _written(unit.written)

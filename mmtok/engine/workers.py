@@ -231,11 +231,11 @@ def slice_messages(
     subs: dict[int, Rows] | None = None,
 ) -> Iterator[tuple]:
     """Read a slice and run the chain over each of its batches: a ("batch", kept, rejected,
-    records, rows read, read stats) message per batch as it is ready (so the parent knows which
+    records, rows read, read stats, summary parts) message per batch as it is ready (so the parent knows which
     batch runs if this process dies), then ("end", notes, SliceOutput or None).
 
     With `spec`, the kept rows and rejects go into this slice's own files and the messages
-    carry only `spec.summary` of them. `subs`: batches (by number in the slice) whose result
+    carry only `spec.summary` of them (and the parts of its summaries, computed here). `subs`: batches (by number in the slice) whose result
     is already known, because the batch killed a worker and was run row by row since.
     Each batch runs with `chain.for_slice(index, rows read in the slice before it)`."""
     files = SliceFiles(spec, index) if spec is not None and spec.folder else None
@@ -255,9 +255,12 @@ def slice_messages(
                 progress[COUNTER] += 1
             if files is not None:
                 files.add(kept, rejected, batch.num_records)
+            parts = None
             if spec is not None:
-                kept, rejected = spec.summary(kept, rejected)
-            yield ("batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats)
+                kept, rejected, parts = spec.summary(kept, rejected)
+            yield (
+                "batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, parts
+            )  # fmt: skip
         output = files.close() if files is not None else None
     finally:
         if files is not None:

@@ -109,15 +109,32 @@ class ShardSpec:
     row_group_bytes: int = 64 << 20
     shard_stats: ShardStats | None = None
     send_columns: list[str] = field(default_factory=list)  # what the main process observes
+    # (columns, empty part) of each mergeable summary (`Observer.summary`): the worker adds
+    # each kept batch to a fresh part and sends the part, not the columns
+    summaries: list[tuple[list[str], Any]] = field(default_factory=list)
 
-    def summary(self, kept: pa.Table, rejected: list[pa.Table]) -> tuple[pa.Table, list[pa.Table]]:
+    def summary(
+        self, kept: pa.Table, rejected: list[pa.Table]
+    ) -> tuple[pa.Table, list[pa.Table], list[Any] | None]:
         """What goes back to the main process for a batch: the observed columns of the kept
-        rows and the reasons of the rejects."""
+        rows, the reasons of the rejects, and the batch's part of each summary (None if the
+        spec has none)."""
         names = [c for c in dict.fromkeys(self.send_columns) if c in kept.column_names]
         summary = kept.select(names)
         if not names:  # a table without columns loses its length in a pipe: a null column
             summary = pa.table({"rows": pa.nulls(kept.num_rows)})
-        return summary, [t.select(["reason"]) for t in rejected]
+        return summary, [t.select(["reason"]) for t in rejected], self.parts(kept)
+
+    def parts(self, kept: pa.Table) -> list[Any] | None:
+        """Each summary's part for one kept batch."""
+        if not self.summaries:
+            return None
+        parts = []
+        for columns, empty in self.summaries:
+            part = empty.empty()
+            part.add(kept.select(columns))
+            parts.append(part)
+        return parts
 
 
 @dataclass

@@ -122,7 +122,10 @@ _NAMES = tuple(f.name for f in PROBE_FIELDS)
 
 
 class ProbeSummary:
-    """Counts by format and mode, and size percentiles, over the probed rows of a run."""
+    """Counts by format and mode, and size percentiles, over the probed rows of a run.
+
+    Mergeable (`Observer.summary`): workers fill a part per batch (`empty`, `add`), the main
+    process merges them in input order (`merge`)."""
 
     columns: ClassVar[list[str]] = ["format", "mode", "width", "height", "file_bytes", "frames"]
 
@@ -135,6 +138,18 @@ class ProbeSummary:
             k: PercentileSample(seed=i, integer=k != "megapixels")
             for i, k in enumerate(["width", "height", "megapixels", "file_bytes"])
         }
+
+    def empty(self) -> ProbeSummary:
+        part = ProbeSummary()
+        part.samples = {k: s.empty() for k, s in self.samples.items()}
+        return part
+
+    def merge(self, part: ProbeSummary) -> None:
+        self.formats.update(part.formats)  # new keys in the part's order, as `add` inserts them
+        self.modes.update(part.modes)
+        self.animated += part.animated
+        for k, sample in self.samples.items():
+            sample.merge(part.samples[k])
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:

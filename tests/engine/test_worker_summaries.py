@@ -1,0 +1,189 @@
+"""Summaries computed in the workers (`Observer.summary`): the same --json document for any
+worker count, in this process or not, with or without an output; no observed column reaches
+the main process; a killed and resumed run summarises as an uninterrupted one.
+
+The samples' capacities are made small (`small_samples`) so that bottom-k drops values: the
+documents then depend on which rows the samples keep, not only on the totals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import encode, photo, write_jsonl
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmtok.cli.app import app
+from mmtok.engine.local import StageChain
+from mmtok.stats import PercentileSample, RowSample
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+ROWS = 1_500  # 6 batches of 256: several slices, several batches per slice
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """1,500 rows over 24 images of different sizes, formats and EXIF rotations, every 97th
+    row a missing file (a reject, so kept rows are not input rows)."""
+    folder = tmp_path_factory.mktemp("mixed")
+    paths = []
+    for i in range(24):
+        w, h = 40 + 37 * i, 900 - 31 * i
+        im = photo(w, h, seed=i)
+        if i % 3 == 0:
+            data = encode(im, "PNG")
+        elif i % 3 == 1:
+            exif = Image.Exif()
+            exif[0x0112] = 6 if i % 2 else 1
+            data = encode(im, "JPEG", exif=exif.tobytes())
+        else:
+            data = encode(im, "WEBP")
+        path = folder / f"{i:02d}.img"
+        path.write_bytes(data)
+        paths.append(str(path))
+    rows = [
+        {
+            "image": "missing.jpg" if i % 97 == 5 else paths[(i * 7) % 24],
+            "caption": "word " * ((i * 13) % 300),
+        }
+        for i in range(ROWS)
+    ]
+    return write_jsonl(folder / "rows.jsonl", rows)
+
+
+@pytest.fixture
+def small_samples(monkeypatch):
+    """Capacities below the row count (this process: the workers only fill parts)."""
+    monkeypatch.setattr(PercentileSample.__init__, "__defaults__", (300, 0))
+    monkeypatch.setattr(RowSample.__init__, "__defaults__", (200, 0))
+
+
+def document(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    for key in ("timing", "output"):
+        doc.pop(key, None)
+    doc.get("counts", {}).pop("seconds", None)
+    return doc
+
+
+def each_way(monkeypatch, tmp_path, *args: str, output: bool = True) -> list[dict]:
+    """The document with 1 and 2 workers, with one worker in this process, and with 2 workers
+    writing an output."""
+    docs = [document(*args, "-w", "1"), document(*args, "-w", "2")]
+    with monkeypatch.context() as m:
+        m.setattr(StageChain, "isolate", property(lambda self: False))
+        docs.append(document(*args, "-w", "1"))
+    if output:
+        docs.append(document(*args, "-w", "2", "-o", str(tmp_path / "out")))
+    return docs
+
+
+def test_probe_document_whatever_the_workers(mixed, tmp_path, monkeypatch, small_samples):
+    docs = each_way(monkeypatch, tmp_path, "probe", str(mixed))
+    assert docs[0]["counts"]["rejected"] == 16 and not docs[0]["percentiles_exact"]
+    assert docs[0]["formats"] == {"png": 495, "jpeg": 495, "webp": 494}
+    for doc in docs[1:]:
+        assert doc == docs[0]
+
+
+def test_budget_document_whatever_the_workers(mixed, tmp_path, monkeypatch, small_samples):
+    args = ["estimate-budget", str(mixed), "-p", "qwen2-vl", "-p", "llama3-336"]
+    docs = each_way(monkeypatch, tmp_path, *args, "--context", "2000", "--suggest")
+    entry = docs[0]["presets"]["qwen2-vl"]
+    assert entry["images"] == ROWS - 16 and not entry["percentiles_exact"]
+    assert entry["suggest"]["value"] and entry["bytes_per_token_cv"] > 0
+    for doc in docs[1:]:
+        assert doc == docs[0]
+
+
+def test_sampled_budget_whatever_the_workers(mixed, tmp_path, monkeypatch, small_samples):
+    args = ["estimate-budget", str(mixed), "-p", "qwen2-vl", "--sample", "700", "--seed", "2"]
+    # (not with -o: a sampled run cannot write an output yet, SampledInputs has no sources)
+    docs = each_way(monkeypatch, tmp_path, *args, output=False)
+    assert docs[0]["presets"]["qwen2-vl"]["ci95"]
+    for doc in docs[1:]:
+        assert doc == docs[0]
+
+
+def test_the_main_process_receives_no_observed_column(mixed, worker_messages):
+    """Workers send each batch's summary parts: the tables that reach this process hold only
+    a row count and reject reasons, never the probed or budget columns."""
+    document("probe", str(mixed), "-w", "2")
+    document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--context", "900", "--suggest",
+             "-w", "2")  # fmt: skip
+    tables = [
+        x
+        for m in worker_messages
+        if isinstance(m, tuple)
+        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
+        if isinstance(x, pa.Table)
+    ]
+    assert len(tables) > 12
+    assert {c for t in tables for c in t.column_names} <= {"rows", "reason"}
+    parts = [
+        type(p).__name__
+        for m in worker_messages
+        if isinstance(m, tuple) and m[0] == "batch" and m[-1] is not None
+        for p in m[-1]
+    ]
+    assert {"ProbeSummary", "BudgetSummary", "VideoSummary"} <= set(parts)
+
+
+SCRIPT = """
+import sys
+from mmtok.stats import PercentileSample, RowSample
+PercentileSample.__init__.__defaults__ = (300, 0)
+RowSample.__init__.__defaults__ = (200, 0)
+if __name__ == "__main__":
+    from mmtok.cli.app import app
+    app(sys.argv[1:], prog_name="mmtok")
+"""
+
+
+def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
+    """SIGKILL once some shards are published; --resume re-reads them into the summaries (in
+    this process) and the workers summarise the rest: the document is the uninterrupted one's."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    args = [sys.executable, str(script), "estimate-budget", str(mixed), "-p", "qwen2-vl",
+            "-p", "kimi-vl", "--context", "2000", "--suggest", "--decode", "--shard-rows", "256",
+            "-w", "2", "--json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def finished(out: Path, *more: str) -> dict:
+        result = subprocess.run(
+            [*args, "-o", str(out), *more], check=True, env=env, capture_output=True, text=True
+        )
+        doc = json.loads(result.stdout)
+        for key in ("timing", "output"):
+            doc.pop(key)
+        return doc
+
+    reference = finished(tmp_path / "ref")
+    out = tmp_path / "out"
+    staging = tmp_path / ".out.mmtok-staging"
+    proc = subprocess.Popen([*args, "-o", str(out)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = staging / "state.json"
+        if state.exists() and len(json.loads(state.read_text())["parts"]) >= 2:
+            break
+        time.sleep(0.02)
+    proc.kill()  # its workers die with it (PR_SET_PDEATHSIG)
+    proc.wait()
+    done = json.loads((staging / "state.json").read_text())["records_done"]
+    assert 0 < done < ROWS, "killed too late: make the run slower"
+    resumed = finished(out, "--resume")
+    assert resumed["counts"] == reference["counts"]
+    assert not resumed["presets"]["qwen2-vl"]["percentiles_exact"]
+    assert resumed == reference
