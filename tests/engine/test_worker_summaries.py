@@ -157,7 +157,7 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     script.write_text(SCRIPT)
     args = [sys.executable, str(script), "estimate-budget", str(mixed), "-p", "qwen2-vl",
             "-p", "kimi-vl", "--context", "2000", "--suggest", "--decode", "--shard-rows", "256",
-            "-w", "2", "--json"]  # fmt: skip
+            "-w", "1", "--json"]  # fmt: skip (one worker: slow enough to kill part-way)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def finished(out: Path, *more: str) -> dict:
@@ -179,6 +179,7 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
         if state.exists() and len(json.loads(state.read_text())["parts"]) >= 2:
             break
         time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it was killed: make it slower"
     proc.kill()  # its workers die with it (PR_SET_PDEATHSIG)
     proc.wait()
     done = json.loads((staging / "state.json").read_text())["records_done"]

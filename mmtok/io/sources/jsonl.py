@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -33,18 +33,34 @@ def open_text(path: str) -> io.TextIOBase:
 _INT64 = (-(1 << 63), 1 << 63)
 
 
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int" if _INT64[0] <= value < _INT64[1] else "bigint"  # bigint: kept as text
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    return "json"
+class _BigInt(int):
+    """An integer outside int64 (the scan's decoder marks them: `_scan_json`)."""
+
+
+def _int_or_big(text: str) -> int:
+    value = int(text)
+    return value if _INT64[0] <= value < _INT64[1] else _BigInt(value)
+
+
+# The scan needs only each value's JSON kind: its own decoder marks integers outside int64
+# (kept as text), so the kind is the value's type (`_TYPE_KINDS`), and a record whose keys and
+# types were seen before costs two tuples and a set lookup. It accepts what `json.loads`
+# accepts, so the scan sees the records that are read later.
+_scan_decoder = json.JSONDecoder(parse_int=_int_or_big)
+_TYPE_KINDS = {
+    type(None): "null", bool: "bool", int: "int", _BigInt: "bigint", float: "float",
+    str: "str", dict: "json", list: "json",
+}  # fmt: skip
+
+
+_SHAPES = 4096  # record shapes the scan remembers (memory stays bounded)
+
+
+def _scan_json(text: str) -> Any:
+    try:
+        return _scan_decoder.decode(text)
+    except (RecursionError, ValueError) as e:
+        return Unparsed(str(e), text)
 
 
 _KIND_TYPES = {
@@ -107,10 +123,12 @@ class JsonLinesSource(Source):
     kind = "jsonl"
     unit = "line"
 
-    def _parsed(self, part: Slice | None = None) -> Iterator[tuple[int, Any, int]]:
+    def _parsed(
+        self, part: Slice | None = None, parse: Callable[[str], Any] = parse_json
+    ) -> Iterator[tuple[int, Any, int]]:
         """(line number, parsed JSON or `Unparsed`, byte offset of the line) for every
         non-blank line of the file, or of one slice of it; a file that cannot be read to its
-        end ends with one `Unparsed` for the rest."""
+        end ends with one `Unparsed` for the rest. `parse`: how a line is decoded."""
         start, stop, lineno = (0, None, 0)
         if part is not None:
             start, stop, lineno = part.start, part.stop, part.first_line
@@ -122,7 +140,7 @@ class JsonLinesSource(Source):
                 for offset, _, line in _decoded_lines(f, start, stop):
                     lineno += 1
                     if line.strip():
-                        yield lineno, parse_json(line), offset
+                        yield lineno, parse(line), offset
             except READ_ERRORS as e:
                 message = f"the file cannot be read after line {lineno} ({e}); the rest is unread"
                 yield lineno + 1, Unparsed(message, ""), offset
@@ -132,19 +150,29 @@ class JsonLinesSource(Source):
         and where every `batch_rows`-th record starts (the places slices may cut)."""
         if hasattr(self, "_fields"):
             return
-        kinds: dict[str, set[str]] = {}
+        keys: dict[str, None] = {}  # in the order they first appear
+        pairs: set[tuple[str, type]] = set()  # (key, type of a value)
+        shapes: set[tuple[tuple, tuple]] = set()  # (keys, types of their values) of a record
         count = 0
         marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
         unreadable = False
-        for lineno, record, offset in self._parsed():
-            if count % self.options.batch_rows == 0:
+        batch_rows = self.options.batch_rows
+        for lineno, record, offset in self._parsed(parse=_scan_json):
+            if count % batch_rows == 0:
                 marks.append((offset, count, lineno - 1))
             count += 1
-            if not isinstance(record, dict):
+            if type(record) is not dict:
                 unreadable = unreadable or (isinstance(record, Unparsed) and not record.text)
                 continue
-            for key, value in record.items():
-                kinds.setdefault(key, set()).add(_json_kind(value))
+            shape = (tuple(record), tuple(map(type, record.values())))
+            if shape not in shapes:  # rows mostly repeat a few shapes: each is looked at once
+                if len(shapes) < _SHAPES:
+                    shapes.add(shape)
+                keys.update(dict.fromkeys(shape[0]))
+                pairs.update(zip(*shape))
+        kinds: dict[str, set[str]] = {key: set() for key in keys}
+        for key, kind in pairs:
+            kinds[key].add(_TYPE_KINDS[kind])
         # a file read whole: gzip cannot seek, and an unreadable file is read as it reads
         self._marks = [] if unreadable or self.path.endswith(".gz") else marks
         names = sorted(valid_text(k) for k in kinds)
@@ -226,10 +254,12 @@ class JsonArraySource(JsonLinesSource):
     kind = "json"
     unit = "item"
 
-    def _parsed(self, part: Slice | None = None) -> Iterator[tuple[int, Any, int]]:
+    def _parsed(
+        self, part: Slice | None = None, parse: Callable[[str], Any] = parse_json
+    ) -> Iterator[tuple[int, Any, int]]:
         try:
             with open_text(self.path) as f:
-                document = parse_json(f.read())
+                document = parse(f.read())
         except READ_ERRORS as e:
             document = Unparsed(f"the file cannot be read ({e})", "")
         if isinstance(document, Unparsed):
