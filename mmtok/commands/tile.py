@@ -15,7 +15,8 @@ TILE_BATCH_ROWS = 8  # rows of pixels are large; keeps memory in flight to tens 
 
 
 class TokenSummary:
-    """Totals and percentiles of vision tokens and tiles over the laid-out rows."""
+    """Totals and percentiles of vision tokens and tiles over the laid-out rows. Mergeable
+    (`Observer.summary`): workers fill a part per batch, merged here in input order."""
 
     columns = ["image_tokens", "prompt_tokens", "num_tiles", "pixel_bytes_uint8"]
 
@@ -24,6 +25,19 @@ class TokenSummary:
 
         self.images = self.image_tokens = self.prompt_tokens = self.tiles = self.pixel_bytes = 0
         self.sample = PercentileSample(integer=True)  # token counts: percentiles that occur
+
+    def empty(self) -> TokenSummary:
+        part = TokenSummary()
+        part.sample = self.sample.empty()
+        return part
+
+    def merge(self, part: TokenSummary) -> None:
+        self.images += part.images
+        self.image_tokens += part.image_tokens
+        self.prompt_tokens += part.prompt_tokens
+        self.tiles += part.tiles
+        self.pixel_bytes += part.pixel_bytes
+        self.sample.merge(part.sample)
 
     def add(self, table: Any) -> None:
         import pyarrow.compute as pc
@@ -101,7 +115,7 @@ def part(opts: TileOptions) -> Part:
             **tokens.to_dict(),
         }
 
-    observer = Observer(TokenSummary.columns, tokens.add)
+    observer = Observer(TokenSummary.columns, summary=tokens)
     return Part(
         "tile", f"tiling for {chosen.name}", stages, document, [observer], batch_rows=batch_rows
     )

@@ -438,7 +438,8 @@ def _worker_output(
 ) -> ShardSpec | None:
     """How workers hand back their rows: they write them into the dataset's staging themselves
     and send only what the observers read (a ShardSpec: the columns of plain observers, the
-    parts of mergeable summaries), or, with no output, send only that and the reject reasons; None when every row must come here (stdout, a device stage)."""
+    parts of mergeable summaries), or, with no output, send only that and the reject reasons;
+    None when every row must come here (stdout, a device stage)."""
     columns = [c for o in observers if o.summary is None for c in o.columns]
     summaries = [(o.columns, o.summary.empty()) for o in observers if o.summary is not None]
     if device is not None:

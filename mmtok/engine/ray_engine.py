@@ -234,10 +234,11 @@ def _slice_task(
     subs: dict[int, Rows] | None = None,
 ) -> tuple[list[tuple], dict[str, int], SliceOutput | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
-    each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the source's notes, and
-    with `spec` the slice's finished files (`mmtok.engine.workers.slice_messages`, as a Ray
-    task: the batches then carry only `spec.summary`). `subs`: batches (by number) whose result
-    is known, because they killed a task and were run row by row since."""
+    each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the
+    source's notes, and with `spec` the slice's finished files
+    (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then carry only
+    `spec.summary` and the summaries' parts). `subs`: batches (by number) whose result is
+    known, because they killed a task and were run row by row since."""
     files = None
     if spec is not None and spec.folder is not None:
         if not os.path.isdir(spec.folder):

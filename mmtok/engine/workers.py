@@ -231,12 +231,14 @@ def slice_messages(
     subs: dict[int, Rows] | None = None,
 ) -> Iterator[tuple]:
     """Read a slice and run the chain over each of its batches: a ("batch", kept, rejected,
-    records, rows read, read stats, summary parts) message per batch as it is ready (so the parent knows which
-    batch runs if this process dies), then ("end", notes, SliceOutput or None).
+    records, rows read, read stats, summary parts) message per batch as it is ready (so the
+    parent knows which batch runs if this process dies), then ("end", notes, SliceOutput or
+    None).
 
     With `spec`, the kept rows and rejects go into this slice's own files and the messages
-    carry only `spec.summary` of them (and the parts of its summaries, computed here). `subs`: batches (by number in the slice) whose result
-    is already known, because the batch killed a worker and was run row by row since.
+    carry only `spec.summary` of them (with the batch's part of each summary, computed here).
+    `subs`: batches (by number in the slice) whose result is already known, because the batch
+    killed a worker and was run row by row since.
     Each batch runs with `chain.for_slice(index, rows read in the slice before it)`."""
     files = SliceFiles(spec, index) if spec is not None and spec.folder else None
     row = 0

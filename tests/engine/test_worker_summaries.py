@@ -155,9 +155,10 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     this process) and the workers summarise the rest: the document is the uninterrupted one's."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
+    # one worker: slow enough to kill part-way
     args = [sys.executable, str(script), "estimate-budget", str(mixed), "-p", "qwen2-vl",
             "-p", "kimi-vl", "--context", "2000", "--suggest", "--decode", "--shard-rows", "256",
-            "-w", "1", "--json"]  # fmt: skip (one worker: slow enough to kill part-way)
+            "-w", "1", "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def finished(out: Path, *more: str) -> dict:

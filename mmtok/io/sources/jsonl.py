@@ -169,7 +169,7 @@ class JsonLinesSource(Source):
                 if len(shapes) < _SHAPES:
                     shapes.add(shape)
                 keys.update(dict.fromkeys(shape[0]))
-                pairs.update(zip(*shape))
+                pairs.update(zip(*shape, strict=True))
         kinds: dict[str, set[str]] = {key: set() for key in keys}
         for key, kind in pairs:
             kinds[key].add(_TYPE_KINDS[kind])
