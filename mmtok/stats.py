@@ -36,9 +36,9 @@ class _BottomK:
     `empty()`) keeps its rows unkeyed, in order: they get their keys when merged, in input order,
     into the main sample, from its count of rows so far.
 
-    Since mmtok 0.x (worker-side summaries) the keys are these hashes, not draws of a seeded
-    RNG in stream order: below `capacity` nothing changes (every value is kept); above it the
-    sample, so the percentiles, differ from older versions'.
+    Since summaries are computed in the workers, the keys are these hashes, not draws of a
+    seeded RNG in stream order: below `capacity` nothing changes (every value is kept); above
+    it the sample, so the percentiles, differ from earlier mmtok's.
     """
 
     def __init__(self, width: int | None, capacity: int | None, seed: int):

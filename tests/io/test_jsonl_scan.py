@@ -46,6 +46,8 @@ def test_late_kinds_and_odd_records_type_columns_as_a_full_read(tmp_path):
         "",
         json.dumps({"image": "d.jpg", "n": -(1 << 63), "list": [1]}),
         json.dumps({"image": "e.jpg", "deep": 1e308, "n": True}),
+        '  \t{"image": "f.jpg", "pad": 1}  ',  # JSON whitespace around a record
+        '{"image": "g.jpg"} {"extra": 1}',  # two values on a line: not a record
     ]
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -59,8 +61,9 @@ def test_late_kinds_and_odd_records_type_columns_as_a_full_read(tmp_path):
     types = {f.name: f.type for f in source.passthrough_fields()}
     assert types["x"] == pa.float64() and types["tag"] == pa.string()
     assert types["n"] == pa.string()  # int, bigint and bool: JSON text
-    assert source.count_rows() == 3000 + 6
-    assert [m[1] for m in source._marks] == list(range(0, 3006, 256))
+    assert "extra" not in source._kinds and source._kinds["pad"] == {"int"}
+    assert source.count_rows() == 3000 + 8
+    assert [m[1] for m in source._marks] == list(range(0, 3008, 256))
 
     array = tmp_path / "rows.json"
     array.write_text(json.dumps([{"image": "a.jpg", "n": 1 << 64}, {"image": "b.jpg", "n": 2}]))

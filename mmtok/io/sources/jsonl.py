@@ -56,11 +56,19 @@ _TYPE_KINDS = {
 _SHAPES = 4096  # record shapes the scan remembers (memory stays bounded)
 
 
+_scan_raw = _scan_decoder.raw_decode
+_JSON_SPACE = " \t\n\r"
+
+
 def _scan_json(text: str) -> Any:
+    """`JSONDecoder.decode` without its two regex calls: JSON's own whitespace stripped, then
+    the whole rest must be one value."""
+    body = text.strip(_JSON_SPACE)
     try:
-        return _scan_decoder.decode(text)
+        value, end = _scan_raw(body)
     except (RecursionError, ValueError) as e:
         return Unparsed(str(e), text)
+    return value if end == len(body) else Unparsed("Extra data", text)
 
 
 _KIND_TYPES = {
