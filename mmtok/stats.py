@@ -165,13 +165,17 @@ def exact_sum(values: np.ndarray) -> int:
         return 0
     mantissa, exponent = np.frexp(values)
     m = (mantissa * 2.0**53).astype(np.int64)  # exact: |mantissa| < 1
-    exponents, where = np.unique(exponent, return_inverse=True)
-    hi = np.bincount(where, weights=(m >> 27).astype(np.float64))
-    lo = np.bincount(where, weights=(m & ((1 << 27) - 1)).astype(np.float64))
+    slot = exponent + _LOWEST  # frexp exponents run from -1073 to 1024
+    hi = np.bincount(slot, weights=(m >> 27).astype(np.float64))
+    lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64))
     total = 0
-    for e, h, low in zip(exponents.tolist(), hi.tolist(), lo.tolist(), strict=True):
-        total += ((int(h) << 27) + int(low)) << (int(e) - 53 + _SCALE)
+    for at in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
+        part = (int(hi[at]) << 27) + int(lo[at])
+        total += part << (at - _LOWEST - 53 + _SCALE)
     return total
+
+
+_LOWEST = 1073
 
 
 def exact_float(total: int) -> float:
