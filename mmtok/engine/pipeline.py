@@ -445,7 +445,9 @@ def _worker_output(
     if device is not None:
         return None
     if isinstance(sink, DatasetSink):
-        return sink.shard_spec(columns, summaries)
+        spec = sink.shard_spec(columns)
+        spec.summaries = summaries
+        return spec
     if sink.count_only:
         return ShardSpec(None, pa.schema([]), send_columns=columns, summaries=summaries)
     return None

@@ -485,11 +485,8 @@ class DatasetSink:
         crash_point("row-group")
         self._writer.write_table(table, row_group_size=self.row_group_rows)
 
-    def shard_spec(
-        self, send_columns: list[str], summaries: list[tuple[list[str], Any]] | None = None
-    ) -> ShardSpec:
-        """What a worker needs to write its slices into this staging folder itself (and the
-        summaries it computes, `ShardSpec.summaries`)."""
+    def shard_spec(self, send_columns: list[str]) -> ShardSpec:
+        """What a worker needs to write its slices into this staging folder itself."""
         return ShardSpec(
             str(self.root / SLICES_DIR),
             self.row_write_schema,
@@ -499,7 +496,6 @@ class DatasetSink:
             self.row_group_bytes,
             self.shard_stats,
             send_columns,
-            summaries or [],
         )
 
     def adopt(self, output: SliceOutput, position: Any) -> None:
