@@ -189,3 +189,38 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     assert resumed["counts"] == reference["counts"]
     assert not resumed["presets"]["qwen2-vl"]["percentiles_exact"]
     assert resumed == reference
+
+
+@pytest.mark.parametrize("output", [True, False], ids=["written", "counted"])
+def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_files, output):
+    """Row 37 kills its worker: its batch runs row by row, its slice again with that result
+    (`_rerun_slice`), and the parts come from the workers as for any batch: the summary is that
+    of the rows kept, in order, with and without -o, for 1 and 2 workers."""
+    from poison_stages import PoisonProbe
+
+    from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
+    from mmtok.io.sources import Inputs, ReadOptions
+    from mmtok.stages.probe import ProbeSummary
+
+    names = sorted(n for n in image_files if n.endswith((".jpg", ".png", ".webp", ".gif")))
+    rows = [{"id": f"r{i:03d}", "image": str(image_files[names[i % len(names)]]),
+             "caption": "#kill" if i == 37 else f"row {i}"} for i in range(160)]  # fmt: skip
+    summaries = []
+    for workers, data in ((1, rows), (2, rows), (2, rows[:37] + rows[38:])):
+        summary = ProbeSummary()
+        for sample in summary.samples.values():
+            sample.capacity = 40
+        out = OutputOptions(str(tmp_path / f"w{len(summaries)}")) if output else None
+        manifest = run_pipeline(
+            Inputs([str(write_jsonl(tmp_path / "in.jsonl", data))], ReadOptions(batch_rows=4)),
+            [PoisonProbe()],
+            out,
+            workers=workers,
+            observers=[Observer(ProbeSummary.columns, summary=summary)],
+        )
+        crashes = manifest["counts"]["rejected_by_reason"].get("decoder_crash", 0)
+        assert crashes == (len(data) == len(rows))
+        summaries.append(summary.to_dict())
+    # the last: the input without row 37 (other slices and batches; the same kept rows)
+    assert summaries[0]["percentiles_exact"] is False
+    assert summaries[0] == summaries[1] == summaries[2]
