@@ -140,12 +140,18 @@ def run_local(
     workers: int,
     max_in_flight: int | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
+    spec: ShardSpec | None = None,
 ) -> Iterator[BatchResult]:
     """Run `chain` over `(rows, read_rejects, num_records)` batches read by the caller; yield
     results in order. `row_timeout`: seconds a worker may go without finishing a row (None:
-    no limit). `run_slices` is the fast path, where workers read their own input."""
+    no limit). `run_slices` is the fast path, where workers read their own input.
+
+    `spec`, a ShardSpec without folder (rows only counted): the results carry `spec.summary`
+    of each batch and its summaries' parts, made where the batch ran; a batch run row by row
+    has the parts of its rows merged in order (the summaries are exact under any cut)."""
+    assert spec is None or spec.folder is None
     units = (_Slot(*item) for item in batches)
-    yield from _run(units, None, chain, workers, max_in_flight, row_timeout)
+    yield from _run(units, None, chain, workers, max_in_flight, row_timeout, spec)
 
 
 def run_slices(
@@ -185,7 +191,7 @@ def _run(
         chain.setup()
         for unit in units:
             if isinstance(unit, _Slot):
-                unit.result = chain(unit.rows)
+                unit.finish(chain(unit.rows), None, spec)
                 yield unit.batch_result(chain)
                 continue
             assert reader is not None
@@ -233,8 +239,10 @@ class _Slot:
         # rows retried alone run with `StageChain.for_slice` as they would in the slice
         self.at = at
         self.result: Rows | None = None
+        self.parts: list[Any] | None = None  # of the summaries (`run_local` with a spec)
         self._rows_left = 0
         self._row_results: list[Rows | None] = []
+        self._row_parts: list[list[Any] | None] = []
 
     @property
     def done(self) -> bool:
@@ -243,19 +251,38 @@ class _Slot:
     def split(self) -> list[_Task]:
         """The batch failed as a whole: one task per row."""
         self._row_results = [None] * self.rows.num_rows
+        self._row_parts = [None] * self.rows.num_rows
         self._rows_left = self.rows.num_rows
         return [_Task(self, i) for i in range(self.rows.num_rows)]
 
-    def set_row(self, index: int, result: Rows) -> None:
-        self._row_results[index] = result
+    def finish(self, result: Rows, parts: list[Any] | None, spec: ShardSpec | None) -> None:
+        """The whole batch's result; with `spec` (`run_local`), one made here (rows rejected
+        before any stage, this process's own run) is summarised here."""
+        if spec is not None and parts is None:
+            *result, parts = spec.summary(*result)
+        self.result, self.parts = tuple(result), parts  # type: ignore[assignment]
+
+    def set_row(
+        self,
+        index: int,
+        result: Rows,
+        parts: list[Any] | None = None,
+        spec: ShardSpec | None = None,
+    ) -> None:
+        if spec is not None and parts is None:  # a row that failed alone, made here
+            *result, parts = spec.summary(*result)
+        self._row_results[index] = tuple(result)  # type: ignore[assignment]
+        self._row_parts[index] = parts
         self._rows_left -= 1
         if self._rows_left == 0:
-            parts = [r for r in self._row_results if r is not None]
+            rows = [r for r in self._row_results if r is not None]
             self.result = (
-                pa.concat_tables([kept for kept, _ in parts]),
-                [t for _, rejected in parts for t in rejected],
+                pa.concat_tables([kept for kept, _ in rows]),
+                [t for _, rejected in rows for t in rejected],
             )
-            self._row_results = []
+            if spec is not None:
+                self.parts = _merged(self._row_parts)
+            self._row_results, self._row_parts = [], []
 
     def batch_result(self, chain: StageChain) -> BatchResult:
         assert self.result is not None
@@ -265,7 +292,18 @@ class _Slot:
             _with_read_rejects(self.read_rejects, rejected, chain),
             self.num_records,
             self.position,
+            parts=self.parts,
         )
+
+
+def _merged(row_parts: list[list[Any] | None]) -> list[Any]:
+    """Each summary's parts of a batch's rows, merged in row order into one part."""
+    rows = [p for p in row_parts if p is not None]
+    merged = [part.empty() for part in rows[0]]
+    for parts in rows:
+        for into, part in zip(merged, parts, strict=True):
+            into.merge(part)
+    return merged
 
 
 class _SliceUnit:
@@ -324,11 +362,13 @@ class _Task:
         index, row = self.slot.at
         return ("rows", self.rows, index, row + (self.row or 0))
 
-    def finish(self, result: Rows) -> None:
+    def finish(
+        self, result: Rows, parts: list[Any] | None = None, spec: ShardSpec | None = None
+    ) -> None:
         if self.row is None:
-            self.slot.result = result
+            self.slot.finish(result, parts, spec)
         else:
-            self.slot.set_row(self.row, result)
+            self.slot.set_row(self.row, result, parts, spec)
 
 
 class _Pool:
@@ -368,7 +408,8 @@ class _Pool:
                     break
                 pending.append(unit)
                 if isinstance(unit, _Slot) and unit.rows.num_rows == 0:
-                    unit.result = self.chain(unit.rows)  # nothing to run: every row rejected
+                    # nothing to run: every row rejected
+                    unit.finish(self.chain(unit.rows), None, self._batch_spec)
                 elif isinstance(unit, _Slot):
                     self.queue.append(_Task(unit))
                 else:
@@ -457,7 +498,7 @@ class _Pool:
             self.failed_starts = 0
             worker.seen = (-1, time.monotonic())
         elif kind == "done":
-            self._finish(worker.held.popleft(), message[1])
+            self._finish(worker.held.popleft(), message[1], message[2])
         elif kind == "batch":  # one batch of the slice the worker is reading
             worker.held[0].add(*message[1:])
         elif kind == "end":  # the end of that slice
@@ -505,8 +546,13 @@ class _Pool:
             self._finish(running, _failed_row(self.chain, running.rows, stage, reason, how))
         self.queue.extendleft(reversed(retry + waiting))
 
-    def _finish(self, task: _Task, result: Rows) -> None:
-        task.finish(result)
+    @property
+    def _batch_spec(self) -> ShardSpec | None:
+        """`run_local`'s spec (batches summarised where they run), None for slices."""
+        return self.spec if self.reader is None else None
+
+    def _finish(self, task: _Task, result: Rows, parts: list[Any] | None = None) -> None:
+        task.finish(result, parts, self._batch_spec)
         slot = task.slot
         if slot.parent is not None and slot.done:  # the slice can run again, with this batch
             unit, number = slot.parent

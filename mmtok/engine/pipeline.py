@@ -351,8 +351,14 @@ def run_pipeline(
                     spec=spec,
                 )
             else:  # inputs that only give batches (a random sample), or an older state file
+                counted = isinstance(sink, StdoutSink) and sink.count_only
                 results = run_local(
-                    _batches_after(inputs, skip, stages), chain, workers, row_timeout=row_timeout
+                    _batches_after(inputs, skip, stages),
+                    chain,
+                    workers,
+                    row_timeout=row_timeout,
+                    # rows only counted: the workers send the summaries' parts, not the rows
+                    spec=_worker_output(sink, device, observers) if counted else None,
                 )
             stream = _noting_positions(results, positions)
             final = device.run_stream(stream) if device else stream

@@ -198,6 +198,7 @@ def _main(
             task = conn.recv()
         except EOFError:  # the parent is gone
             return
+        parts = None
         try:
             if isinstance(task, tuple) and task[0] == "rows":  # rows of a slice, run apart
                 _, rows, index, row = task
@@ -213,11 +214,13 @@ def _main(
                 continue
             else:
                 result = chain(task, progress)
+                if spec is not None:  # batches read by the parent, only counted: summaries
+                    *result, parts = spec.summary(*result)
         except BaseException as e:  # noqa: BLE001 - a bug in a stage: the parent stops the run
             _send_error(conn, e)
             return
         row_done()
-        conn.send(("done", result))
+        conn.send(("done", tuple(result), parts))
 
 
 def slice_messages(

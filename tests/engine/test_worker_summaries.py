@@ -117,10 +117,12 @@ def test_sampled_budget_whatever_the_workers(mixed, tmp_path, monkeypatch, small
 
 def test_the_main_process_receives_no_observed_column(mixed, worker_messages):
     """Workers send each batch's summary parts: the tables that reach this process hold only
-    a row count and reject reasons, never the probed or budget columns."""
+    a row count and reject reasons, never the probed or budget columns (nor, with --sample,
+    where this process reads the batches, the rows)."""
     document("probe", str(mixed), "-w", "2")
     document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--context", "900", "--suggest",
              "-w", "2")  # fmt: skip
+    document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--sample", "600", "-w", "2")
     tables = [
         x
         for m in worker_messages
@@ -130,13 +132,14 @@ def test_the_main_process_receives_no_observed_column(mixed, worker_messages):
     ]
     assert len(tables) > 12
     assert {c for t in tables for c in t.column_names} <= {"rows", "reason"}
-    parts = [
-        type(p).__name__
+    parts = {
+        (m[0], type(p).__name__)
         for m in worker_messages
-        if isinstance(m, tuple) and m[0] == "batch" and m[-1] is not None
+        if isinstance(m, tuple) and m[0] in ("batch", "done") and m[-1] is not None
         for p in m[-1]
-    ]
-    assert {"ProbeSummary", "BudgetSummary", "VideoSummary"} <= set(parts)
+    }
+    assert {("batch", "ProbeSummary"), ("batch", "BudgetSummary"), ("done", "BudgetSummary"),
+            ("done", "VideoSummary")} <= parts  # fmt: skip
 
 
 SCRIPT = """
@@ -191,14 +194,16 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     assert resumed == reference
 
 
-@pytest.mark.parametrize("output", [True, False], ids=["written", "counted"])
+@pytest.mark.parametrize("output", [True, False, "sampled"], ids=["written", "counted", "sampled"])
 def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_files, output):
     """Row 37 kills its worker: its batch runs row by row, its slice again with that result
     (`_rerun_slice`), and the parts come from the workers as for any batch: the summary is that
-    of the rows kept, in order, with and without -o, for 1 and 2 workers."""
+    of the rows kept, in order, with and without -o, for 1 and 2 workers. "sampled": batches
+    read here (`run_local`, every row sampled), the parts of the retried rows merged in order."""
     from poison_stages import PoisonProbe
 
     from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
+    from mmtok.io.sample import SampledInputs
     from mmtok.io.sources import Inputs, ReadOptions
     from mmtok.stages.probe import ProbeSummary
 
@@ -210,9 +215,12 @@ def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_
         summary = ProbeSummary()
         for sample in summary.samples.values():
             sample.capacity = 40
-        out = OutputOptions(str(tmp_path / f"w{len(summaries)}")) if output else None
+        out = OutputOptions(str(tmp_path / f"w{len(summaries)}")) if output is True else None
+        inputs = Inputs([str(write_jsonl(tmp_path / "in.jsonl", data))], ReadOptions(batch_rows=4))
+        if output == "sampled":
+            inputs = SampledInputs(inputs, len(data))
         manifest = run_pipeline(
-            Inputs([str(write_jsonl(tmp_path / "in.jsonl", data))], ReadOptions(batch_rows=4)),
+            inputs,
             [PoisonProbe()],
             out,
             workers=workers,
