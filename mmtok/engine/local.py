@@ -296,9 +296,12 @@ class _Slot:
         )
 
 
-def _merged(row_parts: list[list[Any] | None]) -> list[Any]:
-    """Each summary's parts of a batch's rows, merged in row order into one part."""
+def _merged(row_parts: list[list[Any] | None]) -> list[Any] | None:
+    """Each summary's parts of a batch's rows, merged in row order into one part (None: the
+    spec has no summaries, only columns)."""
     rows = [p for p in row_parts if p is not None]
+    if not rows:
+        return None
     merged = [part.empty() for part in rows[0]]
     for parts in rows:
         for into, part in zip(merged, parts, strict=True):
