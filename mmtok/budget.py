@@ -80,9 +80,13 @@ class Sums:
         return out
 
     @classmethod
-    def of(cls, a: dict[str, np.ndarray]) -> Sums:
-        """Sums of per-row arrays (the columns of ARRAY_COLUMNS)."""
+    def of(cls, a: dict[str, np.ndarray], *, spread: bool = True) -> Sums:
+        """Sums of per-row arrays (the columns of ARRAY_COLUMNS). `spread` False: without the
+        bytes-per-token sums (`distribution`'s, which `figures` does not read: the bootstrap's
+        thousand resamples skip their exact sums)."""
         b = a["bytes_per_token"][~np.isnan(a["bytes_per_token"])]
+        if not spread:
+            b = b[:0]
         fit = a["overflow"] == 0
         return cls(
             rows=len(a["image_tokens"]),
@@ -350,13 +354,16 @@ def bootstrap(
     a = {k: np.concatenate([x[k] for x in arrays]) for k in ARRAY_COLUMNS}
     n = len(a["image_tokens"])
     counts = {
-        k for k, v in flatten(figures(Sums.of(a), scale, preset, opts)).items() if type(v) is int
+        k
+        for k, v in flatten(figures(Sums.of(a, spread=False), scale, preset, opts)).items()
+        if type(v) is int
     }
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
         idx = rng.integers(0, n, n)
-        values = flatten(figures(Sums.of({k: v[idx] for k, v in a.items()}), scale, preset, opts))
+        resample = Sums.of({k: v[idx] for k, v in a.items()}, spread=False)
+        values = flatten(figures(resample, scale, preset, opts))
         for k, v in values.items():
             draws.setdefault(k, []).append(v)
     out: dict[str, list[float]] = {}
