@@ -6,15 +6,19 @@ lines in one run, with peak memory at two row counts.
   python benchmarks/budget.py --mmtok-root /work/main  # the same, with another checkout's mmtok
   python benchmarks/budget.py --baseline /work/main    # both checkouts, one after the other
   python benchmarks/budget.py --rows 20000 --components  # + CPU per row of each piece, in process
+  python benchmarks/budget.py --rows 20000 --baseline /work/main --repeat 5  # best of 5 each
 
 Data lines (rows repeat a set of distinct files, warm page cache, as a crawl re-reads nothing):
 - JPEGs of mixed sizes (200-4000 px);
 - a crawl-like mix: 70% JPEG, 25% PNG (a third of them with EXIF: half before the pixel data,
   as Pillow and libpng write it, half after it, as tools that append metadata do), 5% WebP.
-Reference: one process running `Image.open(p).size` per row (the least a header probe can do),
-over the same rows in the same run. mmtok: the whole command in a fresh process (start-up,
-default workers, Parquet output), timed by the wall clock; ratio > 1: mmtok is faster. Peak RSS
-is the largest single process of the run.
+References, over the same rows in the same run: `Image.open(p).size` per row (the least a
+header probe can do) timed in this process, the loop alone (the issue's target: mmtok >= 1.1x
+it); and the same loop as a user would run it, a fresh `python -c` that reads the JSONL and
+opens each image with Pillow, timed from process start (interpreter, imports) to exit, like
+mmtok. mmtok: the whole command in a fresh process (start-up, default workers, Parquet output),
+timed by the wall clock; ratio > 1: mmtok is faster. Peak RSS is the largest single process of
+the run. `--repeat N`: every figure the best of N, the checkouts interleaved in each round.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _measure import command_cost
@@ -129,6 +134,22 @@ def pillow_cpu(paths: list[Path]) -> float:
     return (time.process_time() - t0) / len(paths) * 1e6
 
 
+# The whole-process reference: what a user's own script would do, start to exit.
+PILLOW_SCRIPT = """
+import json, sys
+from PIL import Image
+with open(sys.argv[1]) as f:
+    for line in f:
+        Image.open(json.loads(line)["image"]).size
+"""
+
+
+def pillow_process(rows_file: Path, rows: int, root: Path) -> float:
+    """Rows/s of `PILLOW_SCRIPT` over the wall time of its whole process."""
+    cost = command_cost([sys.executable, "-c", PILLOW_SCRIPT, str(rows_file)], root)
+    return rows / cost.wall
+
+
 def mmtok_run(
     rows_file: Path, rows: int, out: Path | None, root: Path
 ) -> tuple[float, float, float]:
@@ -191,6 +212,22 @@ def components(rows_file: Path, root: Path) -> str:
     return result.stdout.strip()
 
 
+def keep(best: dict[Any, list[float]], key: Any, *figures: float) -> None:
+    """The best of each figure so far: rates (first) highest, CPU lowest, peak RSS highest."""
+    if key not in best:
+        best[key] = list(figures)
+        return
+    old = best[key]
+    if key == "pillow":  # rate, CPU us
+        best[key] = [max(old[0], figures[0]), min(old[1], figures[1])]
+    elif key == "process":
+        best[key] = [max(old[0], figures[0])]
+    else:  # rate, cpu, rss, bare rate, bare cpu
+        rate, cpu, rss, bare, bare_cpu = figures
+        best[key] = [max(old[0], rate), min(old[1], cpu), max(old[2], rss), max(old[3], bare),
+                     min(old[4], bare_cpu)]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,6 +238,7 @@ def main() -> None:
     parser.add_argument("--mmtok-root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--baseline", type=Path, help="also another checkout, interleaved")
     parser.add_argument("--components", action="store_true", help="CPU per row of each piece")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N runs of each figure")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mmtok-bench")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -219,25 +257,41 @@ def main() -> None:
                     "".join(json.dumps({"image": str(p), "caption": "a photo " * 8}) + "\n"
                             for p in paths)
                 )  # fmt: skip
-                pillow, pillow_us = pillow_rate(paths), pillow_cpu(paths)
+                best: dict[Any, list[float]] = {}  # figure -> best so far (rates: highest)
+                for round_ in range(args.repeat):
+                    keep(best, "pillow", pillow_rate(paths), pillow_cpu(paths))
+                    keep(best, "process", pillow_process(rows_file, rows, root))
+                    order = roots if round_ % 2 == 0 else roots[::-1]
+                    for each in order:
+                        rate, cpu, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", each)
+                        bare, bare_cpu, _ = mmtok_run(rows_file, rows, None, each)
+                        keep(best, each, rate, cpu, rss, bare, bare_cpu)
+                pillow, pillow_us = best["pillow"]
                 for each in roots:
-                    rate, cpu, rss = mmtok_run(rows_file, rows, Path(tmp) / "out", each)
-                    bare, bare_cpu, _ = mmtok_run(rows_file, rows, None, each)
+                    rate, cpu, rss, bare, bare_cpu = best[each]
                     label = labels[line] if len(roots) == 1 else f"{labels[line]} [{each.name}]"
-                    results.append((label, rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us))
+                    results.append(
+                        (label, rows, rate, bare, pillow, best["process"][0], rss, cpu, bare_cpu,
+                         pillow_us)
+                    )  # fmt: skip
                 if args.components:
                     parts.append(f"{labels[line]}, {rows:,} rows: {components(rows_file, root)}")
                 print(f"  {labels[line]}, {rows:,} rows: done", flush=True)
     print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
-    print("rows/s: wall time of the whole command (-o OUT, and with no -o); CPU: microseconds")
-    print("per row of the command and its workers, against the Pillow loop's own CPU per row")
-    print(f"{'data':<42}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'ratio':>6}"
-          f"{'CPU us':>8}{'no -o':>7}{'Pillow':>7}{'peak MB':>8}")  # fmt: skip
-    for label, rows, rate, bare, pillow, rss, cpu, bare_cpu, pillow_us in results:
+    print("rows/s: wall time of the whole command (-o OUT, and with no -o); Pillow/s: the loop")
+    print("timed in process; proc/s: the same loop as a fresh `python -c` script, start to exit;")
+    print("ratio: mmtok -o against the loop (the issue's target: >= 1.1), vs proc: against the")
+    print("script; CPU: microseconds per row of the command and its workers, against the loop's")
+    print(f"{'data':<42}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'proc/s':>8}"
+          f"{'ratio':>6}{'vs proc':>8}{'CPU us':>8}{'no -o':>7}{'Pillow':>7}{'peak MB':>8}")  # fmt: skip
+    for label, rows, rate, bare, pillow, process, rss, cpu, bare_cpu, pillow_us in results:
         print(
-            f"{label:<42}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{rate / pillow:>6.2f}"
-            f"{cpu:>8.1f}{bare_cpu:>7.1f}{pillow_us:>7.1f}{rss:>8,.0f}"
+            f"{label:<42}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{process:>8,.0f}"
+            f"{rate / pillow:>6.2f}{rate / process:>8.2f}{cpu:>8.1f}{bare_cpu:>7.1f}"
+            f"{pillow_us:>7.1f}{rss:>8,.0f}"
         )
+    if args.repeat > 1:
+        print(f"(each figure the best of {args.repeat} runs)")
     if parts:
         print("\nCPU us per row of the pieces, in one process (scan: the main process; the rest:")
         print("what a worker runs; stages = probe + budget with probe_image inside):")

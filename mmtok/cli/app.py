@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 import mmtok
+from mmtok.cli import coercion
 from mmtok.cli.entry import main  # the executable (old installs name it here)
 
 # name -> (module, function), in the order `mmtok --help` lists them
@@ -66,7 +67,8 @@ def _no_type(ctx: Any) -> None:
 
 
 class _CleanHelp:
-    """Help that reads cleanly at 80 columns: reflowed paragraphs, value names, no types."""
+    """Help that reads cleanly at 80 columns: reflowed paragraphs, value names, no types; and
+    values converted without pydantic (`mmtok.cli.coercion`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +77,7 @@ class _CleanHelp:
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # with --help and Typer's completion options
         for param in params:
+            coercion.install(param)  # before any value is parsed: no pydantic
             if param.metavar is None:
                 param.metavar = value_name(param)
             if isinstance(param, TyperArgument):  # its name says what it takes: no type column

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from mmtok.budget_report import render as render_report
 from mmtok.cli import options as o
 from mmtok.cli.output import handle_errors
 from mmtok.cli.presets import PresetFileOpt
@@ -134,6 +133,8 @@ def estimate_budget(
 
 
 def render(console: Any, doc: dict[str, Any]) -> None:
+    from mmtok.budget_report import render as render_report  # rich: only to print tables
+
     render_report(console, doc)
     render_videos(console, doc)
 

@@ -11,7 +11,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from mmtok.cli.output import Reporter
 from mmtok.commands.options import DEFAULT_ROW_TIMEOUT as DEFAULT_ROW_TIMEOUT
@@ -335,6 +334,8 @@ def stderr_is_data(opts: Any) -> bool:
 def say_problems(reporter: Reporter, problems: list[str], *, stderr_is_data: bool) -> None:
     """After a run: an input that gave no usable row (wrong format, wrong column), said on
     stderr, unless stderr carries the rejected rows."""
-    if not stderr_is_data:
+    if problems and not stderr_is_data:
+        from rich.markup import escape
+
         for problem in problems:
             reporter.err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)

@@ -8,8 +8,6 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from mmtok.api import layout_record
 from mmtok.cli.output import handle_errors
@@ -55,6 +53,9 @@ def presets(
                 + "\n"
             )
         return
+    from rich.console import Console  # only for the table (`layout` never loads rich)
+    from rich.table import Table
+
     table = Table(title="mmtok presets", title_justify="left")
     for column in ("preset", "family", "parameters", "source"):
         table.add_column(column, overflow="fold")
