@@ -35,8 +35,11 @@ import atexit, json, resource, sys
 out = sys.argv.pop(1)
 def dump():
     r = resource.getrusage(resource.RUSAGE_SELF)
+    # VmHWM, not ru_maxrss: that one keeps the peak of the process that exec'd this one
+    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
     with open(out, "w") as f:
-        json.dump({"cpu": r.ru_utime + r.ru_stime, "rss_mb": r.ru_maxrss / 1024}, f)
+        json.dump({"cpu": r.ru_utime + r.ru_stime,
+                   "rss_mb": int(status["VmHWM"].split()[0]) / 1024}, f)
 atexit.register(dump)
 sys.argv[0] = "mmtok"
 from mmtok.cli.entry import main
@@ -44,13 +47,13 @@ main()
 """
 
 
-def make_clips(folder: Path, count: int, distinct: int = 8) -> Path:
+def make_clips(folder: Path, count: int, size: tuple[int, int], distinct: int = 8) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     kinds = ["h264", "open_gop", "mkv", "vfr_mp4"]
     made = []
     for i in range(distinct):
         path = folder / f"src{i}.{'mkv' if kinds[i % 4] == 'mkv' else 'mp4'}"
-        make_video(path, kinds[i % 4], width=320, height=240, frames=120)
+        make_video(path, kinds[i % 4], width=size[0], height=size[1], frames=120)
         made.append(path)
     for i in range(count):
         src = made[i % distinct]
@@ -93,11 +96,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--formats", nargs="+", default=["jpeg", "raw"])
+    parser.add_argument("--size", default="320x240", help="of the clips, WxH")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mmtok-frames-bench-"))
     try:
-        clips = make_clips(work / "clips", args.clips)
-        print(f"{args.clips} clips 320x240, 120 frames; --num-frames 8; best of {args.repeats}")
+        size = tuple(int(x) for x in args.size.split("x"))
+        clips = make_clips(work / "clips", args.clips, size)  # type: ignore[arg-type]
+        print(f"{args.clips} clips {args.size}, 120 frames; --num-frames 8; best of {args.repeats}")
         print("| format | -w | root | wall s | main CPU s | main peak RSS MB |")
         print("|---|---|---|---|---|---|")
         for fmt in args.formats:

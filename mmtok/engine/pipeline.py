@@ -437,9 +437,7 @@ def _worker_output(
     return None
 
 
-def _recycled_slices(
-    inputs: Inputs, rows: int | None, limit: int
-) -> tuple[int, int | None]:
+def _recycled_slices(inputs: Inputs, rows: int | None, limit: int) -> tuple[int, int | None]:
     """Slices for a chain whose workers retire after `limit` rows (`Stage.recycle_after`, video
     decoders): (records per slice: `rows`, or `plan_slices`'s default, cut to `limit` in whole
     batches; the most records a slice of that plan holds). A worker then runs whole slices and

@@ -84,7 +84,9 @@ def same_files(out: Path, reference: Path) -> bool:
 
 
 def rows_of(out: Path) -> list[dict]:
-    return pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))).to_pylist()
+    return pa.concat_tables(
+        pq.read_table(p) for p in sorted(out.glob("part-*.parquet"))
+    ).to_pylist()
 
 
 def test_one_and_two_workers_write_the_rows_of_the_main_process_path(videos, tmp_path):
@@ -106,9 +108,11 @@ def test_one_and_two_workers_write_the_rows_of_the_main_process_path(videos, tmp
             assert frame[key] == row[key], key
     rejected = [json.loads(line) for line in rejects_file.read_text().splitlines()]
     written = pq.read_table(tmp_path / "w1" / "__mmtok__" / "rejects.parquet").to_pylist()
-    assert [(r["id"], r["reason"]) for r in rejected] == [
-        (r["id"], r["reason"]) for r in written
-    ] == [(written[0]["id"], "not_video")]
+    assert (
+        [(r["id"], r["reason"]) for r in rejected]
+        == [(r["id"], r["reason"]) for r in written]
+        == [(written[0]["id"], "not_video")]
+    )
 
 
 def test_a_listing_read_whole_keeps_the_batch_path(videos, tmp_path, worker_messages):
