@@ -162,6 +162,7 @@ def run_slices(
     max_in_flight: int | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
     spec: ShardSpec | None = None,
+    slice_rows: int | None = None,
 ) -> Iterator[BatchResult]:
     """Run `chain` over `(index, slice, batches to skip)` units: each worker reads its slices
     itself (the main process sends a few numbers and gets results back). Yields results in
@@ -170,8 +171,12 @@ def run_slices(
 
     With `spec` (`mmtok.io.shard_writer`), a worker also writes its slices' kept rows and
     rejects itself: the results carry only `spec.summary` of each batch, and each slice ends
-    with a result whose `written` names its files."""
-    units = (_SliceUnit(index, part, skip) for index, part, skip in slices)
+    with a result whose `written` names its files.
+
+    `slice_rows`: the most rows a slice holds, for a chain whose workers retire
+    (`Stage.recycle_after`): a worker takes whole slices while they fit in its limit, then
+    retires between two slices (unknown: one slice per worker)."""
+    units = (_SliceUnit(index, part, skip, slice_rows) for index, part, skip in slices)
     # one more unit per worker than with batches: a slice that finished early waits for the
     # one before it, and its worker should not idle meanwhile
     max_in_flight = max_in_flight or (TASKS_PER_WORKER + 1) * max(workers, 1)
@@ -312,8 +317,9 @@ def _merged(row_parts: list[list[Any] | None]) -> list[Any] | None:
 class _SliceUnit:
     """One slice given to a worker whole: its batches' results arrive one by one, in order."""
 
-    def __init__(self, index: int, part: Slice, skip: int = 0):
+    def __init__(self, index: int, part: Slice, skip: int = 0, rows: int | None = None):
         self.index, self.part, self.skip = index, part, skip
+        self.rows = rows  # the most rows it holds (None: unknown), for Stage.recycle_after
         self.results: deque[tuple[BatchResult, Any]] = deque()  # (result, read stats)
         self.received = skip  # batches of the slice finished (results received)
         # batches whose results were queued: a slice run again from its start (its files are
@@ -445,26 +451,38 @@ class _Pool:
             self._dispatch()
             self._wait()
 
-    def _retiring(self, worker: Worker) -> bool:
-        limit = self.chain.recycle_after
-        return limit is not None and worker.rows_given >= limit
+    def _rows(self, task: _Task | _SliceUnit) -> int:
+        """The rows a task gives its worker, at most (for `Stage.recycle_after`)."""
+        if isinstance(task, _SliceUnit):
+            return task.rows if task.rows is not None else self.chain.recycle_after or 0
+        return 1 if task.row is not None else task.slot.rows.num_rows
 
     def _recycle(self, worker: Worker) -> None:
-        """A worker given `Stage.recycle_after` rows is replaced once it holds nothing."""
-        if self._retiring(worker) and not worker.held and worker in self.workers:
+        """A worker past `Stage.recycle_after` rows is replaced once it holds nothing."""
+        if worker.retiring and not worker.held and worker in self.workers:
             worker.stop()
             self.workers[self.workers.index(worker)] = self._new_worker()
 
     def _dispatch(self) -> None:
+        limit = self.chain.recycle_after
         while self.queue:
-            open_ = [w for w in self.workers if not self._retiring(w)]
+            task = self.queue[0]
+            rows = self._rows(task)
+            if limit is not None:  # a fresh worker takes any task, a used one what fits
+                for worker in list(self.workers):
+                    if worker.rows_given and worker.rows_given + rows > limit:
+                        worker.retiring = True
+                        self._recycle(worker)
+            open_ = [w for w in self.workers if not w.retiring]
             if not open_:  # all retire when their work is done; fresh ones take the rest
                 return
             worker = min(open_, key=lambda w: len(w.held))
             if len(worker.held) >= TASKS_PER_WORKER:
                 return
-            task = self.queue.popleft()
-            worker.give(task, task.message)
+            self.queue.popleft()
+            worker.give(task, task.message, rows)
+            if limit is not None and worker.rows_given >= limit:
+                worker.retiring = True
 
     def _wait(self) -> None:
         owner: dict[Any, Worker] = {}
@@ -594,7 +612,7 @@ class _Pool:
         batch, row = read_batch(self.reader, unit.part, unit.received)
         if batch is None:  # it died after its last batch
             return []
-        rest = _SliceUnit(unit.index, unit.part, unit.received + 1)
+        rest = _SliceUnit(unit.index, unit.part, unit.received + 1, unit.rows)
         position = (unit.index, unit.received + 1, batch.rows.num_rows)
         stats = (unit.part, batch.stats)
         at = (unit.index, row)

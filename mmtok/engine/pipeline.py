@@ -98,6 +98,8 @@ def dataset_sink(
         "shard_rows": output.shard_rows,
         "shard_bytes": output.shard_bytes,
     }
+    if recycle := min((s.recycle_after for s in stages if s.recycle_after), default=None):
+        run_key["recycle_after"] = recycle  # the slices are cut to it: a resume needs the same
     metadata = {
         "mmtok_version": mmtok.__version__,
         "mmtok_command": command,
@@ -305,16 +307,20 @@ def run_pipeline(
 
             # Ray tasks read their own slices, as the local workers do (same positions), and
             # write their files where the local workers would (same slices, same shards)
+            most = None
             if isinstance(inputs, Inputs) and (position or not skip):
                 for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
                     source.stats = ReadStats()
                 rows = None
-                if not chain.recycle_after:  # as locally: those get their rows written here
-                    spec = _worker_output(sink, device, observers)
+                spec = _worker_output(sink, device, observers)
                 if spec is not None and spec.folder is not None:
                     rows = slice_rows(
                         total, inputs.options.batch_rows, spec.shard_rows, SLICE_BATCHES
                     )
+                if chain.recycle_after:  # as locally; a slice too large: the driver writes
+                    rows, most = _recycled_slices(inputs, rows, chain.recycle_after)
+                    if most is None:
+                        spec, rows = None, None
                 units = _slices_after(inputs, position, stages, rows)
                 reader = SliceReader.of(inputs)
             else:  # inputs that only give batches (a random sample), or an older state file
@@ -328,20 +334,25 @@ def run_pipeline(
                 options=ray_options,
                 row_timeout=row_timeout,
                 spec=spec,
+                slice_rows=most,
             )
             final = _noting_positions(ray_results, positions)
         else:
-            # a stage whose workers are recycled after N rows (video decoders) gets rows in
-            # batches, so a worker can retire between them rather than after a whole slice
-            if isinstance(inputs, Inputs) and (position or not skip) and not chain.recycle_after:
-                for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
-                    source.stats = ReadStats()
+            sliced = isinstance(inputs, Inputs) and bool(position or not skip)
+            if sliced:
                 spec = _worker_output(sink, device, observers)
-                rows = None
+                rows, most = None, None
                 if spec is not None and spec.folder is not None:
                     rows = slice_rows(
                         total, inputs.options.batch_rows, spec.shard_rows, SLICE_BATCHES
                     )
+                if chain.recycle_after:
+                    rows, most = _recycled_slices(inputs, rows, chain.recycle_after)
+                    if most is None:  # a slice too large for a worker's life: batches
+                        sliced, spec = False, None
+            if sliced:
+                for source in inputs.sources:  # this pass's figures (dedup reads inputs twice)
+                    source.stats = ReadStats()
                 results = run_slices(
                     SliceReader.of(inputs),
                     _slices_after(inputs, position, stages, rows),
@@ -349,6 +360,7 @@ def run_pipeline(
                     workers,
                     row_timeout=row_timeout,
                     spec=spec,
+                    slice_rows=most,
                 )
             else:  # inputs that only give batches (a random sample), or an older state file
                 counted = isinstance(sink, StdoutSink) and sink.count_only
@@ -457,6 +469,28 @@ def _worker_output(
     if sink.count_only:
         return ShardSpec(None, pa.schema([]), send_columns=columns, summaries=summaries)
     return None
+
+
+def _recycled_slices(inputs: Inputs, rows: int | None, limit: int) -> tuple[int, int | None]:
+    """Slices for a chain whose workers retire after `limit` rows (`Stage.recycle_after`, video
+    decoders): (records per slice: `rows`, or `plan_slices`'s default, cut to `limit` in whole
+    batches; the most records a slice of that plan holds). A worker then runs whole slices and
+    retires between two. The most is None when a slice can be larger than the limit (a tar
+    shard, a JSON array or a Parquet row group read whole, of unknown or too many records):
+    the run then goes in batches, which a worker can retire between."""
+    batch = inputs.options.batch_rows
+    rows = min(rows or SLICE_BATCHES * batch, max(1, limit // batch) * batch)
+    plan = plan_slices(inputs, rows)
+    most = 0
+    for i, part in enumerate(plan):
+        if i + 1 < len(plan) and plan[i + 1].source == part.source and part.kind != "whole":
+            end: int | None = plan[i + 1].first_row
+        else:
+            end = inputs.sources[part.source].count_rows()
+        if end is None or end - part.first_row > max(limit, rows):
+            return rows, None
+        most = max(most, end - part.first_row)
+    return rows, most
 
 
 def _slices_after(

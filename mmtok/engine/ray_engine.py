@@ -441,6 +441,7 @@ class _Driver:
         row_timeout: float | None,
         options: RayOptions,
         spec: ShardSpec | None = None,
+        slice_rows: int | None = None,
     ):
         self.ray, self.chain, self.reader, self.row_timeout = ray, chain, reader, row_timeout
         self.spec = spec
@@ -465,7 +466,11 @@ class _Driver:
             # a stage that leaks (video decoders) gets a fresh process per task
             **({"max_calls": 1} if chain.recycle_after else {}),
         }
-        self.slice_task = ray.remote(**remote)(_slice_task)
+        # ... or per as many slices of at most `slice_rows` rows as fit in its limit
+        calls = {}
+        if chain.recycle_after and slice_rows:
+            calls = {"max_calls": max(1, chain.recycle_after // slice_rows)}
+        self.slice_task = ray.remote(**{**remote, **calls})(_slice_task)
         self.batch_task = ray.remote(**remote)(_batch_task)
 
     def results(self, units: Iterable[_Slice | _Batch]) -> Iterator[BatchResult]:
@@ -790,6 +795,7 @@ def run_ray(
     options: RayOptions | None = None,
     row_timeout: float | None = DEFAULT_ROW_TIMEOUT,
     spec: ShardSpec | None = None,
+    slice_rows: int | None = None,
 ) -> Iterator[BatchResult]:
     """Run `chain` (then `device`, the model stage) on a Ray cluster; yield the results in
     input order, each batch exactly once. `units`: with `reader`, `(index, slice, batches to
@@ -797,7 +803,8 @@ def run_ray(
     `(rows, read rejects, records)` batches the caller read. `spec` (with `reader`, no
     `device`): the tasks write each slice's files, as `run_slices(spec=...)` does locally; the
     results carry `spec.summary` of each batch, and each slice ends with a result whose
-    `written` names its files."""
+    `written` names its files. `slice_rows`: the most rows a slice holds, for a chain whose
+    workers retire (`Stage.recycle_after`): a process then runs as many slices as fit."""
     assert spec is None or (reader is not None and device is None)
     ray = connect(address)
     options = options or RayOptions()
@@ -806,7 +813,7 @@ def run_ray(
         work: Iterable[_Slice | _Batch] = (_Slice(i, part, skip) for i, part, skip in units)
     else:
         work = (_Batch(rows, rejects, n) for rows, rejects, n in units)  # type: ignore[misc]
-    driver = _Driver(ray, chain, reader, row_timeout, options, spec)
+    driver = _Driver(ray, chain, reader, row_timeout, options, spec, slice_rows)
     try:
         with redirect_stdout(sys.stderr):  # Ray prints worker deaths on the driver's stdout
             results = driver.results(work)

@@ -94,6 +94,7 @@ class Worker:
         self.ready = False  # set up and waiting for batches
         self.held: deque[Any] = deque()  # tasks sent and not answered, oldest (running) first
         self.rows_given = 0  # for Stage.recycle_after
+        self.retiring = False  # takes no more work; replaced once it holds nothing
         self.seen = (-1, time.monotonic())  # the last progress value and when it was first seen
         # Sends happen on a thread: a worker hung in C code holding its GIL would block a send
         # from the main thread once the pipe's buffer is full, and nothing could time it out.
@@ -108,18 +109,16 @@ class Worker:
             except Exception:  # noqa: BLE001 - the worker is gone (its sentinel says so)
                 return
 
-    def give(self, task: Any, message: pa.Table | tuple) -> None:
+    def give(self, task: Any, message: pa.Table | tuple, rows: int = 0) -> None:
         """Send a batch's rows (one result back), or ("rows", rows, slice index, row) for rows
         of a slice's batch run apart from it (`StageChain.for_slice`; one result back), or
         ("slice", slice, skip, index, substitutes): the worker reads the slice itself and sends
-        a result per batch, then ("end", notes, written files)."""
+        a result per batch, then ("end", notes, written files). `rows`: the rows this gives
+        it, at most (for `Stage.recycle_after`)."""
         if not self.held:  # an idle worker made no progress while it waited: start the clock now
             self.seen = (int(self.progress[COUNTER]), time.monotonic())
         self.held.append(task)
-        if isinstance(message, pa.Table):  # slices are given whole (recycling waits for their end)
-            self.rows_given += message.num_rows
-        elif message[0] == "rows":
-            self.rows_given += message[1].num_rows
+        self.rows_given += rows
         self._outbox.put(message)
 
     def stalled_for(self, now: float) -> float:

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from ray_cluster import ray_address, ray_driver  # noqa: F401 (fixtures)
@@ -67,6 +68,29 @@ def test_sample_frames_on_ray_equals_local(clips, tmp_path, ray_driver):
     assert {v["decoder"] for v in videos} == {"decord", "pyav"}
     assert len(local["rows"]) == 12
     assert ray == local
+
+
+@pytest.mark.parametrize("source", ["folder", "listing"])
+def test_recycled_workers_on_ray_write_the_local_files(clips, tmp_path, ray_driver, source):
+    """--recycle-after cuts the slices of a folder (tasks and workers write them, a process
+    runs the slices that fit); a listing read whole, larger than the limit, goes in batches
+    locally and through the driver on Ray: the same files either way."""
+    path = clips
+    if source == "listing":
+        path = tmp_path / "videos.parquet"
+        videos = sorted(str(p) for p in clips.iterdir())
+        pq.write_table(pa.table({"id": [Path(v).stem for v in videos], "video": videos}), path)
+    results = {}
+    for engine in ("local", "ray"):
+        flags = ["--engine", "ray", "--ray-address", ray_driver] if engine == "ray" else []
+        out = tmp_path / engine
+        args = ["sample-frames", str(path), "--num-frames", "2", "--recycle-after", "3"]
+        result = runner.invoke(app, [*args, "-o", str(out), "--json", "-w", "2", *flags])
+        assert result.exit_code == 0, result.output
+        results[engine] = snapshot(out, result.stdout)
+        results[engine]["document"].pop("videos_table")
+    assert len(results["local"]["shards"]) == (2 if source == "folder" else 1)  # slices of 4
+    assert results["ray"] == results["local"]
 
 
 def run_poison(folder: Path, out: Path, engine: str, address: str, attempts: Path) -> dict:

@@ -3,7 +3,8 @@ the isolation tests (spawned workers import it by name).
 
 The video's file name says what its decode does: `hang_decord*` sleeps when the decoder is
 decord (and decodes with PyAV), `hang*` sleeps whatever the decoder, `crash*` sends itself
-SIGSEGV, as a crashing native decoder does. Anything else decodes normally.
+SIGSEGV, as a crashing native decoder does, `exit*` ends its process (`os._exit`). Anything
+else decodes normally.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class PoisonDecoders(SampleFramesStage):
             time.sleep(3600)
         elif name.startswith("crash"):
             os.kill(os.getpid(), signal.SIGSEGV)
+        elif name.startswith("exit"):
+            os._exit(3)
         return super().decode(source, meta, indices, decoder)
 
 
@@ -43,4 +46,17 @@ class InterruptAt(SampleFramesStage):
     def decode(self, source: str | bytes, meta: Any, indices: list[int], decoder: str) -> Any:
         if isinstance(source, str) and "stop" in os.path.basename(source):
             raise KeyboardInterrupt
+        return super().decode(source, meta, indices, decoder)
+
+
+class PausingDecoders(SampleFramesStage):
+    """With FRAMES_PAUSE set: on a video whose name holds `pause`, writes its pid to that file
+    and sleeps a minute (so a test can kill the whole run while a worker writes a slice)."""
+
+    def decode(self, source: str | bytes, meta: Any, indices: list[int], decoder: str) -> Any:
+        flag = os.environ.get("FRAMES_PAUSE")
+        if flag and isinstance(source, str) and "pause" in os.path.basename(source):
+            with open(flag, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(60)
         return super().decode(source, meta, indices, decoder)

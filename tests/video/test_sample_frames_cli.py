@@ -289,7 +289,10 @@ def test_stdout_jsonl_and_sources(corpus, tmp_path):
     assert [r["frame_index"] for r in read_rows(out)] == [22, 67]  # InternVL middles of 90
 
 
-def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(corpus, tmp_path):
+@pytest.mark.parametrize("recycle_after", [None, 3])  # 3: workers retire between slices
+def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(
+    corpus, tmp_path, recycle_after
+):
     folder = tmp_path / "poison"
     folder.mkdir()
     names = ["a_ok", "crash", "b_ok", "hang_decord", "c_ok", "hang", "d_ok", "e_ok"]
@@ -300,7 +303,11 @@ def test_hung_and_crashing_decoders_are_rejects_and_the_run_goes_on(corpus, tmp_
     out = tmp_path / "out"
     manifest = run_pipeline(
         Inputs([str(folder)], ReadOptions(batch_rows=3, videos=True)),
-        [PoisonDecoders(SamplingSpec(num_frames=2), attempts_dir=str(attempts))],
+        [
+            PoisonDecoders(
+                SamplingSpec(num_frames=2), attempts_dir=str(attempts), recycle_after=recycle_after
+            )
+        ],
         OutputOptions(str(out)),
         workers=2,
         row_timeout=2.0,
