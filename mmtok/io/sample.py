@@ -28,6 +28,15 @@ class SampledInputs:
         size = min(n, self.total_rows)
         self.positions = np.sort(rng.choice(self.total_rows, size=size, replace=False))
 
+    @property
+    def sources(self):
+        """The sources sampled (what the output records as its inputs and features)."""
+        return self.inputs.sources
+
+    @property
+    def paths(self):
+        return self.inputs.paths
+
     def count_rows(self) -> int:
         return int(self.positions.size)
 

@@ -242,3 +242,18 @@ def test_bad_arguments_are_messages(tmp_path, dataset):
         app, ["estimate-budget", str(source), "-p", "qwen2-vl", "--tokenizer", "nope.json"]
     )
     assert result.exit_code == 2 and "not found" in result.stderr
+
+
+def test_sample_with_output_writes_the_sampled_rows(dataset, tmp_path):
+    """`--sample N -o DIR` (it crashed with an AttributeError traceback): the output holds the
+    N sampled rows, and the figures are those of the same sample without an output."""
+    source, rows = dataset
+    out = tmp_path / "out"
+    doc = run(str(source), "-p", "qwen2-vl", "--sample", "9", "--seed", "5", "-o", str(out))
+    alone = run(str(source), "-p", "qwen2-vl", "--sample", "9", "--seed", "5")
+    assert doc["input"] == alone["input"] and doc["input"]["rows_read"] == 9
+    assert doc["presets"] == alone["presets"]
+    table = pq.read_table(out)
+    assert table.num_rows == 9
+    sampled = {r["image"] for r in rows} >= {i["path"] for i in table.column("image").to_pylist()}
+    assert sampled and len({i["path"] for i in table.column("image").to_pylist()}) == 9
