@@ -120,7 +120,8 @@ def decode_rate(paths: list[Path]) -> float:
 def floor_rate(name: str, paths: list[Path]) -> float:
     """Images/s of decode + the preset's Pillow resizes, crops and pads alone (`render_tiles`,
     no encoding or writing), one thread: the ceiling of any tool that gives the PIL
-    processors' exact pixels through Pillow, so `floor/PIL` bounds mmtok's `/PIL`."""
+    processors' exact pixels through Pillow, so `floor/PIL` bounds mmtok's `/PIL`. Grid tiles
+    are boxes of their canvas, not crops (raw tiles are packed from the canvas itself)."""
     from mmtok.images import AlphaPolicy, decode_image
     from mmtok.presets import get_preset
     from mmtok.presets.pixels import render_tiles

@@ -65,12 +65,26 @@ PIXEL_DEFAULTS: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True, slots=True)
 class Tile:
     """One image the vision encoder receives. `kind`: tile, global, thumbnail, base, image, crop;
-    `row`/`col` place a tile in its grid (0, 0 for the others)."""
+    `row`/`col` place a tile in its grid (0, 0 for the others). Its pixels are `box` (left,
+    top, right, bottom) of `source`, or all of it: a grid tile is not cropped until its `image`
+    is asked for, so raw tiles are packed straight from the canvas (`pack_rgb`)."""
 
     kind: str
     row: int
     col: int
-    image: Image.Image
+    source: Image.Image
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        if self.box is None:
+            return self.source.size
+        left, top, right, bottom = self.box
+        return right - left, bottom - top
+
+    @property
+    def image(self) -> Image.Image:
+        return self.source if self.box is None else self.source.crop(self.box)
 
 
 class NoPixels(ValueError):
@@ -114,6 +128,37 @@ def encode_tile(image: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def pack_rgb(tile: Tile, out: Any) -> None:
+    """Write the tile's raw RGB bytes (`encode_tile(tile.image, "raw")`) into `out`, a writable
+    uint8 numpy array of exactly width * height * 3: Pillow's raw encoder, as `tobytes` runs
+    it, over the tile's box of its source, chunk by chunk (`tobytes` joins its chunks into a
+    new object, which here would be copied once more)."""
+    import numpy as np
+    from PIL import Image, ImageFile
+
+    source = tile.source
+    if source.mode != "RGB":
+        raise ValueError(f"tiles are RGB, got {source.mode}")
+    width, height = tile.size
+    if out.size != width * height * 3:
+        raise ValueError(f"{out.size} bytes for a {width}x{height} tile")
+    if not out.size:
+        return
+    source.load()
+    encoder = Image._getencoder("RGB", "raw", "RGB")
+    encoder.setimage(source.im, tile.box or (0, 0, width, height))
+    bufsize = max(ImageFile.MAXBLOCK, width * 4)  # as tobytes: at least one line
+    filled = 0
+    while True:
+        _, status, chunk = encoder.encode(bufsize)
+        out[filled : filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        filled += len(chunk)
+        if status:
+            break
+    if status < 0 or filled != out.size:
+        raise RuntimeError(f"raw encoder error {status} after {filled} of {out.size} bytes")
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -130,7 +175,7 @@ def _pad(image: Image.Image, size: tuple[int, int], offset=(0, 0), fill=0) -> Im
 def _grid(image: Image.Image, rows: int, cols: int, tile_w: int, tile_h: int) -> list[Tile]:
     """Row-major tiles, as every reference splits them."""
     return [
-        Tile("tile", r, c, image.crop((c * tile_w, r * tile_h, (c + 1) * tile_w, (r + 1) * tile_h)))
+        Tile("tile", r, c, image, (c * tile_w, r * tile_h, (c + 1) * tile_w, (r + 1) * tile_h))
         for r in range(rows)
         for c in range(cols)
     ]
@@ -250,4 +295,12 @@ _RENDER = {
     "moonvit": _moonvit,
 }
 
-__all__ = ["PIXEL_DEFAULTS", "NoPixels", "Tile", "encode_tile", "has_pixels", "render_tiles"]
+__all__ = [
+    "PIXEL_DEFAULTS",
+    "NoPixels",
+    "Tile",
+    "encode_tile",
+    "has_pixels",
+    "pack_rgb",
+    "render_tiles",
+]

@@ -18,7 +18,7 @@ from mmtok.engine.stage import RowStage
 from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input
 from mmtok.io.shard_writer import CODEC_KEY
 from mmtok.presets import Preset, Refused
-from mmtok.presets.pixels import encode_tile, render_tiles
+from mmtok.presets.pixels import Tile, encode_tile, pack_rgb, render_tiles
 from mmtok.reasons import Reason, RowRejected
 
 TILE_FORMATS = ("png", "raw")
@@ -42,15 +42,21 @@ def tiles_array(rows: list[list[dict[str, Any]]]) -> pa.Array:
     """`pa.array(rows, list<TILE_TYPE>)` built from buffers: one copy of the pixel bytes
     instead of a per-value builder, which ran at about 200 MB/s. The copy goes into a buffer of
     Arrow's memory pool, which keeps its pages from batch to batch: `b"".join` got fresh pages
-    from the kernel for every batch (tens of MB) and ran at ~1 GB/s, page faults included."""
+    from the kernel for every batch (tens of MB) and ran at ~1 GB/s, page faults included.
+    A `data` that is a `Tile` (raw tiles) is packed straight into that buffer (`pack_rgb`):
+    its bytes are never a Python object of their own."""
     flat = [t for tiles in rows for t in tiles]
     data = [t["data"] for t in flat]
+    sizes = [_raw_size(d) if isinstance(d, Tile) else len(d) for d in data]
     offsets = np.zeros(len(data) + 1, np.int64)
-    np.cumsum([len(d) for d in data], out=offsets[1:])
+    np.cumsum(sizes, out=offsets[1:])
     joined = pa.allocate_buffer(int(offsets[-1]))
     view = np.frombuffer(joined, np.uint8)
     for value, start, end in zip(data, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
-        view[start:end] = np.frombuffer(value, np.uint8)
+        if isinstance(value, Tile):
+            pack_rgb(value, view[start:end])
+        else:
+            view[start:end] = np.frombuffer(value, np.uint8)
     blobs = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(data), [None, pa.py_buffer(offsets), joined]
     )
@@ -59,6 +65,11 @@ def tiles_array(rows: list[list[dict[str, Any]]]) -> pa.Array:
     list_offsets = np.zeros(len(rows) + 1, np.int32)
     np.cumsum([len(r) for r in rows], out=list_offsets[1:])
     return pa.ListArray.from_arrays(pa.array(list_offsets), tiles, type=TILES_TYPE)
+
+
+def _raw_size(tile: Tile) -> int:
+    width, height = tile.size
+    return width * height * 3
 
 
 class TileStage(RowStage):
@@ -121,15 +132,18 @@ class TileStage(RowStage):
         tiles = render_tiles(
             image, layout, self.preset.family, self.preset.params, self.preset.pixels
         )
+        # raw: the Tile itself, packed into the batch's buffer by `tiles_array` (its source is
+        # held until then: a batch of TILE_BATCH_ROWS rows)
+        raw = self.tile_format == "raw"
         return {
             "tiles": [
                 {
                     "kind": t.kind,
                     "row": t.row,
                     "col": t.col,
-                    "width": t.image.width,
-                    "height": t.image.height,
-                    "data": encode_tile(t.image, self.tile_format),
+                    "width": t.size[0],
+                    "height": t.size[1],
+                    "data": t if raw else encode_tile(t.image, self.tile_format),
                 }
                 for t in tiles
             ]

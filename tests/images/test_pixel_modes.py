@@ -111,9 +111,9 @@ def test_tiles_path(name):
     expected = render_tiles(
         Image.fromarray(oracle(name)), layout, preset.family, preset.params, preset.pixels
     )
-    got = [
-        np.frombuffer(t["data"], np.uint8).reshape(t["height"], t["width"], 3) for t in out["tiles"]
-    ]
+    (field,) = stage.output_fields()
+    (tiles,) = stage.build_column(field, [out["tiles"]]).to_pylist()  # the bytes as written
+    got = [np.frombuffer(t["data"], np.uint8).reshape(t["height"], t["width"], 3) for t in tiles]
     assert len(got) == len(expected)
     assert all(np.array_equal(np.asarray(e.image), g) for e, g in zip(expected, got, strict=True))
 

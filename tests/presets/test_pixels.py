@@ -9,7 +9,7 @@ from conftest import photo
 from PIL import Image
 
 from mmtok.presets import get_preset, list_presets
-from mmtok.presets.pixels import NoPixels, encode_tile, has_pixels, render_tiles
+from mmtok.presets.pixels import NoPixels, Tile, encode_tile, has_pixels, pack_rgb, render_tiles
 
 SIZES = [(1, 1), (1, 300), (300, 1), (640, 480), (1000, 212), (561, 560), (3000, 2000)]
 
@@ -133,6 +133,23 @@ def test_encode_tile_raw_and_png_hold_the_same_pixels():
     assert np.array_equal(np.frombuffer(raw, np.uint8).reshape(23, 37, 3), np.asarray(image))
     png = Image.open(io.BytesIO(encode_tile(image, "png")))
     assert np.array_equal(np.asarray(png), np.asarray(image))
+
+
+@pytest.mark.parametrize(
+    "box", [None, (0, 0, 700, 300), (0, 0, 1, 1), (699, 0, 700, 300), (3, 5, 451, 7), (9, 0, 9, 0)]
+)
+def test_pack_rgb_writes_the_bytes_of_the_cropped_tile(box):
+    """Raw tiles are packed from their box of the canvas straight into the column's buffer
+    (an image wider than tobytes' 64 KiB chunk, so a tile spans several chunks)."""
+    image = photo(700, 300)
+    tile = Tile("tile", 0, 0, image, box)
+    expected = encode_tile(image if box is None else image.crop(box), "raw")
+    assert tile.size == (tile.image.width, tile.image.height)
+    out = np.full(len(expected) + 2, 7, np.uint8)
+    pack_rgb(tile, out[1:-1])
+    assert out[1:-1].tobytes() == expected and out[0] == out[-1] == 7
+    with pytest.raises(ValueError, match="bytes for a"):
+        pack_rgb(tile, out)
 
 
 def test_png_tiles_are_smaller_than_pillows_default_png():
