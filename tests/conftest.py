@@ -151,3 +151,42 @@ def worker_messages(monkeypatch) -> list:
 
     monkeypatch.setattr(multiprocessing.connection.Connection, "recv", recv)
     return received
+
+
+def received_tables(messages: list) -> list:
+    """The Arrow tables in worker messages (`worker_messages`), also inside lists they carry."""
+    import pyarrow as pa
+
+    return [
+        x
+        for m in messages
+        if isinstance(m, tuple)
+        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
+        if isinstance(x, pa.Table)
+    ]
+
+
+def is_binary(t) -> bool:
+    """An Arrow type that holds bytes (image or frame data), also inside a struct."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return any(is_binary(f.type) for f in t)
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def same_parquet(a_path: Path, b_path: Path) -> bool:
+    """Two Parquet files with the same rows, row groups and metadata but for the command line
+    they record (`mmtok_command`: a CLI run against an API run, or other flags)."""
+    import pyarrow.parquet as pq
+
+    a, b = pq.ParquetFile(a_path), pq.ParquetFile(b_path)
+    meta_a, meta_b = (
+        {k: v for k, v in (f.schema_arrow.metadata or {}).items() if k != b"mmtok_command"}
+        for f in (a, b)
+    )
+    return (
+        a.read().equals(b.read())
+        and a.metadata.num_row_groups == b.metadata.num_row_groups
+        and meta_a == meta_b
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import encode, photo, write_jsonl
+from conftest import encode, photo, same_parquet, write_jsonl
 from dedup_stages import KillOnceDedup
 
 import mmtok
@@ -70,16 +70,7 @@ def same_files(out: Path, reference: Path) -> bool:
     there): rows, row groups and every other key of their metadata."""
     for name in data_files(reference):
         path = name if name.startswith("part-") else f"__mmtok__/{name}"
-        a, b = pq.ParquetFile(out / path), pq.ParquetFile(reference / path)
-        meta_a, meta_b = (
-            {k: v for k, v in (f.schema_arrow.metadata or {}).items() if k != b"mmtok_command"}
-            for f in (a, b)
-        )
-        if not (
-            a.read().equals(b.read())
-            and a.metadata.num_row_groups == b.metadata.num_row_groups
-            and meta_a == meta_b
-        ):
+        if not same_parquet(out / path, reference / path):
             return False
     return data_files(out).keys() == data_files(reference).keys()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import encode, photo, write_jsonl
+from conftest import encode, is_binary, photo, received_tables, write_jsonl
 from poison_stages import PoisonProbe
 
 from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
@@ -126,20 +126,9 @@ def test_the_main_process_receives_no_binary_column(bytes_parquet, tmp_path, wor
     manifest = run(bytes_parquet, tmp_path / "out", 2, observers=[observer])
     assert manifest["counts"]["out"] == sum(seen) == 103
 
-    def binary(t: pa.DataType) -> bool:
-        if pa.types.is_struct(t):
-            return any(binary(f.type) for f in t)
-        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-    tables = [
-        x
-        for m in received
-        if isinstance(m, tuple)
-        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
-        if isinstance(x, pa.Table)
-    ]
+    tables = received_tables(received)
     assert len(tables) > 15
-    assert not [t.schema for t in tables if any(binary(f.type) for f in t.schema)]
+    assert not [t.schema for t in tables if any(is_binary(f.type) for f in t.schema)]
     assert {"id", "caption", "image"}.isdisjoint(c for t in tables for c in t.column_names)
 
 

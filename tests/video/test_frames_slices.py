@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import is_binary, received_tables, same_parquet
 from typer.testing import CliRunner
 
 from mmtok.cli.app import app
@@ -68,19 +69,7 @@ def same_files(out: Path, reference: Path) -> bool:
     metadata records: rows, row groups, every other key."""
     if data_files(out) != data_files(reference):
         return False
-    for name in data_files(reference):
-        a, b = pq.ParquetFile(out / name), pq.ParquetFile(reference / name)
-        meta_a, meta_b = (
-            {k: v for k, v in (f.schema_arrow.metadata or {}).items() if k != b"mmtok_command"}
-            for f in (a, b)
-        )
-        if not (
-            a.read().equals(b.read())
-            and a.metadata.num_row_groups == b.metadata.num_row_groups
-            and meta_a == meta_b
-        ):
-            return False
-    return True
+    return all(same_parquet(out / name, reference / name) for name in data_files(reference))
 
 
 def rows_of(out: Path) -> list[dict]:
@@ -143,20 +132,9 @@ def test_the_main_process_receives_no_frame(videos, tmp_path, worker_messages):
     ends = [m for m in received if isinstance(m, tuple) and m[0] == "end"]
     assert len(ends) == 3 and all(m[2] is not None for m in ends)
 
-    def binary(t: pa.DataType) -> bool:
-        if pa.types.is_struct(t):
-            return any(binary(f.type) for f in t)
-        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-    tables = [
-        x
-        for m in received
-        if isinstance(m, tuple)
-        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
-        if isinstance(x, pa.Table)
-    ]
+    tables = received_tables(received)
     assert len(tables) >= 3
-    assert not [t.schema for t in tables if any(binary(f.type) for f in t.schema)]
+    assert not [t.schema for t in tables if any(is_binary(f.type) for f in t.schema)]
     columns = {c for t in tables for c in t.column_names}
     assert {"image", "pixels", "id", "frame_index"}.isdisjoint(columns)
     assert "video_info" in columns  # what videos.parquet is made of
