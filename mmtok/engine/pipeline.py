@@ -504,6 +504,8 @@ def _slices_after(
     if position:
         for stage in stages:
             stage.resume_after(position[2])
+        for part in plan[: first + (skip > 0)]:  # read by the run this one resumes
+            inputs.sources[part.source].stats.read_before = True
     for index in range(first, len(plan)):
         yield index, plan[index], skip if index == first else 0
 

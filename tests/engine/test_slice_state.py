@@ -81,3 +81,43 @@ def test_a_run_interrupted_between_state_writes_resumes_to_the_same_files(
     assert json.loads((staging / "state.json").read_text())["parts"] == []
     manifest = run(source, tmp_path / "out", resume=True)
     assert manifest["resumed"] == 1 and data(tmp_path / "out") == reference
+
+
+@pytest.mark.parametrize("die_after", [4, 8], ids=["first input done", "every slice done"])
+def test_a_resumed_run_does_not_warn_about_inputs_read_before_it(
+    tmp_path, image_files, monkeypatch, die_after
+):
+    """An input read whole by the run that was interrupted gives no row to the resumed run:
+    that is not "no rows read; is it a JSON Lines file?"."""
+    row = {"image": str(image_files["baseline_640x480.jpg"]), "caption": "x"}
+    paths = [str(write_jsonl(tmp_path / f"{n}.jsonl", [row] * 16)) for n in "ab"]
+
+    def run_both(**kwargs) -> Inputs:
+        inputs = Inputs(paths, ReadOptions(batch_rows=4))
+        opts = OutputOptions(str(tmp_path / "out"), shard_rows=8, **kwargs)
+        run_pipeline(inputs, [ProbeStage()], opts, workers=1)
+        return inputs
+
+    adopted = {"n": 0}
+    adopt = sink_module.DatasetSink.adopt
+
+    def adopt_then_die(self, output, position):
+        adopt(self, output, position)
+        adopted["n"] += 1
+        if adopted["n"] == die_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sink_module.DatasetSink, "adopt", adopt_then_die)
+    monkeypatch.setattr(sink_module, "STATE_EVERY", 0)  # the state lists every adopted slice
+    with pytest.raises(Interrupted):
+        run_both()
+    monkeypatch.undo()
+    inputs = run_both(resume=True)
+    assert pq.read_table(tmp_path / "out").num_rows == 32
+    assert len(list((tmp_path / "out").glob("part-*.parquet"))) == 8  # a slice per batch
+    assert inputs.problems() == []
+    # an input that gives no row in a run of its own is still named
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    fresh = Inputs([paths[0], str(empty)], ReadOptions(batch_rows=4))
+    run_pipeline(fresh, [ProbeStage()], OutputOptions(str(tmp_path / "o2")), workers=1)
+    assert [p.split(":")[0] for p in fresh.problems()] == [fresh.sources[1].display]

@@ -183,3 +183,14 @@ def test_parquet_with_a_damaged_row_group_keeps_the_others(tmp_path):
     (reject,) = rejects
     assert reject["message"].startswith("row 100: row group 1 cannot be read after row 100")
     assert "its rows 100 to 199 are unread" in reject["message"]
+
+
+def test_a_video_folder_with_no_files_is_named_as_such(tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no clips here")
+    result = runner.invoke(app, ["sample-frames", str(folder), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    assert "clips: no rows read; no image or video files found (video extensions: avi" in (
+        result.stderr
+    )

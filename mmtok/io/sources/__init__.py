@@ -220,6 +220,8 @@ class Inputs:
         lines = []
         for source in self.sources:
             stats, name = source.stats, source.display
+            if stats.rows + stats.bad_records == 0 and stats.read_before:
+                continue  # read by the run this one resumed: its rows are in the output
             if stats.rows + stats.bad_records == 0:
                 lines.append(f"{name}: no rows read; {source.hint()}")
             elif stats.rows == 0:

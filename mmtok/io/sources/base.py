@@ -106,6 +106,9 @@ class ReadStats:
     rows_without_image: int = 0
     rows_with_warning: int = 0  # kept rows that reading had to repair (see their `warning`)
     first_bad: str | None = None
+    # a resumed run: the run it resumes read this source, or part of it (nothing to judge
+    # when this pass read none of it)
+    read_before: bool = False
 
     def add(self, other: ReadStats) -> None:
         """Add the figures of a later part of the same source (slices are added in order)."""

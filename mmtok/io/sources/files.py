@@ -72,6 +72,9 @@ class FolderSource(Source):
         return len(self.files())
 
     def hint(self) -> str:
+        if self.options.videos:
+            videos = ", ".join(sorted(VIDEO_EXTENSIONS))
+            return f"no image or video files found (video extensions: {videos})"
         return f"no image files found (extensions: {', '.join(WDS_IMAGE_EXTENSIONS)}, ...)"
 
     def fingerprint(self) -> dict:
