@@ -8,6 +8,9 @@ precision / recall of the duplicate pairs found against the planted ones.
       # the image clustering pass alone at each size: numba and numpy kernels (and an older
       # mmtok, when given), rows/s, CPU seconds, memory per row and the scaling exponent;
       # --kernels auto,numpy,faiss adds the search alone against faiss-cpu's multi-hash index
+  python benchmarks/dedup.py --templated 2000,5000,20000,200000
+      # templated captions (crowded band buckets): the caption clustering pass grouped against a
+      # check per candidate pair (skipped past 20,000 rows: quadratic), and the whole command
 
 Rows: random multi-octave "photos" (128 px, so 200k files generate in minutes), a fifth of them with
 planted copies: re-encoded at JPEG quality 60, resized to half, cropped by 3 px, converted to
@@ -438,6 +441,76 @@ def memory_per_row(rows: int) -> None:
                   f"{grown / rows:,.0f} bytes per row, i.e. MB per million rows")  # fmt: skip
 
 
+def templated_captions(rows: int) -> list[str]:
+    """Half one template and a number (word Jaccard 7/9, just under 0.8: every pair shares
+    band keys often, none passes), a quarter another template with 50 numbers (repeats), a
+    quarter random 10-word captions."""
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    out = []
+    for i in range(rows):
+        kind = i % 4
+        if kind < 2:
+            out.append(f"a photo of the dog on beach {i}")
+        elif kind == 2:
+            out.append(f"stock image of a cat number {i % 50}")
+        else:
+            out.append(" ".join(rng.choice(vocab, 10).tolist()))
+    return out
+
+
+def templated(sizes: list[int]) -> None:
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from mmtok import duplicates
+    from mmtok.text.minhash import CaptionBands
+    from mmtok.text.shingle_sets import ShingleSets
+
+    bands = CaptionBands(0.8).setup()
+    print("caption clustering on templated captions (threshold 0.8), one core, in process;")
+    print("whole command: mmtok dedup --by caption -w 2 from start to exit")
+    print(
+        f"{'rows':>9} {'grouped s':>10} {'per pair s':>11} {'ratio':>7} {'command s':>10} {'rows/s':>9}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in sizes:
+            texts = templated_captions(rows)
+            keys = np.array([bands.keys(t) for t in texts], np.uint64)
+            sig = SimpleNamespace(caption_ok=np.ones(rows, bool), bands=keys)
+            seconds = {}
+            for label, crowded in (("grouped", duplicates._CROWDED), ("pairwise", 10**12)):
+                if label == "pairwise" and rows > 20_000:
+                    continue
+                old, duplicates._CROWDED = duplicates._CROWDED, crowded
+                try:
+                    joined = duplicates._Components(rows)
+                    t0 = time.process_time()
+                    duplicates._caption_components(
+                        sig, ShingleSets(pa.array(texts)), 0.8, joined, duplicates.Search()
+                    )
+                    seconds[label] = time.process_time() - t0
+                    labels = seconds.setdefault("labels", joined.label)
+                    assert (labels == joined.label).all(), "the two ways disagree"
+                finally:
+                    duplicates._CROWDED = old
+            source = Path(tmp) / "rows.jsonl"
+            image = str(Path(__file__).resolve().parents[1] / "examples/images/astronaut.jpg")
+            source.write_text(
+                "".join(json.dumps({"image": image, "caption": t}) + "\n" for t in texts)
+            )
+            t0 = time.perf_counter()
+            doc, _ = run_dedup(source, Path(tmp) / "out", "--by", "caption")
+            wall = time.perf_counter() - t0
+            expected = rows - len(np.unique(seconds["labels"]))
+            assert doc["duplicates_removed"] == expected, (doc["duplicates_removed"], expected)
+            pairwise = seconds.get("pairwise")
+            print(f"{rows:>9,} {seconds['grouped']:>10.2f} "
+                  + (f"{pairwise:>11.2f} {pairwise / seconds['grouped']:>6.0f}x" if pairwise else f"{'-':>11} {'-':>7}")
+                  + f" {wall:>10.1f} {rows / wall:>9,.0f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -449,8 +522,11 @@ def main() -> None:
     parser.add_argument(
         "--kernels", default="auto,numpy", help="with --scaling: auto, numpy, faiss (search alone)"
     )
+    parser.add_argument("--templated", metavar="ROWS,ROWS,...", help="crowded caption buckets")
     parser.add_argument("--clustering-only", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.templated:
+        return templated([int(r) for r in args.templated.split(",")])
     if args.scaling:
         sizes = [int(r) for r in args.scaling.split(",")]
         return scaling(sizes, args.baseline, args.kernels.split(","))

@@ -6,7 +6,9 @@
   cost one lookup.
 - Caption near-duplicates: rows sharing any LSH band key are candidates, then verified with
   their exact Jaccard similarity (integer shingle sets, many pairs at once), in bounded chunks;
-  a candidate whose rows are already joined is not verified again.
+  a candidate whose rows are already joined is not verified again. A crowded band bucket
+  (templated captions) is joined by groups of rows with the same shared shingles, in
+  O(groups x rows) rather than a check per pair, with the same components.
 - Semantic near-duplicates: stored embeddings (an `mmtok embed` output) within a cosine
   threshold, SemDeDup-style (`mmtok.models.semdedup`: k-means clusters, exact pairs inside).
 - Clusters: connected components (union by minimum label, then pointer jumping), so a cluster
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -27,6 +30,8 @@ from mmtok.hamming import near_pairs
 from mmtok.text.shingle_sets import ShingleSets
 
 _CHUNK = 1 << 18  # candidate pairs expanded at a time (bounded memory)
+# Rows sharing one band key past which `_crowded_pairs` joins them instead of a check per pair
+_CROWDED = 64
 
 
 @dataclass
@@ -372,18 +377,123 @@ class _Components:
 
 
 def _caption_components(
-    sig: Signatures, similar: Callable, joined: _Components, search: Search
+    sig: Signatures, sets: ShingleSets, threshold: float, joined: _Components, search: Search
 ) -> None:
     """Join rows whose captions are near-duplicates: candidates share an LSH band key, and
     each is verified. Rows with identical band keys (the same caption, mostly) are paired
-    with the first of them only, so a caption repeated n times costs n checks, not n^2/2."""
+    with the first of them only, so a caption repeated n times costs n checks, not n^2/2.
+    A crowded band bucket is joined by `_crowded_pairs` instead, and left out of the search."""
+
+    def similar(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return sets.jaccard(a, b) >= threshold
+
     rows = np.flatnonzero(sig.caption_ok)
     if len(rows) == 0:
         return
     same, reps = equal_pairs(_fold(sig.bands[rows]), rows)
     joined.add(same.a, same.b, similar)
-    for a, b in rechunk(search.band_candidates(sig.bands[reps], reps)):
+    bands = sig.bands[reps]
+    searched = np.ones(bands.shape, bool)  # (row, band) cells whose bucket the search gets
+    for k in range(bands.shape[1]):
+        for members in _crowded_buckets(bands[:, k]):
+            if _crowded_pairs(reps[members], sets, threshold, joined, similar):
+                searched[members, k] = False
+    if searched.all():
+        candidates = search.band_candidates(bands, reps)
+    else:  # band by band, without the crowded buckets
+        candidates = itertools.chain.from_iterable(
+            search.band_candidates(bands[keep, k][:, None], reps[keep])
+            for k, keep in enumerate(searched.T)
+        )
+    for a, b in rechunk(candidates):
         joined.add(a, b, similar)
+
+
+def _crowded_buckets(keys: np.ndarray) -> Iterator[np.ndarray]:
+    """The positions in `keys` of each bucket (equal keys) of more than `_CROWDED` rows."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [len(keys)]]))
+    for start, size in zip(
+        starts[sizes > _CROWDED].tolist(), sizes[sizes > _CROWDED].tolist(), strict=True
+    ):
+        yield order[start : start + size]
+
+
+def _crowded_pairs(
+    rows: np.ndarray,
+    sets: ShingleSets,
+    threshold: float,
+    joined: _Components,
+    similar: Callable,
+) -> bool:
+    """Join the rows of a crowded band bucket (every pair of them a candidate) exactly as
+    checking every pair would, in O(groups x rows) instead of O(rows^2); False (nothing done)
+    when the captions are too varied for that to pay.
+
+    A shingle only one row of the bucket holds is shared with no other row, so the overlap of
+    two rows is that of their shared parts (the shingles two or more rows hold). Rows with
+    the same shared part form a group, and a row of group g overlaps any row of group h by
+    ov(g, h) shingles. Jaccard = ov / (len a + len b - ov) falls as a length grows, so if a
+    pair (a in g, b in h) passes, so do (s_g, b), (a, s_h) and (s_g, s_h), s being a group's
+    shortest row: joining each group's shortest row with the rows it passes with joins the
+    same components. Templated captions ("a photo of a dog on the beach 17") just under the
+    threshold are thousands of rows in one or a few groups, whose n^2/2 checks all fail."""
+    ids, length = sets.members(rows)
+    m = len(rows)
+    owner = np.repeat(np.arange(m), length)
+    _, shingle, held_by = np.unique(ids, return_inverse=True, return_counts=True)
+    shared = held_by[shingle] >= 2
+    shingle, owner = shingle[shared], owner[shared]  # each row's shared part, in row order
+    size = np.bincount(owner, minlength=m)
+    ends = np.cumsum(size).tolist()
+    names: dict[bytes, int] = {}
+    group = np.fromiter(
+        (
+            names.setdefault(shingle[e - n : e].tobytes(), len(names))
+            for e, n in zip(ends, size.tolist(), strict=True)
+        ),
+        np.int64,
+        m,
+    )
+    groups = len(names)
+    if groups * 2 > m:
+        return False
+    # each group's shortest row (then its first), and the shared part it holds
+    order = np.lexsort((np.arange(m), length, group))
+    shortest = order[
+        np.flatnonzero(np.concatenate([[True], group[order][1:] != group[order][:-1]]))
+    ]
+    # inverted index: shingle -> groups holding it (each group's part counted once)
+    mine = np.zeros(m, bool)
+    mine[shortest] = True
+    held = mine[owner]
+    part_shingle, part_group = shingle[held], group[owner[held]]
+    by_shingle = np.argsort(part_shingle, kind="stable")
+    holders = part_group[by_shingle]
+    first = np.searchsorted(part_shingle[by_shingle], np.arange(int(shingle.max(initial=-1)) + 2))
+    found: list[np.ndarray] = []
+    found_from: list[np.ndarray] = []
+    pending = 0
+    by_group = np.argsort(part_group, kind="stable")
+    bounds = np.searchsorted(part_group[by_group], np.arange(groups + 1)).tolist()
+    for g, s in enumerate(shortest.tolist()):
+        own = part_shingle[by_group[bounds[g] : bounds[g + 1]]]
+        starts, counts = first[own], first[own + 1] - first[own]
+        at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        overlap = np.bincount(holders[at], minlength=groups)[group]  # with each row
+        union = length[s] + length - overlap
+        jaccard = np.divide(overlap, union, out=np.ones(m), where=union > 0)
+        passing = np.flatnonzero(jaccard >= threshold)  # as `ShingleSets.jaccard` computes it
+        passing = rows[passing[passing != s]]
+        found.append(passing)
+        found_from.append(np.full(len(passing), rows[s]))
+        pending += len(passing)
+        if pending >= _CHUNK or g == groups - 1:  # joined a chunk at a time: each join is O(n)
+            joined.add(np.concatenate(found_from), np.concatenate(found), similar)
+            found, found_from, pending = [], [], 0
+    return True
 
 
 def _fold(bands: np.ndarray) -> np.ndarray:
@@ -419,7 +529,7 @@ def find_clusters(sig: Signatures, settings: Settings, search: Search | None = N
         else:
             joined.add(a, b)
     if settings.by == "caption":
-        _caption_components(sig, similar, joined, search)
+        _caption_components(sig, sets, settings.caption_threshold, joined, search)
     if settings.by == "embedding":
         from mmtok.models.semdedup import near_pairs as embedding_pairs  # imports Pairs from here
 

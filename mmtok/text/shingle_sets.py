@@ -67,6 +67,13 @@ class ShingleSets:
         union = self.length[a] + self.length[b] - common
         return np.divide(common, union, out=np.ones(len(a)), where=union > 0)
 
+    def members(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the shingle ids of each of `rows`, one sorted run after another; the run lengths)."""
+        self.build(rows)
+        count = self.length[rows]
+        offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        return self.pool[np.repeat(self.start[rows], count) + offset], count
+
     def _keys(self, rows: np.ndarray, span: int) -> np.ndarray:
         count = self.length[rows]
         pair = np.repeat(np.arange(len(rows)), count)

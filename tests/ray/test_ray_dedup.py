@@ -244,3 +244,28 @@ def test_the_writing_pass_runs_in_ray_tasks_and_survives_a_killed_one(
 
     assert files(tmp_path / "ray") == files(tmp_path / "local")
     assert ray["counts"] == local["counts"] and ray["counts"]["rejected_by_reason"]["duplicate"]
+
+
+def test_crowded_caption_buckets_on_ray_cluster_as_locally(planted, ray_driver):
+    """Templated captions crowd band buckets: they are joined by groups in the driver, and the
+    search on the cluster gets the rest band by band."""
+    import dataclasses
+
+    n = len(planted.ids)
+    fixed = ["a", "photo", "of", "the", "dog", "on", "beach"]
+    captions = [" ".join([*fixed, str(i)]) for i in range(n // 2)]  # Jaccard 7/9 < 0.8
+    captions += [
+        " ".join(["stock", "image", "of", "a", "cat", str(i % 50)]) for i in range(n - n // 2)
+    ]
+    bands = CaptionBands(0.8).setup()
+    keys = np.array([bands.keys(c) for c in captions], np.uint64)
+    sig = dataclasses.replace(
+        planted, captions=pa.array(captions), bands=keys, caption_ok=np.ones(n, bool)
+    )
+    settings = Settings(by="caption", caption_threshold=0.8)
+    local = find_clusters(sig, settings)
+    ray = find_clusters_on_ray(sig, settings, ray_driver)
+    assert len(np.unique(local.label[: n // 2])) == n // 2  # the template's rows stay apart
+    assert len(np.unique(local.label[n // 2 :])) == 50
+    for field in local.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(ray, field), getattr(local, field), err_msg=field)
