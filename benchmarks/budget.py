@@ -280,15 +280,17 @@ def main() -> None:
     print(f"\nestimate-budget, {len(PRESETS)} presets ({', '.join(PRESETS)}), default workers")
     print("rows/s: wall time of the whole command (-o OUT, and with no -o); Pillow/s: the loop")
     print("timed in process; proc/s: the same loop as a fresh `python -c` script, start to exit;")
-    print("ratio: mmtok -o against the loop (the issue's target: >= 1.1), vs proc: against the")
-    print("script; CPU: microseconds per row of the command and its workers, against the loop's")
+    print("ratio: mmtok -o against the loop (the issue's target: >= 1.1), no -o: mmtok with no")
+    print("-o (counts only) against it, vs proc: -o against the script; CPU: microseconds per row")
+    print("of the command and its workers (-o, no -o), against the loop's")
     print(f"{'data':<42}{'rows':>9}{'-o rows/s':>10}{'no -o/s':>9}{'Pillow/s':>9}{'proc/s':>8}"
-          f"{'ratio':>6}{'vs proc':>8}{'CPU us':>8}{'no -o':>7}{'Pillow':>7}{'peak MB':>8}")  # fmt: skip
+          f"{'ratio':>6}{'no -o':>6}{'vs proc':>8}{'CPU us':>8}{'no -o':>7}{'Pillow':>7}"
+          f"{'peak MB':>8}")  # fmt: skip
     for label, rows, rate, bare, pillow, process, rss, cpu, bare_cpu, pillow_us in results:
         print(
             f"{label:<42}{rows:>9,}{rate:>10,.0f}{bare:>9,.0f}{pillow:>9,.0f}{process:>8,.0f}"
-            f"{rate / pillow:>6.2f}{rate / process:>8.2f}{cpu:>8.1f}{bare_cpu:>7.1f}"
-            f"{pillow_us:>7.1f}{rss:>8,.0f}"
+            f"{rate / pillow:>6.2f}{bare / pillow:>6.2f}{rate / process:>8.2f}{cpu:>8.1f}"
+            f"{bare_cpu:>7.1f}{pillow_us:>7.1f}{rss:>8,.0f}"
         )
     if args.repeat > 1:
         print(f"(each figure the best of {args.repeat} runs)")
