@@ -75,15 +75,22 @@ def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
     decides. Chunks before the first IDAT must be whole, with right CRCs (Pillow checks them),
     IHDR first, and only kinds whose handler is simple (`_MIN_LENGTH`, tRNS, iCCP) or unknown."""
     with _contents(fp) as data:
-        if data[0:8] != _SIGNATURE:
-            return None
-        try:
-            return _header(data, size)
-        except Unsure:
-            return None
+        facts = png_facts(data, size)
+    return None if facts is None else PngHeader(*facts)
 
 
-def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
+def png_facts(data: bytes | _Positional, size: int) -> tuple[int, int, str, int | None] | None:
+    """`read_png_header`'s facts as (width, height, mode, EXIF orientation), over the file's
+    bytes or a `_Positional` view of its descriptor."""
+    if data[0:8] != _SIGNATURE:
+        return None
+    try:
+        return _header(data, size)
+    except Unsure:
+        return None
+
+
+def _header(data: bytes | _Positional, size: int) -> tuple[int, int, str, int | None]:
     pos, mode, dims, exif, text = 8, None, (0, 0), None, 0
     while True:
         if pos + 12 > size:
@@ -128,7 +135,7 @@ def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
             raise Unsure
         exif = tail.exif
     orientation = exif_orientation(exif) if exif is not None else None
-    return PngHeader(dims[0], dims[1], mode, orientation)
+    return dims[0], dims[1], mode, orientation
 
 
 def _check_icc(body: bytes) -> None:
@@ -203,9 +210,10 @@ class _Positional:
     """Slices of a file by `pread` (one system call each, no buffer refill); the first 8 KiB
     (where the header chunks are) read once."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, head: bytes | None = None):
         self.fd = fd
-        self.head = os.pread(fd, 8192, 0)
+        # `head`: the file's first bytes when the caller has read them already
+        self.head = os.pread(fd, 8192, 0) if head is None else head
 
     def __getitem__(self, at: slice) -> bytes:
         if at.stop <= len(self.head):
