@@ -154,7 +154,7 @@ def exif_orientation(tiff: bytes) -> int | None:
     else:
         raise Unsure
     n = len(tiff)
-    if 8 > n:
+    if n < 8:
         raise Unsure
     (ifd,) = u32(tiff, 4)
     if ifd + 2 > n:
@@ -171,9 +171,8 @@ def exif_orientation(tiff: bytes) -> int | None:
             raise Unsure
         size *= values
         # Pillow stops reading the IFD at the first value out of range
-        if size > 4:
-            if entry + 12 > n or u32(tiff, entry + 8)[0] + size > n:
-                raise Unsure
+        if size > 4 and (entry + 12 > n or u32(tiff, entry + 8)[0] + size > n):
+            raise Unsure
         if tag == _ORIENTATION:
             if kind != 3 or values != 1:
                 raise Unsure
