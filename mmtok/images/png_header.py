@@ -25,6 +25,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +69,7 @@ _MODES = {(1, 0): "1", (2, 0): "L", (4, 0): "L", (8, 0): "L", (16, 0): "I;16", (
 _MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"PLTE": 0, b"eXIf": 0,
                b"tEXt": 0}  # fmt: skip
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_U32 = struct.Struct(">I").unpack_from
 
 
 def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
@@ -164,13 +167,20 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
     head = data[pos : pos + 8]
     if len(head) < 8 or head[4:] != b"IDAT":
         return None
-    # The run of IDAT chunks the decoder reads: all of it must be in the file.
+    # The run of IDAT chunks the decoder reads: all of it must be in the file. One chunk
+    # header per 64 KiB of pixel data (Pillow's and libpng's chunk size): `_Positional`'s
+    # slicing inlined, a `pread` each, no more.
+    if isinstance(data, _Positional):
+        fd, first = data.fd, data.head
+        in_first = len(first)
+    else:
+        fd, first, in_first = -1, data, sys.maxsize
     while True:
-        length = int.from_bytes(head[:4], "big")
+        (length,) = _U32(head)
         if pos + 8 + length > size:
             return None  # cut inside the pixel data: truncated or not, only a decode knows
         pos += 12 + length
-        head = data[pos : pos + 8]
+        head = first[pos : pos + 8] if pos + 8 <= in_first else os.pread(fd, 8, pos)
         if head[4:] != b"IDAT":
             break
     if len(head) < 8 or not _IS_CID(head[4:]):
