@@ -10,7 +10,6 @@ the read.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import stat
 from typing import BinaryIO
@@ -36,15 +35,9 @@ def _kind(mode: int) -> str:
 def open_regular(path: str) -> BinaryIO:
     """Open `path` for binary reading; raises `NotRegularFile` for anything but a regular file,
     and the usual `OSError`s (FileNotFoundError, PermissionError, ...) otherwise."""
-    return open_regular_sized(path)[0]
-
-
-def open_regular_sized(path: str, *, buffered: bool = True) -> tuple[BinaryIO, int]:
-    """`open_regular`, with the file's size from the same `fstat`. `buffered=False` gives the
-    raw file (`io.FileIO`)."""
-    fd, size = open_regular_fd(path)
+    fd, _ = open_regular_fd(path)
     try:
-        return (os.fdopen(fd, "rb") if buffered else io.FileIO(fd, "rb")), size
+        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise

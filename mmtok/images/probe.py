@@ -18,7 +18,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from mmtok.images.jpeg_header import jpeg_facts
-from mmtok.images.open_file import open_regular_fd, open_regular_sized
+from mmtok.images.open_file import open_regular_fd
 from mmtok.images.png_header import _Positional, png_facts, read_png_tail
 from mmtok.images.webp_header import webp_facts, webp_head
 from mmtok.io.encoding import local_path
@@ -27,6 +27,7 @@ from mmtok.reasons import Reason, RowRejected
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
 DEFAULT_MAX_PIXELS = 178_956_970
 _FIRST_READ = 4096  # a plain JPEG's header, mostly
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 EXIF_ORIENTATION_TAG = 0x0112
 # Orientations 5-8 rotate by 90 degrees, so the displayed image has width and height swapped.
@@ -77,22 +78,33 @@ def open_source(src: str | bytes, *, buffered: bool = True) -> Iterator[tuple[Bi
 def _open(src: str | bytes, buffered: bool) -> tuple[BinaryIO, int]:
     """The stream and size of a path or bytes (the caller closes it); `BadImage` when there is
     nothing to read."""
-    if isinstance(src, bytes | bytearray | memoryview):
+    if isinstance(src, _BYTES_LIKE):
         if len(src) == 0:
             raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
         return io.BytesIO(src), len(src)
+    fd, size = _open_fd(src)
     try:
-        fp, size = open_regular_sized(src, buffered=buffered)
+        return (os.fdopen(fd, "rb") if buffered else io.FileIO(fd, "rb")), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_fd(path: str) -> tuple[int, int]:
+    """A path's open descriptor (the caller closes it) and size; `BadImage` when there is
+    nothing to read."""
+    try:
+        fd, size = open_regular_fd(path)
     except FileNotFoundError:
-        raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
+        raise BadImage(Reason.MISSING_FILE, f"no such file: {path}") from None
     except IsADirectoryError:
-        raise BadImage(Reason.READ_ERROR, f"is a directory: {src}") from None
+        raise BadImage(Reason.READ_ERROR, f"is a directory: {path}") from None
     except OSError as e:
-        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {src}") from None
+        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {path}") from None
     if size == 0:
-        fp.close()
-        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {src}")
-    return fp, size
+        os.close(fd)
+        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {path}")
+    return fd, size
 
 
 @contextmanager
@@ -150,7 +162,7 @@ def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 def probe_facts(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple:
     """`probe_image`'s facts as a tuple in `ImageInfo`'s field order (a loop over many images
     saves the object)."""
-    if isinstance(src, bytes | bytearray | memoryview):
+    if type(src) is not str and isinstance(src, _BYTES_LIKE):
         if len(src) == 0:
             raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
         return _facts(src if type(src) is bytes else bytes(src), None, len(src), max_pixels)
@@ -160,22 +172,6 @@ def probe_facts(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
         return _facts(os.read(fd, _FIRST_READ), fd, size, max_pixels)
     finally:
         os.close(fd)
-
-
-def _open_fd(path: str) -> tuple[int, int]:
-    """`_open` for a path, as a bare descriptor."""
-    try:
-        fd, size = open_regular_fd(path)
-    except FileNotFoundError:
-        raise BadImage(Reason.MISSING_FILE, f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise BadImage(Reason.READ_ERROR, f"is a directory: {path}") from None
-    except OSError as e:
-        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {path}") from None
-    if size == 0:
-        os.close(fd)
-        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {path}")
-    return fd, size
 
 
 def _facts(head: bytes, fd: int | None, size: int, max_pixels: int) -> tuple:

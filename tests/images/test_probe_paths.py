@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import struct
 
 import numpy as np
@@ -17,7 +18,7 @@ from PIL import Image
 from mmtok.images import BadImage, image_input
 from mmtok.images.jpeg_header import Unsure, exif_orientation, jpeg_facts
 from mmtok.images.open_file import open_regular_fd
-from mmtok.images.probe import image_source, probe_facts
+from mmtok.images.probe import image_source, open_source, probe_facts
 from mmtok.images.webp_header import webp_facts, webp_head
 from mmtok.io.encoding import local_path
 from mmtok.reasons import Reason
@@ -263,3 +264,31 @@ def test_bytes_like_values_are_probed_as_bytes(image_files):
         probe_facts(bytearray())
     assert e.value.reason == Reason.EMPTY_FILE
     assert Image.open(io.BytesIO(data)).size == want[:2]
+
+
+def test_what_is_not_a_regular_file_is_refused_as_by_open_source(tmp_path):
+    """The descriptor path and the file-object path (`open_source`, for decoding) open with
+    the same rules and the same reject messages, without blocking on a FIFO."""
+    fifo, sock_path = tmp_path / "fifo.jpg", tmp_path / "sock.jpg"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    try:
+        for src in (
+            fifo,
+            sock_path,
+            tmp_path,
+            "/dev/zero",
+            tmp_path / "no",
+            tmp_path / "empty.jpg",
+        ):
+            with pytest.raises(BadImage) as by_fd:
+                probe_facts(str(src))
+            with pytest.raises(BadImage) as by_file, open_source(str(src)):
+                pass
+            assert (by_fd.value.reason, by_fd.value.message) == (
+                by_file.value.reason, by_file.value.message), src  # fmt: skip
+            assert by_fd.value.reason in ("read_error", "missing_file", "empty_file"), src
+    finally:
+        sock.close()
