@@ -89,10 +89,8 @@ def _walk(buf: bytes, more: BinaryIO | int | None) -> tuple[int, int, str, int |
             if n < pos + 4:
                 raise Unsure  # EOF before the scan
         ff, marker, length = _SEGMENT(buf, pos)
-        if ff != 0xFF:
-            raise Unsure  # junk between markers: Pillow skips it; leave that to Pillow
-        if length < 2:
-            raise Unsure
+        if ff != 0xFF or length < 2:
+            raise Unsure  # junk between markers (Pillow skips it), or a bad length
         end = pos + 2 + length
         if n < end:
             buf = _read_more(buf, more, max(end - n, _FIRST_READ))
