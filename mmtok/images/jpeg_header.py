@@ -2,12 +2,14 @@
 
 Pillow's `Image.open` builds a Python object per marker, tries other plugins first and parses
 every APP segment; on a header-only pass that is most of the time per image (about 37 us).
-This walks the same markers over one buffered read and answers only when the file is plain:
-every marker has a length, the EXIF block is one well-formed IFD, no MPF (MPO) segment and no
-XMP orientation. Anything else returns None and the caller asks Pillow, so reject reasons and
-edge cases stay Pillow's. The rules copied here are Pillow's `JpegImagePlugin` (13.0):
-`_open`, `SOF`, `DQT`, `APP` and `jpeg_factory`, and `Image.getexif` for the orientation.
-`tests/images/test_jpeg_header.py` checks it against Pillow on every fixture and on cut files.
+This walks the same markers over the first 4 KiB (reading on only for a longer header) and
+answers only when the file is plain: every marker has a length, the EXIF block is one
+well-formed IFD, no MPF (MPO) segment and no XMP orientation. Anything else returns None and
+the caller asks Pillow, so reject reasons and edge cases stay Pillow's. The rules copied here
+are Pillow's `JpegImagePlugin` (13.0): `_open`, `SOF`, `DQT`, `APP` and `jpeg_factory`, and
+`Image.getexif` for the orientation.
+`tests/images/test_jpeg_header.py` checks it against Pillow on every fixture and on cut files;
+`tests/images/test_probe_paths.py` from files, headers longer than the first read included.
 """
 
 from __future__ import annotations
