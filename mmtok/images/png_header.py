@@ -95,16 +95,18 @@ def png_facts(data: bytes | _Positional, size: int) -> tuple[int, int, str, int 
 
 def _header(data: bytes | _Positional, size: int) -> tuple[int, int, str, int | None]:
     pos, mode, dims, exif, text = 8, None, (0, 0), None, 0
+    first, in_first = _first_bytes(data)
     while True:
         if pos + 12 > size:
             raise Unsure
-        head = data[pos : pos + 8]
+        head = first[pos : pos + 8] if pos + 8 <= in_first else data[pos : pos + 8]
         length, cid = int.from_bytes(head[:4], "big"), head[4:]
         if cid == b"IDAT":
             break
         if (mode is None and cid != b"IHDR") or pos + 12 + length > size or not _IS_CID(cid):
             raise Unsure
-        chunk = data[pos + 4 : pos + 12 + length]
+        end = pos + 12 + length
+        chunk = first[pos + 4 : end] if end <= in_first else data[pos + 4 : end]
         if zlib.crc32(chunk[:-4]) != int.from_bytes(chunk[-4:], "big"):
             raise Unsure  # Pillow: "broken PNG file"
         body = chunk[4:-4]
@@ -170,11 +172,8 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
     # The run of IDAT chunks the decoder reads: all of it must be in the file. One chunk
     # header per 64 KiB of pixel data (Pillow's and libpng's chunk size): `_Positional`'s
     # slicing inlined, a `pread` each, no more.
-    if isinstance(data, _Positional):
-        fd, first = data.fd, data.head
-        in_first = len(first)
-    else:
-        fd, first, in_first = -1, data, sys.maxsize
+    first, in_first = _first_bytes(data)
+    fd = data.fd if isinstance(data, _Positional) else -1
     while True:
         (length,) = _U32(head)
         if pos + 8 + length > size:
@@ -214,6 +213,13 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
         pos += 12 + length
         head = data[pos : pos + 8]
     return PngTail(exif)
+
+
+def _first_bytes(data: bytes | _Positional) -> tuple[bytes, int]:
+    """The bytes read already and how far they go: slices inside them need no call."""
+    if isinstance(data, _Positional):
+        return data.head, len(data.head)
+    return data, sys.maxsize
 
 
 class _Positional:
