@@ -10,7 +10,6 @@ the read.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import stat
 from typing import BinaryIO
@@ -36,13 +35,18 @@ def _kind(mode: int) -> str:
 def open_regular(path: str) -> BinaryIO:
     """Open `path` for binary reading; raises `NotRegularFile` for anything but a regular file,
     and the usual `OSError`s (FileNotFoundError, PermissionError, ...) otherwise."""
-    return open_regular_sized(path)[0]
+    fd, _ = open_regular_fd(path)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def open_regular_sized(path: str, *, buffered: bool = True) -> tuple[BinaryIO, int]:
-    """`open_regular`, with the file's size from the same `fstat`. `buffered=False` gives the
-    raw file (`io.FileIO`): a header reader that reads a block or two saves the buffer's set-up
-    and copies (a few microseconds per file, the most of a JPEG header read)."""
+def open_regular_fd(path: str) -> tuple[int, int]:
+    """`open_regular` as a bare descriptor (the caller closes it) and the file's size: a header
+    reader that reads a block or two with `os.read` saves a file object's set-up, its own
+    `fstat` and its copies (a few microseconds per file, the most of a JPEG header read)."""
     try:
         fd = os.open(path, _FLAGS)
     except (FileNotFoundError, PermissionError):
@@ -60,7 +64,7 @@ def open_regular_sized(path: str, *, buffered: bool = True) -> tuple[BinaryIO, i
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(errno.EINVAL, _kind(st.st_mode))
         os.set_blocking(fd, True)
-        return (os.fdopen(fd, "rb") if buffered else io.FileIO(fd, "rb")), st.st_size
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise

@@ -25,6 +25,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +69,7 @@ _MODES = {(1, 0): "1", (2, 0): "L", (4, 0): "L", (8, 0): "L", (16, 0): "I;16", (
 _MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"PLTE": 0, b"eXIf": 0,
                b"tEXt": 0}  # fmt: skip
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_U32 = struct.Struct(">I").unpack_from
 
 
 def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
@@ -75,26 +78,35 @@ def read_png_header(fp: BinaryIO, size: int) -> PngHeader | None:
     decides. Chunks before the first IDAT must be whole, with right CRCs (Pillow checks them),
     IHDR first, and only kinds whose handler is simple (`_MIN_LENGTH`, tRNS, iCCP) or unknown."""
     with _contents(fp) as data:
-        if data[0:8] != _SIGNATURE:
-            return None
-        try:
-            return _header(data, size)
-        except Unsure:
-            return None
+        facts = png_facts(data, size)
+    return None if facts is None else PngHeader(*facts)
 
 
-def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
+def png_facts(data: bytes | _Positional, size: int) -> tuple[int, int, str, int | None] | None:
+    """`read_png_header`'s facts as (width, height, mode, EXIF orientation), over the file's
+    bytes or a `_Positional` view of its descriptor."""
+    if data[0:8] != _SIGNATURE:
+        return None
+    try:
+        return _header(data, size)
+    except Unsure:
+        return None
+
+
+def _header(data: bytes | _Positional, size: int) -> tuple[int, int, str, int | None]:
     pos, mode, dims, exif, text = 8, None, (0, 0), None, 0
+    first, in_first = _first_bytes(data)
     while True:
         if pos + 12 > size:
             raise Unsure
-        head = data[pos : pos + 8]
+        head = first[pos : pos + 8] if pos + 8 <= in_first else data[pos : pos + 8]
         length, cid = int.from_bytes(head[:4], "big"), head[4:]
         if cid == b"IDAT":
             break
         if (mode is None and cid != b"IHDR") or pos + 12 + length > size or not _IS_CID(cid):
             raise Unsure
-        chunk = data[pos + 4 : pos + 12 + length]
+        end = pos + 12 + length
+        chunk = first[pos + 4 : end] if end <= in_first else data[pos + 4 : end]
         if zlib.crc32(chunk[:-4]) != int.from_bytes(chunk[-4:], "big"):
             raise Unsure  # Pillow: "broken PNG file"
         body = chunk[4:-4]
@@ -128,7 +140,7 @@ def _header(data: bytes | _Positional, size: int) -> PngHeader | None:
             raise Unsure
         exif = tail.exif
     orientation = exif_orientation(exif) if exif is not None else None
-    return PngHeader(dims[0], dims[1], mode, orientation)
+    return dims[0], dims[1], mode, orientation
 
 
 def _check_icc(body: bytes) -> None:
@@ -157,13 +169,17 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
     head = data[pos : pos + 8]
     if len(head) < 8 or head[4:] != b"IDAT":
         return None
-    # The run of IDAT chunks the decoder reads: all of it must be in the file.
+    # The run of IDAT chunks the decoder reads: all of it must be in the file. One chunk
+    # header per 64 KiB of pixel data (Pillow's and libpng's chunk size): `_Positional`'s
+    # slicing inlined, a `pread` each, no more.
+    first, in_first = _first_bytes(data)
+    fd = data.fd if isinstance(data, _Positional) else -1
     while True:
-        length = int.from_bytes(head[:4], "big")
+        (length,) = _U32(head)
         if pos + 8 + length > size:
             return None  # cut inside the pixel data: truncated or not, only a decode knows
         pos += 12 + length
-        head = data[pos : pos + 8]
+        head = first[pos : pos + 8] if pos + 8 <= in_first else os.pread(fd, 8, pos)
         if head[4:] != b"IDAT":
             break
     if len(head) < 8 or not _IS_CID(head[4:]):
@@ -199,13 +215,21 @@ def _walk(data: bytes | _Positional, pos: int, size: int, animated: bool) -> Png
     return PngTail(exif)
 
 
+def _first_bytes(data: bytes | _Positional) -> tuple[bytes, int]:
+    """The bytes read already and how far they go: slices inside them need no call."""
+    if isinstance(data, _Positional):
+        return data.head, len(data.head)
+    return data, sys.maxsize
+
+
 class _Positional:
     """Slices of a file by `pread` (one system call each, no buffer refill); the first 8 KiB
     (where the header chunks are) read once."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, head: bytes | None = None):
         self.fd = fd
-        self.head = os.pread(fd, 8192, 0)
+        # `head`: the file's first bytes when the caller has read them already
+        self.head = os.pread(fd, 8192, 0) if head is None else head
 
     def __getitem__(self, at: slice) -> bytes:
         if at.stop <= len(self.head):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,15 +17,17 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from mmtok.images.jpeg_header import read_jpeg_header
-from mmtok.images.open_file import open_regular_sized
-from mmtok.images.png_header import read_png_header, read_png_tail
-from mmtok.images.webp_header import read_webp_header
+from mmtok.images.jpeg_header import jpeg_facts
+from mmtok.images.open_file import open_regular_fd
+from mmtok.images.png_header import _Positional, png_facts, read_png_tail
+from mmtok.images.webp_header import webp_facts, webp_head
 from mmtok.io.encoding import local_path
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
 DEFAULT_MAX_PIXELS = 178_956_970
+_FIRST_READ = 4096  # a plain JPEG's header, mostly
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 EXIF_ORIENTATION_TAG = 0x0112
 # Orientations 5-8 rotate by 90 degrees, so the displayed image has width and height swapped.
@@ -75,22 +78,33 @@ def open_source(src: str | bytes, *, buffered: bool = True) -> Iterator[tuple[Bi
 def _open(src: str | bytes, buffered: bool) -> tuple[BinaryIO, int]:
     """The stream and size of a path or bytes (the caller closes it); `BadImage` when there is
     nothing to read."""
-    if isinstance(src, bytes | bytearray | memoryview):
+    if isinstance(src, _BYTES_LIKE):
         if len(src) == 0:
             raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
         return io.BytesIO(src), len(src)
+    fd, size = _open_fd(src)
     try:
-        fp, size = open_regular_sized(src, buffered=buffered)
+        return (os.fdopen(fd, "rb") if buffered else io.FileIO(fd, "rb")), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_fd(path: str) -> tuple[int, int]:
+    """A path's open descriptor (the caller closes it) and size; `BadImage` when there is
+    nothing to read."""
+    try:
+        fd, size = open_regular_fd(path)
     except FileNotFoundError:
-        raise BadImage(Reason.MISSING_FILE, f"no such file: {src}") from None
+        raise BadImage(Reason.MISSING_FILE, f"no such file: {path}") from None
     except IsADirectoryError:
-        raise BadImage(Reason.READ_ERROR, f"is a directory: {src}") from None
+        raise BadImage(Reason.READ_ERROR, f"is a directory: {path}") from None
     except OSError as e:
-        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {src}") from None
+        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {path}") from None
     if size == 0:
-        fp.close()
-        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {src}")
-    return fp, size
+        os.close(fd)
+        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {path}")
+    return fd, size
 
 
 @contextmanager
@@ -138,33 +152,56 @@ def open_image(fp: BinaryIO, max_pixels: int) -> Image.Image:
 def probe_image(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Read the header of one image; raises `BadImage` for bad data.
 
-    Plain JPEGs, PNGs and WebPs are read by `read_jpeg_header`, `read_png_header` and
-    `read_webp_header` (same facts, two to fifty times faster); everything else, and any file
-    they are unsure of, by Pillow (a PNG's EXIF after its pixels still by `read_png_tail`'s
-    chunk walk, never by a pixel load)."""
-    fp, size = _open(src, buffered=False)  # not `open_source`: its generator costs a microsecond
-    with fp:
-        jpeg = read_jpeg_header(fp)  # pure Python: nothing to map, so outside decoder_errors
-        if jpeg is not None:
-            check_pixels(jpeg.width, jpeg.height, max_pixels)
-            return ImageInfo(
-                jpeg.width, jpeg.height, "jpeg", jpeg.mode, 1, jpeg.exif_orientation, size
-            )
-        png = read_png_header(fp, size)
-        if png is not None:
-            check_pixels(png.width, png.height, max_pixels)
-            return ImageInfo(png.width, png.height, "png", png.mode, 1, png.exif_orientation, size)
-        webp = read_webp_header(fp, size)
-        if webp is not None:
-            check_pixels(webp.width, webp.height, max_pixels)
-            return ImageInfo(
-                webp.width, webp.height, "webp", webp.mode, webp.frames, webp.exif_orientation, size
-            )
-        fp.seek(0)
-        if isinstance(fp, io.FileIO):  # Pillow reads a few bytes at a time: buffer them
-            fp = io.BufferedReader(fp)
-        with decoder_errors():
-            return pillow_info(fp, size, max_pixels)
+    Plain JPEGs, PNGs and WebPs are read by `jpeg_facts`, `png_facts` and `webp_facts` (same
+    facts, two to fifty times faster); everything else, and any file they are unsure of, by
+    Pillow (a PNG's EXIF after its pixels still by `read_png_tail`'s chunk walk, never by a
+    pixel load)."""
+    return ImageInfo(*probe_facts(src, max_pixels))
+
+
+def probe_facts(src: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple:
+    """`probe_image`'s facts as a tuple in `ImageInfo`'s field order (a loop over many images
+    saves the object)."""
+    if type(src) is not str and isinstance(src, _BYTES_LIKE):
+        if len(src) == 0:
+            raise BadImage(Reason.EMPTY_FILE, "image bytes are empty")
+        return _facts(src if type(src) is bytes else bytes(src), None, len(src), max_pixels)
+    fd, size = _open_fd(src)
+    try:
+        # One read of the first block, no file object: the JPEG walk mostly needs no more
+        return _facts(os.read(fd, _FIRST_READ), fd, size, max_pixels)
+    finally:
+        os.close(fd)
+
+
+def _facts(head: bytes, fd: int | None, size: int, max_pixels: int) -> tuple:
+    """The facts of the image whose first bytes are `head`: all of it when `fd` is None, else
+    the rest is read from `fd` (at the end of `head`)."""
+    jpeg = jpeg_facts(head, fd)  # pure Python: nothing to map, so outside decoder_errors
+    if jpeg is not None:
+        width, height, mode, orientation = jpeg
+        check_pixels(width, height, max_pixels)
+        return width, height, "jpeg", mode, 1, orientation, size
+    png = png_facts(head if fd is None else _Positional(fd, head), size)
+    if png is not None:
+        width, height, mode, orientation = png
+        check_pixels(width, height, max_pixels)
+        return width, height, "png", mode, 1, orientation, size
+    data = webp_head(head, fd, size)
+    webp = None if data is None else webp_facts(data, size)
+    if webp is not None:
+        width, height, mode, frames, orientation = webp
+        check_pixels(width, height, max_pixels)
+        return width, height, "webp", mode, frames, orientation, size
+    if fd is None:
+        fp: BinaryIO = io.BytesIO(head)
+    else:  # Pillow reads a few bytes at a time: buffer them; the caller closes `fd`
+        os.lseek(fd, 0, os.SEEK_SET)
+        fp = io.BufferedReader(io.FileIO(fd, "rb", closefd=False))
+    with decoder_errors():
+        info = pillow_info(fp, size, max_pixels)
+    return (info.width, info.height, info.format, info.mode, info.frames, info.exif_orientation,
+            info.file_bytes)  # fmt: skip
 
 
 def pillow_info(fp: BinaryIO, size: int, max_pixels: int) -> ImageInfo:
@@ -204,19 +241,21 @@ def header_exif(im: Image.Image, fp: BinaryIO, size: int) -> Image.Exif:
 _EXIF_INFO_KEYS = frozenset({"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"})
 
 
-_URI_SCHEME = ("http://", "https://", "s3://", "gs://", "ftp://", "hf://")
-
-
 def image_input(image: dict | None) -> str | bytes:
     """The path or bytes to read from a row's `image` struct; raises `BadImage` if there is none."""
-    if image is not None:
-        if image.get("bytes") is not None:
-            return image["bytes"]
-        path = image.get("path")
-        if path:
+    if image is None:
+        raise BadImage(Reason.NO_IMAGE, "the row has no image path or bytes")
+    return image_source(image.get("path"), image.get("bytes"))
+
+
+def image_source(path: str | None, data: bytes | None) -> str | bytes:
+    """`image_input` of the struct {path, bytes}."""
+    if data is not None:
+        return data
+    if path:
+        if "://" in path:  # any URI, "file://" too
             if path[:7].lower() == "file://":  # a path that is not UTF-8, kept as its bytes
                 return local_path(path)
-            if path.startswith(_URI_SCHEME) or "://" in path:
-                raise BadImage(Reason.UNSUPPORTED_URI, f"not a local file: {path}")
-            return path
+            raise BadImage(Reason.UNSUPPORTED_URI, f"not a local file: {path}")
+        return path
     raise BadImage(Reason.NO_IMAGE, "the row has no image path or bytes")

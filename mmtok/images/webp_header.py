@@ -17,6 +17,7 @@ bit flips.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ from mmtok.images.jpeg_header import Unsure, exif_orientation
 _ALPHA, _ANIMATION, _EXIF, _XMP, _ICCP = 0x10, 0x02, 0x08, 0x04, 0x20
 _VALID_FLAGS = _ALPHA | _ANIMATION | _EXIF | _XMP | _ICCP
 _IMAGE = (b"VP8 ", b"VP8L")
+_FIRST_CHUNKS = (*_IMAGE, b"VP8X")
 _MAX_READ = 1 << 24  # larger files are left to Pillow
 
 
@@ -43,9 +45,29 @@ def read_webp_header(fp: BinaryIO, size: int) -> WebpHeader | None:
         return None
     fp.seek(0)
     data = fp.read(16)
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or data[12:16] not in (*_IMAGE, b"VP8X"):
+    if not _is_webp(data):
         return None
-    data += fp.read(size - 16)
+    facts = webp_facts(data + fp.read(size - 16), size)
+    return None if facts is None else WebpHeader(*facts)
+
+
+def _is_webp(head: bytes) -> bool:
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP" and head[12:16] in _FIRST_CHUNKS
+
+
+def webp_head(head: bytes, fd: int | None, size: int) -> bytes | None:
+    """The whole file (`size` bytes at most) when its first bytes `head` (all of it when `fd`
+    is None) start a WebP small enough to read here; None otherwise."""
+    if size > _MAX_READ or size < 20 or not _is_webp(head):
+        return None
+    if len(head) >= size or fd is None:
+        return head[:size]
+    return head + os.pread(fd, size - len(head), len(head))
+
+
+def webp_facts(data: bytes, size: int) -> tuple[int, int, str, int, int | None] | None:
+    """(width, height, mode, frames, EXIF orientation) of the WebP file `data` (its first
+    `size` bytes, as read), or None (ask Pillow)."""
     if int.from_bytes(data[4:8], "little") + 8 != size or size % 2:
         return None  # trailing or missing bytes: libwebp's partial-file rules
     try:
@@ -54,7 +76,7 @@ def read_webp_header(fp: BinaryIO, size: int) -> WebpHeader | None:
         width, height, alpha, end = _image(data, 12)
         if end != size:
             raise Unsure
-        return WebpHeader(width, height, "RGBA" if alpha else "RGB", 1, None)
+        return width, height, "RGBA" if alpha else "RGB", 1, None
     except Unsure:
         return None
 
@@ -95,7 +117,7 @@ def _image(data: bytes, pos: int) -> tuple[int, int, bool, int]:
     raise Unsure
 
 
-def _extended(data: bytes) -> WebpHeader:
+def _extended(data: bytes) -> tuple[int, int, str, int, int | None]:
     kind, start, pos = _chunk(data, 12)
     if data[16:20] != (10).to_bytes(4, "little"):
         raise Unsure
@@ -147,7 +169,7 @@ def _extended(data: bytes) -> WebpHeader:
         orientation = exif_orientation(tiff)
     if orientation is None and flags & _XMP:
         raise Unsure  # Pillow then looks for tiff:Orientation in the XMP packet
-    return WebpHeader(width, height, "RGBA" if flags & _ALPHA else "RGB", frames, orientation)
+    return width, height, "RGBA" if flags & _ALPHA else "RGB", frames, orientation
 
 
 def _frame(data: bytes, body: int, end: int, width: int, height: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ from PIL import Image
 from mmtok.engine import stage as stage_module
 from mmtok.engine.stage import RowStage, StageResult
 from mmtok.images import DEFAULT_MAX_PIXELS, AlphaPolicy, decode_image, image_input, probe_image
+from mmtok.images.probe import SWAPS_SIDES, image_source, probe_facts
 from mmtok.io.schema import make_rejects
 from mmtok.reasons import RowRejected
 from mmtok.stats import PercentileSample
@@ -66,13 +68,7 @@ class ProbeStage(RowStage):
         src = image_input(image)
         info = probe_image(src, self.max_pixels)
         if self.decode_check:
-            decode_image(
-                src,
-                max_pixels=self.max_pixels,
-                allow_truncated=self.allow_truncated,
-                alpha=AlphaPolicy.DROP,
-                exif_transpose=False,
-            )
+            self._decode(src)
         display_width, display_height = info.display_size
         orientation = info.exif_orientation
         if orientation is not None and not -128 <= orientation < 128:
@@ -80,19 +76,31 @@ class ProbeStage(RowStage):
         return (info.width, info.height, display_width, display_height, info.format, info.mode,
                 info.frames, orientation, info.file_bytes)  # fmt: skip
 
+    def _decode(self, src: str | bytes) -> None:
+        decode_image(
+            src,
+            max_pixels=self.max_pixels,
+            allow_truncated=self.allow_truncated,
+            alpha=AlphaPolicy.DROP,
+            exif_transpose=False,
+        )
+
     def process(self, rows: pa.Table) -> StageResult:
-        """`RowStage.process` with the image values read straight from their column and the
-        outputs gathered as columns: no dict in or out per row (a header read is ~10 us, the
-        dicts were another 2). A subclass with its own `process_row` gets `RowStage`'s loop."""
+        """`RowStage.process` with the image values read straight from their column's fields
+        and the outputs gathered as tuples, turned into columns at the end: no dict or object
+        in or out per row. A subclass with its own `process_row` gets `RowStage`'s loop."""
         if type(self).process_row is not ProbeStage.process_row:
             return super().process(rows)
-        columns: list[list] = [[] for _ in PROBE_FIELDS]
+        facts: list[tuple] = []
         keep, reasons, messages = [], [], []
         row_done = stage_module._row_done
-        probe = self._probe
-        for image in rows.column("image").to_pylist():
+        max_pixels, decode_check = self.max_pixels, self.decode_check
+        for path, data in _image_values(rows.column("image")):
             try:
-                values = probe(image)
+                src = image_source(path, data)
+                values = probe_facts(src, max_pixels)
+                if decode_check:
+                    self._decode(src)
             except RowRejected as e:
                 keep.append(False)
                 reasons.append(e.reason)
@@ -102,20 +110,55 @@ class ProbeStage(RowStage):
                 if row_done is not None:
                     row_done()
             keep.append(True)
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        if all(keep):
+            facts.append(values)
+        if len(facts) == len(keep):
             kept, rejected = rows, rows.slice(0, 0)
         else:
             mask = pa.array(keep, pa.bool_())
             kept, rejected = rows.filter(mask), rows.filter(pc.invert(mask))
-        for f, values in zip(PROBE_FIELDS, columns, strict=True):
+        for f, column in zip(PROBE_FIELDS, _columns(facts), strict=True):
             index = kept.schema.get_field_index(f.name)
-            column = pa.array(values, f.type)
             kept = (
                 kept.set_column(index, f, column) if index >= 0 else kept.append_column(f, column)
             )
         return StageResult(kept, make_rejects(rejected, self.name, reasons, messages))
+
+
+def _image_values(images: pa.ChunkedArray) -> Iterable[tuple[str | None, bytes | None]]:
+    """(path, bytes) of each row's `image` struct, (None, None) for a null one (what
+    `image_input` reads from its dict), without a dict per row."""
+    kind = images.type
+    if not (pa.types.is_struct(kind) and {f.name for f in kind} <= {"path", "bytes"}):
+        return ((None, None) if i is None else (i.get("path"), i.get("bytes"))
+                for i in images.to_pylist())  # fmt: skip
+    # flatten: the fields of a null struct read as null
+    columns = {f.name: c.to_pylist() for f, c in zip(kind, images.flatten(), strict=True)}
+    none = [None] * len(images)
+    return zip(columns.get("path", none), columns.get("bytes", none), strict=True)
+
+
+def _columns(facts: list[tuple]) -> list[pa.Array]:
+    """The PROBE_FIELDS columns of the facts tuples (`probe_facts` order: width, height,
+    format, mode, frames, orientation, file_bytes)."""
+    if not facts:
+        return [pa.array([], f.type) for f in PROBE_FIELDS]
+    width, height, formats, modes, frames, orientations, sizes = zip(*facts, strict=True)
+    if SWAPS_SIDES.isdisjoint(orientations):
+        display_width, display_height = width, height
+    else:  # orientations 5-8 show the image turned by 90 degrees
+        display_width = [
+            h if o in SWAPS_SIDES else w
+            for w, h, o in zip(width, height, orientations, strict=True)
+        ]
+        display_height = [
+            w if o in SWAPS_SIDES else h
+            for w, h, o in zip(width, height, orientations, strict=True)
+        ]
+    if not all(o is None or -128 <= o < 128 for o in set(orientations)):
+        orientations = [o if o is None or -128 <= o < 128 else None for o in orientations]
+    values = (width, height, display_width, display_height, formats, modes, frames, orientations,
+              sizes)  # fmt: skip
+    return [pa.array(v, f.type) for f, v in zip(PROBE_FIELDS, values, strict=True)]
 
 
 _NAMES = tuple(f.name for f in PROBE_FIELDS)
