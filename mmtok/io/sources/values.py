@@ -36,7 +36,19 @@ _POSIX = os.sep == "/" and os.altsep is None
 
 def resolve_image_path(value: str, base_dir: str) -> str:
     """Relative paths resolve against the input file's folder; URLs are kept as given; a path
-    that is not UTF-8 becomes a `file:` URI of its bytes (see `mmtok.io.encoding`)."""
+    that is not UTF-8 becomes a `file:` URI of its bytes (see `mmtok.io.encoding`). A value
+    that no file name can hold is a `RecordError`."""
+    try:
+        return _resolve(value, base_dir)
+    except UnicodeEncodeError as e:  # a lone surrogate from a JSON escape: not a byte
+        raise RecordError(_no_file_name(value, e)) from None
+
+
+def _no_file_name(value: str, error: UnicodeEncodeError) -> str:
+    return f"image path {short_repr(value)} cannot be a file name ({error})"
+
+
+def _resolve(value: str, base_dir: str) -> str:
     if ":" in value[:32]:  # a cheap test first: most values are plain paths
         if value[:5].lower() == "file:":
             return path_text(local_path(value))
