@@ -293,15 +293,7 @@ class Source:
 
     def batches(self, schema: pa.Schema, part: Slice | None = None) -> Iterator[SourceBatch]:
         """The batches of the whole source, or of one slice of it (each slice starts a batch)."""
-        own = {f.name: f.type for f in self.passthrough_fields()}
-        text_columns = [
-            f.name
-            for f in schema
-            if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
-        ]
-        builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
-        if part is None:
-            self.stats = builder.stats
+        builder = self._builder(schema, part)
         for record, where in self.records() if part is None else self.records(part):
             if isinstance(record, BadRecord):
                 batch = builder.reject(record.row, f"{builder.place(where)}: {record.message}")
@@ -311,6 +303,18 @@ class Source:
                 yield batch
         if batch := builder.flush():
             yield batch
+
+    def _builder(self, schema: pa.Schema, part: Slice | None) -> _BatchBuilder:
+        own = {f.name: f.type for f in self.passthrough_fields()}
+        text_columns = [
+            f.name
+            for f in schema
+            if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
+        ]
+        builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
+        if part is None:
+            self.stats = builder.stats
+        return builder
 
     def fingerprint(self) -> dict:
         st = os.stat(self.path)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -29,6 +30,20 @@ def row_id(source: str, key: str | int) -> str:
     return hashlib.blake2b(
         f"{source}\0{key}".encode("utf-8", "surrogatepass"), digest_size=10
     ).hexdigest()
+
+
+def row_ids(source: str) -> Callable[[int], str]:
+    """`row_id(source, n)` for many row numbers n: the hash of the common prefix is kept and
+    copied (blake2b of a + b is the hash updated with a, then b)."""
+    prefix = hashlib.blake2b(f"{source}\0".encode("utf-8", "surrogatepass"), digest_size=10)
+    copy = prefix.copy
+
+    def row_id_of(n: int) -> str:
+        h = copy()
+        h.update(b"%d" % n)
+        return h.hexdigest()
+
+    return row_id_of
 
 
 _POSIX = os.sep == "/" and os.altsep is None
@@ -63,6 +78,45 @@ def _resolve(value: str, base_dir: str) -> str:
     ):
         return path_text(value)  # already what normpath(join(...)) gives: skip them (2 us)
     return path_text(os.path.normpath(os.path.join(base_dir, os.path.expanduser(value))))
+
+
+class PathResolver:
+    """`resolve_image_path` against one folder, for many values: rows mostly share a few
+    folders, so `normpath(join(...))` runs once per folder and a value costs a dict lookup.
+
+    Exact because the folder is absolute and the name a plain component (not empty, `.` or
+    `..`): then normpath(folder/dir/name) is normpath(folder/dir) + "/" + name. Anything else
+    (a URI, `~`, a name that normpath would change) takes the full rule."""
+
+    _LIMIT = 4096  # folders remembered (memory stays bounded)
+
+    def __init__(self, base_dir: str):
+        self.base_dir = base_dir
+        self._prefixes: dict[str, str] = {}
+        self._exact = _POSIX and os.path.isabs(base_dir)  # else every value takes the full rule
+
+    def __call__(self, value: str) -> str:
+        if ":" in value[:32] or value[:1] == "~" or not self._exact:
+            return resolve_image_path(value, self.base_dir)
+        cut = value.rfind("/") + 1
+        name = value[cut:]
+        if not name or name == "." or name == "..":
+            return resolve_image_path(value, self.base_dir)
+        head = value[:cut]
+        prefix = self._prefixes.get(head)
+        if prefix is None:
+            folder = os.path.normpath(os.path.join(self.base_dir, head))
+            prefix = folder if folder.endswith("/") else folder + "/"
+            if len(self._prefixes) >= self._LIMIT:
+                self._prefixes.clear()
+            self._prefixes[head] = prefix
+        full = prefix + name
+        if full.isascii():
+            return full
+        try:
+            return path_text(full)
+        except UnicodeEncodeError as e:
+            raise RecordError(_no_file_name(value, e)) from None
 
 
 class RecordError(ValueError):
