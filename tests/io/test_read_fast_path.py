@@ -16,31 +16,23 @@ import pytest
 from mmtok.io.sources import Inputs, ReadOptions, row_id
 from mmtok.io.sources import jsonl as jsonl_module
 from mmtok.io.sources.base import Source
-from mmtok.io.sources.jsonl import _BOM, JsonLinesSource, _decoded_lines, _scan_json
+from mmtok.io.sources.jsonl import (
+    _BOM,
+    JsonLinesSource,
+    _decoded_lines,
+    _line_chunks,
+    _scan_json,
+)
 from mmtok.io.sources.slices import plan_slices
 from mmtok.io.sources.values import PathResolver, resolve_image_path, row_ids
 
 # --- lines ---------------------------------------------------------------------------------
 
 
-def line_by_line(f, offset, stop):
-    """The rule the chunked reader replaces: one line at a time (the code before it)."""
-    for raw in f:
-        if stop is not None and offset >= stop:
-            return
-        end = offset + len(raw)
-        if offset == 0 and raw.startswith(_BOM):
-            raw = raw[3:]
-        if b"\r" in raw and (not raw.endswith(b"\r\n") or raw.count(b"\r") > 1):
-            at = end - len(raw)
-            for piece in raw.splitlines(keepends=True):
-                if stop is not None and at >= stop:
-                    return
-                yield at, at + len(piece), piece.decode("utf-8", "surrogateescape")
-                at += len(piece)
-        else:
-            yield offset, end, raw.decode("utf-8", "surrogateescape")
-        offset = end
+def chunked(f, offset, stop):
+    """`_line_chunks` as the lines of `_decoded_lines` (the line by line rule it replaces)."""
+    for starts, texts, end in _line_chunks(f, offset, stop):
+        yield from zip(starts, [*starts[1:], end], texts, strict=True)
 
 
 class FailingRaw(io.RawIOBase):
@@ -96,8 +88,8 @@ def test_chunked_lines_are_the_lines_read_one_by_one(monkeypatch):
         start = rng.randint(0, len(data)) if rng.random() < 0.5 else 0
         stop = rng.choice([None, rng.randint(0, len(data) + 2)])
         fail_at = rng.choice([None, None, rng.randint(0, len(data) + 1)])
-        expected = lines_or_error(line_by_line, data, start, stop, fail_at)
-        got = lines_or_error(_decoded_lines, data, start, stop, fail_at)
+        expected = lines_or_error(_decoded_lines, data, start, stop, fail_at)
+        got = lines_or_error(chunked, data, start, stop, fail_at)
         assert got == expected, (trial, data, start, stop, fail_at)
 
 
@@ -258,18 +250,27 @@ def test_fast_read_of_a_column_that_another_input_types_as_text(tmp_path):
 
 
 def test_the_comparison_fails_on_a_wrong_fast_path(tmp_path, monkeypatch):
-    """The equivalence above can fail: each piece of the fast path broken in turn is seen."""
+    """The equivalence above can fail: each piece of the fast path broken in turn is seen.
+    (Paths and ids are made by the same `PathResolver` and `row_ids` on both sides: those are
+    checked against `resolve_image_path` and `row_id` above.)"""
     rng = random.Random(11)
     path = tmp_path / "rows.jsonl"
     hostile_file(path, rng, 400)
     inputs = Inputs([str(path)], ReadOptions(batch_rows=16))
     source = inputs.sources[0]
     assert same_batches(source, inputs.schema, None)
-    breaks = [
-        (PathResolver, "__call__", lambda self, value: value),
-        (jsonl_module, "row_ids", lambda key: lambda n: row_id(key, n + 1)),
-        (JsonLinesSource, "_plan", lambda self, keys, text: ((), False)),
-    ]
+    plan = JsonLinesSource._plan
+
+    def no_id_column(self, keys, builder):  # the input's own ids left out
+        real = plan(self, keys, builder)
+        return real and (real[0], False, real[2])
+
+    scan_once = jsonl_module._read_scan
+
+    def lenient(line, index):  # what follows the value not looked at
+        return scan_once(line, index)[0], len(line)
+
+    breaks = [(JsonLinesSource, "_plan", no_id_column), (jsonl_module, "_read_scan", lenient)]
     for owner, name, broken in breaks:
         with monkeypatch.context() as m:
             m.setattr(owner, name, broken)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,12 @@ from mmtok.errors import MmtokError
 from mmtok.io.encoding import is_valid_text, path_text, valid_text
 from mmtok.io.schema import BASE_NAMES, LINEAGE_NAMES, make_rejects
 from mmtok.io.sources.values import (
+    PathResolver,
     add_warning,
     caption_value,
     image_value,
     row_id,
+    row_ids,
     short_repr,
     valid_value,
 )
@@ -120,13 +122,20 @@ class ReadStats:
 
 
 class _BatchBuilder:
-    """Accumulates rows and read rejects as Python values; emits conformed Arrow batches."""
+    """Accumulates rows and read rejects as Python values; emits conformed Arrow batches.
+
+    Rows are kept as one list per schema column (what `pa.Table.from_pylist` builds from row
+    dicts before it converts them, so the table is the same): a row dict adds a value to each,
+    and a reader may append to the lists itself (`columns`: cleared in place at each flush).
+    The dirty path rebuilds the row dicts."""
 
     def __init__(self, schema: pa.Schema, options: ReadOptions, text_columns: list[str], unit: str):
         self.schema, self.options, self.unit = schema, options, unit
         # Passthrough columns that inputs disagree on are text: other values become JSON text.
         self.text_columns = text_columns
-        self.rows: list[dict] = []
+        self.columns: list[list] = [[] for _ in schema]
+        self._named = list(zip(schema.names, self.columns, strict=True))
+        self.rows: list[dict] = []  # the row dicts of a batch that failed to convert
         self.where: list[int | str] = []  # a number of `unit`s, or a description
         self.bad: list[tuple[dict, str]] = []
         self.image_bytes = 0
@@ -137,7 +146,8 @@ class _BatchBuilder:
             value = row.get(name)
             if value is not None and not isinstance(value, str):
                 row[name] = caption_value(value)
-        self.rows.append(row)
+        for name, column in self._named:
+            column.append(row.get(name))
         self.where.append(where)
         image = row.get("image")
         if image and image.get("bytes"):
@@ -148,20 +158,27 @@ class _BatchBuilder:
         self.bad.append((row, message))
         return self._maybe_flush()
 
+    def full(self) -> bool:
+        return (
+            len(self.where) + len(self.bad) >= self.options.batch_rows
+            or self.image_bytes >= self.options.batch_bytes
+        )
+
     def _maybe_flush(self) -> SourceBatch | None:
-        full = len(self.rows) + len(self.bad) >= self.options.batch_rows
-        if full or self.image_bytes >= self.options.batch_bytes:
-            return self.flush()
-        return None
+        return self.flush() if self.full() else None
 
     def flush(self) -> SourceBatch | None:
-        if not self.rows and not self.bad:
+        if not self.where and not self.bad:
             return None
         try:
-            rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
+            rows = pa.Table.from_arrays(self.columns, schema=self.schema)
         except _CONVERSION_ERRORS:
             # A dirty batch: find its bad rows by halves, repair or reject them.
+            names = self.schema.names
+            values = zip(*self.columns, strict=True)
+            self.rows = [dict(zip(names, row, strict=True)) for row in values]
             rows = pa.concat_tables([self.schema.empty_table(), *self._dirty(0, len(self.rows))])
+            self.rows = []
         rejected = None
         if self.bad:
             bad_rows = [r for r, _ in self.bad]
@@ -185,7 +202,10 @@ class _BatchBuilder:
             first_bad=self.bad[0][1] if self.bad else None,
         )
         self.stats.add(stats)
-        self.rows, self.where, self.bad, self.image_bytes = [], [], [], 0
+        for column in self.columns:
+            column.clear()
+        self.where.clear()
+        self.bad, self.image_bytes = [], 0
         return SourceBatch(rows, rejected, stats)
 
     def place(self, where: int | str) -> str:
@@ -314,6 +334,7 @@ class Source:
         builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
         if part is None:
             self.stats = builder.stats
+        self._row_helpers = (row_ids(self.id_key), PathResolver(self.base_dir))  # see `_row`
         return builder
 
     def fingerprint(self) -> dict:
@@ -376,13 +397,23 @@ class Source:
             self._output_names[name] = out
         return out
 
+    # (row ids, path resolver) of this process's read: `id_key` is an absolute path, worked
+    # out once per read, not per row; not pickled (a worker makes its own)
+    _row_helpers: tuple[Callable[[int], str], PathResolver] | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_row_helpers"}
+
     def _row(self, record: dict, rowno: int) -> dict:
         """A row dict in the output schema from one input record (a dict of column values)."""
+        if self._row_helpers is None:
+            self._row_helpers = (row_ids(self.id_key), PathResolver(self.base_dir))
+        ids, resolve = self._row_helpers
         raw_id = record.get(self._id_col) if self._id_col else None
         row = {
-            "id": str(raw_id) if raw_id is not None else row_id(self.id_key, rowno),
+            "id": str(raw_id) if raw_id is not None else ids(rowno),
             "source": self.source_text,
-            "image": image_value(record.get(self.options.image_col), self.base_dir),
+            "image": image_value(record.get(self.options.image_col), self.base_dir, resolve),
             "caption": caption_value(record.get(self.options.text_col)),
         }
         names = self._output_names

@@ -20,6 +20,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from mmtok.io.encoding import is_valid_text, valid_text
+from mmtok.io.schema import BASE_NAMES
 from mmtok.io.sources.base import (
     BadRecord,
     ReadOptions,
@@ -221,9 +222,24 @@ def _decoded_lines(f: IO[bytes], offset: int, stop: int | None) -> Iterator[tupl
     """(byte offset of the line, offset after it, its text) from `offset` to `stop` (None: the
     end). Lines end at \\n, \\r\\n or a lone \\r, as in text mode; bytes that are not UTF-8 are
     kept as surrogate escapes, so a path keeps its bytes and other text is made valid (with a
-    warning) when it becomes a row."""
-    for starts, texts, end in _line_chunks(f, offset, stop):
-        yield from zip(starts, [*starts[1:], end], texts, strict=True)
+    warning) when it becomes a row. One line at a time (CSV reads records across lines and
+    knows its own end); `_line_chunks` gives the same lines a chunk at a time."""
+    for raw in f:
+        if stop is not None and offset >= stop:
+            return
+        end = offset + len(raw)
+        if offset == 0 and raw.startswith(_BOM):
+            raw = raw[3:]
+        if b"\r" in raw and (not raw.endswith(b"\r\n") or raw.count(b"\r") > 1):
+            at = end - len(raw)
+            for piece in raw.splitlines(keepends=True):
+                if stop is not None and at >= stop:  # a slice may start at a lone \r
+                    return
+                yield at, at + len(piece), piece.decode("utf-8", "surrogateescape")
+                at += len(piece)
+        else:
+            yield offset, end, raw.decode("utf-8", "surrogateescape")
+        offset = end
 
 
 def _seek_chunks(
@@ -418,13 +434,15 @@ class JsonLinesSource(Source):
         if part is not None and part.kind == "bytes":
             start, stop, lineno, rowno = part.start, part.stop, part.first_line, part.first_row
         plans: dict[tuple, tuple | None] = {}
-        text_columns = frozenset(builder.text_columns)
         image_col, text_col = self.options.image_col, self.options.text_col
         id_col = self._id_col or None
         source = self.source_text
-        resolve = PathResolver(self.base_dir)
-        row_key = row_ids(self.id_key)
-        batch_rows, batch_bytes = self.options.batch_rows, self.options.batch_bytes
+        row_key, resolve = self._row_helpers or (row_ids(self.id_key), PathResolver(self.base_dir))
+        column = dict(zip(schema.names, builder.columns, strict=True))
+        add_id, add_source, add_image, add_caption, add_warning_ = (
+            column[name].append for name in BASE_NAMES
+        )
+        add_where, full = builder.where.append, builder.full
         scan_once = _read_scan
         with open_binary(self.path) as f:
             chunks = _seek_chunks(f, start, stop)
@@ -452,7 +470,7 @@ class JsonLinesSource(Source):
                         keys = tuple(value)
                         plan = plans.get(keys, _NO_PLAN)
                         if plan is _NO_PLAN:
-                            plan = self._plan(keys, text_columns)
+                            plan = self._plan(keys, builder)
                             if len(plans) < _SHAPES:
                                 plans[keys] = plan
                         if plan is not None:
@@ -481,21 +499,18 @@ class JsonLinesSource(Source):
                         rowno += 1
                         continue
                     raw_id = value.get(id_col) if plan[1] else None
-                    row = {
-                        "id": str(raw_id) if raw_id is not None else row_key(rowno),
-                        "source": source,
-                        "image": image,
-                        "caption": caption,
-                    }
-                    for key, out in plan[0]:
-                        row[out] = value[key]
-                    builder.rows.append(row)
-                    builder.where.append(lineno)
+                    add_id(str(raw_id) if raw_id is not None else row_key(rowno))
+                    add_source(source)
+                    add_image(image)
+                    add_caption(caption)
+                    add_warning_(None)
+                    for add, key in plan[0]:
+                        add(value[key])
+                    for add in plan[2]:
+                        add(None)
+                    add_where(lineno)
                     rowno += 1
-                    if (
-                        len(builder.rows) + len(builder.bad) >= batch_rows
-                        or builder.image_bytes >= batch_bytes
-                    ):
+                    if full():
                         yield builder.flush()  # type: ignore[misc]
         if batch := builder.flush():
             yield batch
@@ -509,10 +524,12 @@ class JsonLinesSource(Source):
             return builder.reject(row.row, f"{builder.place(lineno)}: {row.message}")
         return builder.add(row, lineno)
 
-    def _plan(self, keys: tuple, text_columns: frozenset[str]) -> tuple | None:
-        """How `batches` makes a row of a record with these keys, in this order: the
-        (key, output name) pairs to copy and whether the id column is there; None when
-        `_row` would repair, coerce or warn (the record takes the general rule)."""
+    def _plan(self, keys: tuple, builder: _BatchBuilder) -> tuple | None:
+        """How `batches` makes a row of a record with these keys, in this order: for each
+        passthrough column of the schema, the key whose value it takes (the last key of that
+        output name, as `_row` copies them) and the columns it has none for; and whether the
+        id column is there. None when `_row` would repair, coerce or warn, or `add` convert
+        (the record takes the general rule)."""
         names = frozenset(keys)
         if (
             not self._known.issuperset(names)
@@ -521,14 +538,22 @@ class JsonLinesSource(Source):
             or not names.isdisjoint(self._lineage)
         ):
             return None
-        copies = []
+        sources = {}
         for key in keys:
             out = self._passthrough_name(key)
             if out is not None:
-                if out in text_columns:
+                if out in builder.text_columns:
                     return None
-                copies.append((key, out))
-        return tuple(copies), bool(self._id_col) and self._id_col in names
+                sources[out] = key
+        taken, empty = [], []
+        for name, column in zip(builder.schema.names, builder.columns, strict=True):
+            if name in BASE_NAMES:
+                continue
+            if name in sources:
+                taken.append((column.append, sources[name]))
+            else:
+                empty.append(column.append)
+        return tuple(taken), bool(self._id_col) and self._id_col in names, tuple(empty)
 
 
 class JsonArraySource(JsonLinesSource):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -80,6 +81,10 @@ def _resolve(value: str, base_dir: str) -> str:
     return path_text(os.path.normpath(os.path.join(base_dir, os.path.expanduser(value))))
 
 
+def _resolve_against(base_dir: str, value: str) -> str:
+    return resolve_image_path(value, base_dir)
+
+
 class PathResolver:
     """`resolve_image_path` against one folder, for many values: rows mostly share a few
     folders, so `normpath(join(...))` runs once per folder and a value costs a dict lookup.
@@ -151,8 +156,13 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def image_value(value: Any, base_dir: str) -> dict | None:
-    """Normalize an image cell (path, data URI, bytes, or {path, bytes}) to the image struct."""
+def image_value(
+    value: Any, base_dir: str, resolve: Callable[[str], str] | None = None
+) -> dict | None:
+    """Normalize an image cell (path, data URI, bytes, or {path, bytes}) to the image struct.
+    `resolve`: `resolve_image_path` against `base_dir` (a `PathResolver` of it, say)."""
+    if resolve is None:
+        resolve = functools.partial(_resolve_against, base_dir)
     if value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
@@ -162,7 +172,7 @@ def image_value(value: Any, base_dir: str) -> dict | None:
             return None
         if value[4:5] == ":" and value[:4].lower() == "data":
             return {"path": None, "bytes": data_uri_bytes(value)}
-        return {"path": resolve_image_path(value, base_dir), "bytes": None}
+        return {"path": resolve(value), "bytes": None}
     if isinstance(value, dict):
         path, data = value.get("path"), value.get("bytes")
         if isinstance(data, str):
@@ -176,7 +186,7 @@ def image_value(value: Any, base_dir: str) -> dict | None:
             raise RecordError(f"image path of type {type(path).__name__}: {short_repr(path)}")
         if data is None and not path:
             return None
-        return {"path": resolve_image_path(path, base_dir) if path else None, "bytes": data}
+        return {"path": resolve(path) if path else None, "bytes": data}
     raise RecordError(f"image value of type {type(value).__name__} is neither a path nor bytes")
 
 
