@@ -205,7 +205,8 @@ class _BatchBuilder:
         for column in self.columns:
             column.clear()
         self.where.clear()
-        self.bad, self.image_bytes = [], 0
+        self.bad.clear()
+        self.image_bytes = 0
         return SourceBatch(rows, rejected, stats)
 
     def place(self, where: int | str) -> str:

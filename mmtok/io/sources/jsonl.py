@@ -36,7 +36,7 @@ from mmtok.io.sources.values import (
     PathResolver,
     RecordError,
     add_warning,
-    row_ids,
+    row_id_prefix,
 )
 
 
@@ -437,12 +437,15 @@ class JsonLinesSource(Source):
         image_col, text_col = self.options.image_col, self.options.text_col
         id_col = self._id_col or None
         source = self.source_text
-        row_key, resolve = self._row_helpers or (row_ids(self.id_key), PathResolver(self.base_dir))
+        resolve = PathResolver(self.base_dir)
+        prefixes = resolve._prefixes  # the folders it has resolved: read here, filled by it
+        id_hash = row_id_prefix(self.id_key).copy  # `row_id` of a row number, in place
         column = dict(zip(schema.names, builder.columns, strict=True))
         add_id, add_source, add_image, add_caption, add_warning_ = (
             column[name].append for name in BASE_NAMES
         )
-        add_where, full = builder.where.append, builder.full
+        where, bad, add_where = builder.where, builder.bad, builder.where.append
+        batch_rows, batch_bytes = self.options.batch_rows, self.options.batch_bytes
         scan_once = _read_scan
         with open_binary(self.path) as f:
             chunks = _seek_chunks(f, start, stop)
@@ -483,8 +486,24 @@ class JsonLinesSource(Source):
                                 and image
                                 and not (image[4:5] == ":" and image[:4].lower() == "data")
                             ):
+                                # `resolve(image)` for a name in a folder seen before
+                                cut = image.rfind("/") + 1
+                                prefix = prefixes.get(image[:cut])
+                                name = image[cut:]
+                                path = None
+                                if (
+                                    prefix is not None
+                                    and ":" not in image[:32]
+                                    and image[:1] != "~"
+                                    and name
+                                    and name != "."
+                                    and name != ".."
+                                ):
+                                    path = prefix + name
+                                    if not path.isascii():
+                                        path = None
                                 try:
-                                    image = {"path": resolve(image), "bytes": None}
+                                    image = {"path": path or resolve(image), "bytes": None}
                                 except RecordError:
                                     plan = None  # the general rule makes it a reject
                             elif image is not None:
@@ -499,7 +518,12 @@ class JsonLinesSource(Source):
                         rowno += 1
                         continue
                     raw_id = value.get(id_col) if plan[1] else None
-                    add_id(str(raw_id) if raw_id is not None else row_key(rowno))
+                    if raw_id is None:
+                        hashed = id_hash()
+                        hashed.update(b"%d" % rowno)
+                        add_id(hashed.hexdigest())
+                    else:
+                        add_id(str(raw_id))
                     add_source(source)
                     add_image(image)
                     add_caption(caption)
@@ -510,7 +534,7 @@ class JsonLinesSource(Source):
                         add(None)
                     add_where(lineno)
                     rowno += 1
-                    if full():
+                    if len(where) + len(bad) >= batch_rows or builder.image_bytes >= batch_bytes:
                         yield builder.flush()  # type: ignore[misc]
         if batch := builder.flush():
             yield batch

@@ -33,11 +33,15 @@ def row_id(source: str, key: str | int) -> str:
     ).hexdigest()
 
 
+def row_id_prefix(source: str) -> Any:
+    """The hash state of `row_id(source, n)` before n: copied and updated with b"%d" % n, its
+    hex digest is `row_id(source, n)` (blake2b of a + b is the hash updated with a, then b)."""
+    return hashlib.blake2b(f"{source}\0".encode("utf-8", "surrogatepass"), digest_size=10)
+
+
 def row_ids(source: str) -> Callable[[int], str]:
-    """`row_id(source, n)` for many row numbers n: the hash of the common prefix is kept and
-    copied (blake2b of a + b is the hash updated with a, then b)."""
-    prefix = hashlib.blake2b(f"{source}\0".encode("utf-8", "surrogatepass"), digest_size=10)
-    copy = prefix.copy
+    """`row_id(source, n)` for many row numbers n (`row_id_prefix`)."""
+    copy = row_id_prefix(source).copy
 
     def row_id_of(n: int) -> str:
         h = copy()
