@@ -1,4 +1,9 @@
-"""JSON Lines, JSON array files (LLaVA-style) and JSON Lines on stdin."""
+"""JSON Lines, JSON array files (LLaVA-style) and JSON Lines on stdin.
+
+A JSON Lines read is the hot path of every command: lines come a chunk at a time and the
+common record (an object of planned keys, a path, a text caption) becomes a row in place
+(`JsonLinesSource.batches`); every other line takes the general rule (`records`), which the
+tests hold the fast path to."""
 
 from __future__ import annotations
 
@@ -134,10 +139,15 @@ def _raw_lines(f: IO[bytes], hint: int) -> tuple[list[bytes], BaseException | No
     (at least one line), and the read error that stopped them early, if any: the lines before
     an error are kept, as a line by line read keeps them."""
     if hint > 0 and not isinstance(f, gzip.GzipFile):  # `readlines` of a plain file runs in C
-        at = f.tell()
+        try:
+            at: int | None = f.tell()
+        except OSError:
+            at = None  # a pipe
         try:
             return f.readlines(hint), None
-        except READ_ERRORS:
+        except READ_ERRORS as e:
+            if at is None:
+                return [], e
             try:
                 f.seek(at)  # read the chunk again line by line, to keep the lines before
             except READ_ERRORS as e:
