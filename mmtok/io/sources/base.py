@@ -124,19 +124,20 @@ class ReadStats:
 class _BatchBuilder:
     """Accumulates rows and read rejects as Python values; emits conformed Arrow batches.
 
-    Rows are kept as one list per schema column (what `pa.Table.from_pylist` builds from row
-    dicts before it converts them, so the table is the same): a row dict adds a value to each,
-    and a reader may append to the lists itself (`columns`: cleared in place at each flush).
-    The dirty path rebuilds the row dicts."""
+    Rows come as dicts (`add`: converted by `pa.Table.from_pylist`) or, from a reader that
+    makes them in place, as values appended to `columns`, one list per schema column: what
+    `from_pylist` builds from row dicts before it converts them, so the table is the same. A
+    reader that appends calls `spill` first (the batch's dicts join the columns, in order);
+    the lists are cleared in place at each flush."""
 
     def __init__(self, schema: pa.Schema, options: ReadOptions, text_columns: list[str], unit: str):
         self.schema, self.options, self.unit = schema, options, unit
         # Passthrough columns that inputs disagree on are text: other values become JSON text.
         self.text_columns = text_columns
+        self.rows: list[dict] = []  # rows as dicts: after those in `columns`
         self.columns: list[list] = [[] for _ in schema]
         self._named = list(zip(schema.names, self.columns, strict=True))
-        self.rows: list[dict] = []  # the row dicts of a batch that failed to convert
-        self.where: list[int | str] = []  # a number of `unit`s, or a description
+        self.where: list[int | str] = []  # of every row: a number of `unit`s, or a description
         self.bad: list[tuple[dict, str]] = []
         self.image_bytes = 0
         self.stats = ReadStats()
@@ -146,39 +147,46 @@ class _BatchBuilder:
             value = row.get(name)
             if value is not None and not isinstance(value, str):
                 row[name] = caption_value(value)
-        for name, column in self._named:
-            column.append(row.get(name))
+        self.rows.append(row)
         self.where.append(where)
         image = row.get("image")
         if image and image.get("bytes"):
             self.image_bytes += len(image["bytes"])
         return self._maybe_flush()
 
+    def spill(self) -> None:
+        """The row dicts join the columns (a reader is about to append to them)."""
+        for row in self.rows:
+            for name, column in self._named:
+                column.append(row.get(name))
+        self.rows.clear()
+
     def reject(self, row: dict, message: str) -> SourceBatch | None:
         self.bad.append((row, message))
         return self._maybe_flush()
 
-    def full(self) -> bool:
-        return (
-            len(self.where) + len(self.bad) >= self.options.batch_rows
-            or self.image_bytes >= self.options.batch_bytes
-        )
-
     def _maybe_flush(self) -> SourceBatch | None:
-        return self.flush() if self.full() else None
+        full = len(self.where) + len(self.bad) >= self.options.batch_rows
+        if full or self.image_bytes >= self.options.batch_bytes:
+            return self.flush()
+        return None
 
     def flush(self) -> SourceBatch | None:
         if not self.where and not self.bad:
             return None
         try:
-            rows = pa.Table.from_arrays(self.columns, schema=self.schema)
+            if len(self.rows) < len(self.where):  # some rows are in the columns
+                self.spill()
+                rows = pa.Table.from_arrays(self.columns, schema=self.schema)
+            else:
+                rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
         except _CONVERSION_ERRORS:
             # A dirty batch: find its bad rows by halves, repair or reject them.
-            names = self.schema.names
-            values = zip(*self.columns, strict=True)
-            self.rows = [dict(zip(names, row, strict=True)) for row in values]
+            if not self.rows:  # they were in the columns: the dicts again
+                names = self.schema.names
+                values = zip(*self.columns, strict=True)
+                self.rows.extend(dict(zip(names, row, strict=True)) for row in values)
             rows = pa.concat_tables([self.schema.empty_table(), *self._dirty(0, len(self.rows))])
-            self.rows = []
         rejected = None
         if self.bad:
             bad_rows = [r for r, _ in self.bad]
@@ -204,6 +212,7 @@ class _BatchBuilder:
         self.stats.add(stats)
         for column in self.columns:
             column.clear()
+        self.rows.clear()
         self.where.clear()
         self.bad.clear()
         self.image_bytes = 0

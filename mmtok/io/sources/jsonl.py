@@ -455,6 +455,7 @@ class JsonLinesSource(Source):
             column[name].append for name in BASE_NAMES
         )
         where, bad, add_where = builder.where, builder.bad, builder.where.append
+        pending, spill = builder.rows, builder.spill  # row dicts the general rule made
         batch_rows, batch_bytes = self.options.batch_rows, self.options.batch_bytes
         scan_once = _read_scan
         with open_binary(self.path) as f:
@@ -527,6 +528,8 @@ class JsonLinesSource(Source):
                             yield batch
                         rowno += 1
                         continue
+                    if pending:
+                        spill()
                     raw_id = value.get(id_col) if plan[1] else None
                     if raw_id is None:
                         hashed = id_hash()
