@@ -38,7 +38,6 @@ from mmtok.io.sources.base import (
 from mmtok.io.sources.values import (
     MESSAGE_TEXT,
     READ_ERRORS,
-    PathResolver,
     RecordError,
     add_warning,
     row_id_prefix,
@@ -447,7 +446,8 @@ class JsonLinesSource(Source):
         image_col, text_col = self.options.image_col, self.options.text_col
         id_col = self._id_col or None
         source = self.source_text
-        resolve = PathResolver(self.base_dir)
+        assert self._row_helpers is not None  # set by `_builder`
+        resolve = self._row_helpers[1]  # the general rule's too: one cache of folders
         prefixes = resolve._prefixes  # the folders it has resolved: read here, filled by it
         id_hash = row_id_prefix(self.id_key).copy  # `row_id` of a row number, in place
         column = dict(zip(schema.names, builder.columns, strict=True))
