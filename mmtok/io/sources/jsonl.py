@@ -131,6 +131,7 @@ _BOM = b"\xef\xbb\xbf"
 _read_scan = json.JSONDecoder().scan_once
 _NOT_PARSED = object()
 _NO_PLAN = object()
+_BLANK = object()  # a blank line in the scan (not a record)
 
 
 def _raw_lines(f: IO[bytes], hint: int) -> tuple[list[bytes], BaseException | None]:
@@ -289,10 +290,10 @@ class JsonLinesSource(Source):
             except READ_ERRORS as e:
                 yield lineno + 1, _unreadable(lineno, e), offset
 
-    def _scan_chunks(self) -> Iterator[tuple[list[Any], list[int], list[int]]]:
-        """`_parsed(parse=_scan_json)` a chunk of lines at a time, as (records, their line
-        numbers, their byte offsets); a line that starts with its value and ends after it is
-        decoded at once (as `batches` does), any other takes `_scan_json`."""
+    def _scan_chunks(self) -> Iterator[tuple[list[Any], Callable[[int], tuple[int, int]]]]:
+        """`_parsed(parse=_scan_json)` a chunk of lines at a time, as (records, where the i-th
+        record is: its byte offset and the lines before it); a line that starts with its value
+        and ends after it is decoded at once (as `batches` does), any other by `_scan_json`."""
         lineno, offset = 0, 0
         scan_once = _scan_decoder.scan_once
         with open_binary(self.path) as f:
@@ -301,26 +302,33 @@ class JsonLinesSource(Source):
                 try:
                     chunk = next(chunks, None)
                 except READ_ERRORS as e:
-                    yield [_unreadable(lineno, e)], [lineno + 1], [offset]
+                    yield [_unreadable(lineno, e)], lambda i, at=(offset, lineno): at
                     return
                 if chunk is None:
                     return
                 starts, lines, _ = chunk
-                records, kept = [], []
-                for i, line in enumerate(lines):
+                records: list[Any] = []
+                append = records.append
+                blank = False
+                for line in lines:
                     try:
                         value, end = scan_once(line, 0)
                     except (StopIteration, ValueError, RecursionError):
                         if not line.strip():
-                            continue
-                        value = _scan_json(line)
+                            blank = True
+                            value = _BLANK
+                        else:
+                            value = _scan_json(line)
                     else:
                         rest = line[end:]
                         if rest != "\n" and rest.strip(_JSON_SPACE):
                             value = _scan_json(line)
-                    records.append(value)
-                    kept.append(i)
-                yield records, [lineno + 1 + i for i in kept], [starts[i] for i in kept]
+                    append(value)
+                kept = range(len(records))
+                if blank:  # records are the lines that are not blank
+                    kept = [i for i, r in enumerate(records) if r is not _BLANK]
+                    records = [records[i] for i in kept]
+                yield records, lambda i, k=kept, s=starts, n=lineno: (s[k[i]], n + k[i])
                 lineno += len(lines)
                 offset = starts[-1]
 
@@ -336,9 +344,10 @@ class JsonLinesSource(Source):
         marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
         unreadable = False
         batch_rows = self.options.batch_rows
-        for records, linenos, offsets in self._scan_chunks():
+        for records, place in self._scan_chunks():
             for i in range(-count % batch_rows, len(records), batch_rows):
-                marks.append((offsets[i], count + i, linenos[i] - 1))
+                at, before = place(i)
+                marks.append((at, count + i, before))
             count += len(records)
             for record in records:
                 if type(record) is not dict:
@@ -618,9 +627,9 @@ class JsonArraySource(JsonLinesSource):
 
     batches = Source.batches  # the items of one parsed document: no lines to read fast
 
-    def _scan_chunks(self) -> Iterator[tuple[list[Any], list[int], list[int]]]:
-        records = list(self._parsed(parse=_scan_json))
-        yield [r for _, r, _ in records], [n for n, _, _ in records], [o for _, _, o in records]
+    def _scan_chunks(self) -> Iterator[tuple[list[Any], Callable[[int], tuple[int, int]]]]:
+        items = list(self._parsed(parse=_scan_json))
+        yield [r for _, r, _ in items], lambda i: (items[i][2], items[i][0] - 1)
 
     def slices(self, index: int, rows: int) -> list[Slice]:
         self._scan()
