@@ -117,6 +117,26 @@ def test_jsonl_path_that_is_not_utf8_finds_its_file_and_round_trips(tmp_path, la
     assert result.exit_code == 0 and json.loads(result.stdout)["counts"]["out"] == 1
 
 
+def test_image_path_that_no_file_name_can_hold_is_a_bad_record(tmp_path):
+    """A lone surrogate from a JSON escape is no byte of a file name, nor is a raw byte that is
+    not UTF-8 inside a `file:` URI: the record is a bad_record reject (it crashed the run)."""
+    path = write_lines(
+        tmp_path / "r.jsonl",
+        [
+            json.dumps({"image": "a\ud83d.jpg", "caption": "half an emoji"}),
+            b'{"image": "file:/x/caf\xe9.jpg", "caption": "raw byte"}',
+            json.dumps({"image": {"path": "/x/\ud83d.jpg"}, "caption": "struct"}),
+            json.dumps({"image": "ok.jpg", "caption": "fine"}),
+        ],
+    )
+    _, rows, rejects = read_all([path])
+    assert [r["caption"] for r in rows] == ["fine"]
+    assert [r["caption"] for r in rejects] == ["half an emoji", "raw byte", "struct"]
+    assert all(r["reason"] == "bad_record" for r in rejects)
+    assert all("cannot be a file name" in r["message"] for r in rejects)
+    assert rejects[0]["message"].startswith("line 1: image path 'a\\ud83d.jpg'")
+
+
 def test_tar_member_name_that_is_not_utf8(tmp_path):
     path = tmp_path / "shard.tar"
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:

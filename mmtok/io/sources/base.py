@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +14,12 @@ from mmtok.errors import MmtokError
 from mmtok.io.encoding import is_valid_text, path_text, valid_text
 from mmtok.io.schema import BASE_NAMES, LINEAGE_NAMES, make_rejects
 from mmtok.io.sources.values import (
+    PathResolver,
     add_warning,
     caption_value,
     image_value,
     row_id,
+    row_ids,
     short_repr,
     valid_value,
 )
@@ -120,14 +122,22 @@ class ReadStats:
 
 
 class _BatchBuilder:
-    """Accumulates rows and read rejects as Python values; emits conformed Arrow batches."""
+    """Accumulates rows and read rejects as Python values; emits conformed Arrow batches.
+
+    Rows come as dicts (`add`: converted by `pa.Table.from_pylist`) or, from a reader that
+    makes them in place, as values appended to `columns`, one list per schema column: what
+    `from_pylist` builds from row dicts before it converts them, so the table is the same. A
+    reader that appends calls `spill` first (the batch's dicts join the columns, in order);
+    the lists are cleared in place at each flush."""
 
     def __init__(self, schema: pa.Schema, options: ReadOptions, text_columns: list[str], unit: str):
         self.schema, self.options, self.unit = schema, options, unit
         # Passthrough columns that inputs disagree on are text: other values become JSON text.
         self.text_columns = text_columns
-        self.rows: list[dict] = []
-        self.where: list[int | str] = []  # a number of `unit`s, or a description
+        self.rows: list[dict] = []  # rows as dicts: after those in `columns`
+        self.columns: list[list] = [[] for _ in schema]
+        self._named = list(zip(schema.names, self.columns, strict=True))
+        self.where: list[int | str] = []  # of every row: a number of `unit`s, or a description
         self.bad: list[tuple[dict, str]] = []
         self.image_bytes = 0
         self.stats = ReadStats()
@@ -144,23 +154,38 @@ class _BatchBuilder:
             self.image_bytes += len(image["bytes"])
         return self._maybe_flush()
 
+    def spill(self) -> None:
+        """The row dicts join the columns (a reader is about to append to them)."""
+        for row in self.rows:
+            for name, column in self._named:
+                column.append(row.get(name))
+        self.rows.clear()
+
     def reject(self, row: dict, message: str) -> SourceBatch | None:
         self.bad.append((row, message))
         return self._maybe_flush()
 
     def _maybe_flush(self) -> SourceBatch | None:
-        full = len(self.rows) + len(self.bad) >= self.options.batch_rows
+        full = len(self.where) + len(self.bad) >= self.options.batch_rows
         if full or self.image_bytes >= self.options.batch_bytes:
             return self.flush()
         return None
 
     def flush(self) -> SourceBatch | None:
-        if not self.rows and not self.bad:
+        if not self.where and not self.bad:
             return None
         try:
-            rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
+            if len(self.rows) < len(self.where):  # some rows are in the columns
+                self.spill()
+                rows = pa.Table.from_arrays(self.columns, schema=self.schema)
+            else:
+                rows = pa.Table.from_pylist(self.rows, schema=self.schema)  # missing keys: nulls
         except _CONVERSION_ERRORS:
             # A dirty batch: find its bad rows by halves, repair or reject them.
+            if not self.rows:  # they were in the columns: the dicts again
+                names = self.schema.names
+                values = zip(*self.columns, strict=True)
+                self.rows.extend(dict(zip(names, row, strict=True)) for row in values)
             rows = pa.concat_tables([self.schema.empty_table(), *self._dirty(0, len(self.rows))])
         rejected = None
         if self.bad:
@@ -185,7 +210,12 @@ class _BatchBuilder:
             first_bad=self.bad[0][1] if self.bad else None,
         )
         self.stats.add(stats)
-        self.rows, self.where, self.bad, self.image_bytes = [], [], [], 0
+        for column in self.columns:
+            column.clear()
+        self.rows.clear()
+        self.where.clear()
+        self.bad.clear()
+        self.image_bytes = 0
         return SourceBatch(rows, rejected, stats)
 
     def place(self, where: int | str) -> str:
@@ -293,15 +323,7 @@ class Source:
 
     def batches(self, schema: pa.Schema, part: Slice | None = None) -> Iterator[SourceBatch]:
         """The batches of the whole source, or of one slice of it (each slice starts a batch)."""
-        own = {f.name: f.type for f in self.passthrough_fields()}
-        text_columns = [
-            f.name
-            for f in schema
-            if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
-        ]
-        builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
-        if part is None:
-            self.stats = builder.stats
+        builder = self._builder(schema, part)
         for record, where in self.records() if part is None else self.records(part):
             if isinstance(record, BadRecord):
                 batch = builder.reject(record.row, f"{builder.place(where)}: {record.message}")
@@ -311,6 +333,19 @@ class Source:
                 yield batch
         if batch := builder.flush():
             yield batch
+
+    def _builder(self, schema: pa.Schema, part: Slice | None) -> _BatchBuilder:
+        own = {f.name: f.type for f in self.passthrough_fields()}
+        text_columns = [
+            f.name
+            for f in schema
+            if f.type == pa.string() and f.name in own and own[f.name] != pa.string()
+        ]
+        builder = _BatchBuilder(schema, self.options, text_columns, self.unit)
+        if part is None:
+            self.stats = builder.stats
+        self._row_helpers = (row_ids(self.id_key), PathResolver(self.base_dir))  # see `_row`
+        return builder
 
     def fingerprint(self) -> dict:
         st = os.stat(self.path)
@@ -372,13 +407,23 @@ class Source:
             self._output_names[name] = out
         return out
 
+    # (row ids, path resolver) of this process's read: `id_key` is an absolute path, worked
+    # out once per read, not per row; not pickled (a worker makes its own)
+    _row_helpers: tuple[Callable[[int], str], PathResolver] | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_row_helpers"}
+
     def _row(self, record: dict, rowno: int) -> dict:
         """A row dict in the output schema from one input record (a dict of column values)."""
+        if self._row_helpers is None:
+            self._row_helpers = (row_ids(self.id_key), PathResolver(self.base_dir))
+        ids, resolve = self._row_helpers
         raw_id = record.get(self._id_col) if self._id_col else None
         row = {
-            "id": str(raw_id) if raw_id is not None else row_id(self.id_key, rowno),
+            "id": str(raw_id) if raw_id is not None else ids(rowno),
             "source": self.source_text,
-            "image": image_value(record.get(self.options.image_col), self.base_dir),
+            "image": image_value(record.get(self.options.image_col), self.base_dir, resolve),
             "caption": caption_value(record.get(self.options.text_col)),
         }
         names = self._output_names

@@ -169,7 +169,7 @@ class ParquetSource(Source):
         return self.file.metadata.num_rows
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "file"}  # a handle, reopened
+        return {k: v for k, v in super().__getstate__().items() if k != "file"}  # reopened
 
     def __setstate__(self, state: dict) -> None:
         import pyarrow.parquet as pq

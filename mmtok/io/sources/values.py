@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -31,12 +33,42 @@ def row_id(source: str, key: str | int) -> str:
     ).hexdigest()
 
 
+def row_id_prefix(source: str) -> Any:
+    """The hash state of `row_id(source, n)` before n: copied and updated with b"%d" % n, its
+    hex digest is `row_id(source, n)` (blake2b of a + b is the hash updated with a, then b)."""
+    return hashlib.blake2b(f"{source}\0".encode("utf-8", "surrogatepass"), digest_size=10)
+
+
+def row_ids(source: str) -> Callable[[int], str]:
+    """`row_id(source, n)` for many row numbers n (`row_id_prefix`)."""
+    copy = row_id_prefix(source).copy
+
+    def row_id_of(n: int) -> str:
+        h = copy()
+        h.update(b"%d" % n)
+        return h.hexdigest()
+
+    return row_id_of
+
+
 _POSIX = os.sep == "/" and os.altsep is None
 
 
 def resolve_image_path(value: str, base_dir: str) -> str:
     """Relative paths resolve against the input file's folder; URLs are kept as given; a path
-    that is not UTF-8 becomes a `file:` URI of its bytes (see `mmtok.io.encoding`)."""
+    that is not UTF-8 becomes a `file:` URI of its bytes (see `mmtok.io.encoding`). A value
+    that no file name can hold is a `RecordError`."""
+    try:
+        return _resolve(value, base_dir)
+    except UnicodeEncodeError as e:  # a lone surrogate from a JSON escape: not a byte
+        raise RecordError(_no_file_name(value, e)) from None
+
+
+def _no_file_name(value: str, error: UnicodeEncodeError) -> str:
+    return f"image path {short_repr(value)} cannot be a file name ({error})"
+
+
+def _resolve(value: str, base_dir: str) -> str:
     if ":" in value[:32]:  # a cheap test first: most values are plain paths
         if value[:5].lower() == "file:":
             return path_text(local_path(value))
@@ -51,6 +83,49 @@ def resolve_image_path(value: str, base_dir: str) -> str:
     ):
         return path_text(value)  # already what normpath(join(...)) gives: skip them (2 us)
     return path_text(os.path.normpath(os.path.join(base_dir, os.path.expanduser(value))))
+
+
+def _resolve_against(base_dir: str, value: str) -> str:
+    return resolve_image_path(value, base_dir)
+
+
+class PathResolver:
+    """`resolve_image_path` against one folder, for many values: rows mostly share a few
+    folders, so `normpath(join(...))` runs once per folder and a value costs a dict lookup.
+
+    Exact because the folder is absolute and the name a plain component (not empty, `.` or
+    `..`): then normpath(folder/dir/name) is normpath(folder/dir) + "/" + name. Anything else
+    (a URI, `~`, a name that normpath would change) takes the full rule."""
+
+    _LIMIT = 4096  # folders remembered (memory stays bounded)
+
+    def __init__(self, base_dir: str):
+        self.base_dir = base_dir
+        self._prefixes: dict[str, str] = {}
+        self._exact = _POSIX and os.path.isabs(base_dir)  # else every value takes the full rule
+
+    def __call__(self, value: str) -> str:
+        if ":" in value[:32] or value[:1] == "~" or not self._exact:
+            return resolve_image_path(value, self.base_dir)
+        cut = value.rfind("/") + 1
+        name = value[cut:]
+        if not name or name == "." or name == "..":
+            return resolve_image_path(value, self.base_dir)
+        head = value[:cut]
+        prefix = self._prefixes.get(head)
+        if prefix is None:
+            folder = os.path.normpath(os.path.join(self.base_dir, head))
+            prefix = folder if folder.endswith("/") else folder + "/"
+            if len(self._prefixes) >= self._LIMIT:
+                self._prefixes.clear()
+            self._prefixes[head] = prefix
+        full = prefix + name
+        if full.isascii():
+            return full
+        try:
+            return path_text(full)
+        except UnicodeEncodeError as e:
+            raise RecordError(_no_file_name(value, e)) from None
 
 
 class RecordError(ValueError):
@@ -85,8 +160,13 @@ def short_repr(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def image_value(value: Any, base_dir: str) -> dict | None:
-    """Normalize an image cell (path, data URI, bytes, or {path, bytes}) to the image struct."""
+def image_value(
+    value: Any, base_dir: str, resolve: Callable[[str], str] | None = None
+) -> dict | None:
+    """Normalize an image cell (path, data URI, bytes, or {path, bytes}) to the image struct.
+    `resolve`: `resolve_image_path` against `base_dir` (a `PathResolver` of it, say)."""
+    if resolve is None:
+        resolve = functools.partial(_resolve_against, base_dir)
     if value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
@@ -96,7 +176,7 @@ def image_value(value: Any, base_dir: str) -> dict | None:
             return None
         if value[4:5] == ":" and value[:4].lower() == "data":
             return {"path": None, "bytes": data_uri_bytes(value)}
-        return {"path": resolve_image_path(value, base_dir), "bytes": None}
+        return {"path": resolve(value), "bytes": None}
     if isinstance(value, dict):
         path, data = value.get("path"), value.get("bytes")
         if isinstance(data, str):
@@ -110,7 +190,7 @@ def image_value(value: Any, base_dir: str) -> dict | None:
             raise RecordError(f"image path of type {type(path).__name__}: {short_repr(path)}")
         if data is None and not path:
             return None
-        return {"path": resolve_image_path(path, base_dir) if path else None, "bytes": data}
+        return {"path": resolve(path) if path else None, "bytes": data}
     raise RecordError(f"image value of type {type(value).__name__} is neither a path nor bytes")
 
 
