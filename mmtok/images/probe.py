@@ -21,7 +21,7 @@ from mmtok.images.jpeg_header import jpeg_facts
 from mmtok.images.open_file import open_regular_fd
 from mmtok.images.png_header import _Positional, png_facts, read_png_tail
 from mmtok.images.webp_header import webp_facts, webp_head
-from mmtok.io.encoding import local_path
+from mmtok.io.encoding import local_path, path_text
 from mmtok.reasons import Reason, RowRejected
 
 # Pillow's own hard limit (2 x MAX_IMAGE_PIXELS): beyond it Pillow refuses to open the file.
@@ -93,17 +93,20 @@ def _open(src: str | bytes, buffered: bool) -> tuple[BinaryIO, int]:
 def _open_fd(path: str) -> tuple[int, int]:
     """A path's open descriptor (the caller closes it) and size; `BadImage` when there is
     nothing to read."""
+    name = path_text(path)  # a path of non-UTF-8 bytes is named by its file: URI
     try:
         fd, size = open_regular_fd(path)
     except FileNotFoundError:
-        raise BadImage(Reason.MISSING_FILE, f"no such file: {path}") from None
+        raise BadImage(Reason.MISSING_FILE, f"no such file: {name}") from None
     except IsADirectoryError:
-        raise BadImage(Reason.READ_ERROR, f"is a directory: {path}") from None
+        raise BadImage(Reason.READ_ERROR, f"is a directory: {name}") from None
     except OSError as e:
-        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {path}") from None
+        raise BadImage(Reason.READ_ERROR, f"{e.strerror or e}: {name}") from None
+    except ValueError:  # os.open's "embedded null byte": no file has that name
+        raise BadImage(Reason.MISSING_FILE, f"no file name holds a NUL byte: {name!r}") from None
     if size == 0:
         os.close(fd)
-        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {path}")
+        raise BadImage(Reason.EMPTY_FILE, f"file is empty: {name}")
     return fd, size
 
 

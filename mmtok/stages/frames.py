@@ -31,6 +31,7 @@ import pyarrow as pa
 from mmtok.engine import stage as stage_module
 from mmtok.engine.stage import Stage, StageResult
 from mmtok.images.probe import BadImage, image_input
+from mmtok.io.encoding import path_text
 from mmtok.io.schema import IMAGE_TYPE, make_rejects
 from mmtok.presets.layout import Refused
 from mmtok.reasons import Reason
@@ -100,10 +101,11 @@ def video_source(row: dict[str, Any]) -> str | bytes:
     if isinstance(source, bytes) and row["image"].get("bytes") is None:
         source = os.fsdecode(source)  # a file: URI of a name that is not UTF-8
     if isinstance(source, str):
-        if not os.path.lexists(source):
-            raise VideoRejected(Reason.MISSING_FILE, f"no such file: {source}")
+        name = path_text(source)  # a path of non-UTF-8 bytes is named by its file: URI
+        if not os.path.lexists(source):  # (False for a name holding a NUL byte)
+            raise VideoRejected(Reason.MISSING_FILE, f"no such file: {name}")
         if not os.path.isfile(source) or not os.access(source, os.R_OK):
-            raise VideoRejected(Reason.READ_ERROR, f"not a readable regular file: {source}")
+            raise VideoRejected(Reason.READ_ERROR, f"not a readable regular file: {name}")
     return source
 
 

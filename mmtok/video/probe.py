@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from mmtok.io.encoding import path_text
+
 REASONS = (
     "missing_file",
     "read_error",
@@ -127,15 +129,16 @@ def _open_input(source: Source) -> tuple[Any, int, str]:
     if isinstance(source, bytes | bytearray | memoryview):
         return io.BytesIO(bytes(source)), len(source), "<bytes>"
     path = os.fspath(source)
+    name = path_text(path)  # a path of non-UTF-8 bytes is named by its file: URI
     try:
         size = os.path.getsize(path)
     except FileNotFoundError as e:
-        raise VideoError("missing_file", f"{path}: no such file") from e
-    except OSError as e:
-        raise VideoError("read_error", f"{path}: {e.strerror}") from e
+        raise VideoError("missing_file", f"{name}: no such file") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte, which no file name holds
+        raise VideoError("read_error", f"{name}: {getattr(e, 'strerror', None) or e}") from e
     if not os.path.isfile(path):
-        raise VideoError("read_error", f"{path}: not a regular file")
-    return path, size, path
+        raise VideoError("read_error", f"{name}: not a regular file")
+    return path, size, name
 
 
 def _head(target: Any, n: int = 64) -> bytes:
