@@ -67,13 +67,13 @@ from mmtok.engine.local import (
     StageChain,
     _failed_row,
     _with_read_rejects,
-    _written,
+    _slice_end,
     read_batch,
 )
 from mmtok.engine.stage import Stage, on_row_done
 from mmtok.engine.workers import COUNTER, STAGE
 from mmtok.errors import MmtokError
-from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceOutput
+from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceOutput, observed_table
 from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
 
@@ -232,12 +232,12 @@ def _slice_task(
     spec: ShardSpec | None = None,
     index: int = 0,
     subs: dict[int, Rows] | None = None,
-) -> tuple[list[tuple], dict[str, int], SliceOutput | None]:
+) -> tuple[list[tuple], dict[str, int], SliceOutput | None, list[Any] | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
     each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the
-    source's notes, and with `spec` the slice's finished files
-    (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then carry only
-    `spec.summary` and the summaries' parts). `subs`: batches (by number) whose result is
+    source's notes, and with `spec` the slice's finished files and the summaries' parts of
+    all its batches (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then
+    carry only `spec.observed`, and parts []). `subs`: batches (by number) whose result is
     known, because they killed a task and were run row by row since."""
     files = None
     if spec is not None and spec.folder is not None:
@@ -251,6 +251,8 @@ def _slice_task(
     chain = _set_up(chain, run)
     progress = _Progress(beats, key, every)
     out = []
+    parts = spec.new_parts() if spec is not None else None
+    batch_parts = [] if parts is not None else None
     row = 0  # rows read in the slice before the batch (`StageChain.for_slice`)
     try:
         with _reporting(progress):
@@ -267,17 +269,19 @@ def _slice_task(
                     rejected = _with_read_rejects(batch.rejected, rejected, chain)
                 if files is not None:
                     files.add(kept, rejected, batch.num_records)
-                parts = None
                 if spec is not None:
-                    kept, rejected, parts = spec.summary(kept, rejected)
+                    if parts is not None:
+                        spec.add_parts(parts, kept)
+                    kept, rejected = spec.observed(kept, rejected)
                 out.append(
-                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, parts)
-                )
+                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats,
+                     batch_parts)
+                )  # fmt: skip
         output = files.close() if files is not None else None
     finally:
         if files is not None:
             files.abort()
-    return out, reader.notes(part), output
+    return out, reader.notes(part), output, parts
 
 
 def _batch_task(
@@ -384,6 +388,7 @@ class _Slice:
     results: list[tuple] | None = None  # the task's, once it finished
     notes: dict[str, int] | None = None
     written: SliceOutput | None = None  # its files, when its task wrote them
+    parts: list[Any] | None = None  # the summaries' parts of its batches, with a ShardSpec
     subs: dict[int, Rows] = field(default_factory=dict)  # batches run row by row since
 
     @property
@@ -509,10 +514,11 @@ class _Driver:
             unit.results, start=unit.skip + 1
         ):
             reader.merge(unit.part, stats, None)
+            kept = observed_table(kept)
             yield BatchResult(kept, rejected, records, (unit.index, number, rows), parts=parts)
         reader.merge(unit.part, None, unit.notes)
-        if unit.written is not None:
-            yield _written(unit.written)
+        if unit.written is not None or unit.parts is not None:
+            yield _slice_end(unit.written, unit.parts)
 
     def _submit(self) -> None:
         while self.queue and len(self.running) < self.max_running:
@@ -586,7 +592,7 @@ class _Driver:
         self.beats.forget.remote([job.key])
         unit = job.unit
         if isinstance(unit, _Slice):
-            unit.results, unit.notes, unit.written = value
+            unit.results, unit.notes, unit.written, unit.parts = value
         elif job.row is None:
             unit.result = value
         else:

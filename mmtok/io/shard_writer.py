@@ -120,22 +120,44 @@ class ShardSpec:
         """What goes back to the main process for a batch: the observed columns of the kept
         rows, the reasons of the rejects, and the batch's part of each summary (None if the
         spec has none)."""
+        observed, reasons = self.observed(kept, rejected)
+        return observed_table(observed), reasons, self.parts(kept)
+
+    def observed(self, kept: pa.Table, rejected: list[pa.Table]) -> tuple[pa.Table | int, list]:
+        """The observed columns of the kept rows, or only their count (an int: a table would
+        cost the main process ~8 us to unpickle) when the main process observes no column;
+        and the reasons of the rejects."""
         names = [c for c in dict.fromkeys(self.send_columns) if c in kept.column_names]
-        summary = kept.select(names)
-        if not names:  # a table without columns loses its length in a pipe: a null column
-            summary = pa.table({"rows": pa.nulls(kept.num_rows)})
-        return summary, [t.select(["reason"]) for t in rejected], self.parts(kept)
+        observed = kept.select(names) if names else kept.num_rows
+        return observed, [t.select(["reason"]) for t in rejected]
 
     def parts(self, kept: pa.Table) -> list[Any] | None:
         """Each summary's part for one kept batch."""
+        parts = self.new_parts()
+        if parts is not None:
+            self.add_parts(parts, kept)
+        return parts
+
+    def new_parts(self) -> list[Any] | None:
+        """A fresh part of each summary (None if the spec has none): a worker adds a slice's
+        batches to one (`add_parts`) and sends it with the slice's end, so the main process
+        unpickles and merges one part per slice, not per batch (parts add in order:
+        `part.add(a); part.add(b)` is `merge(a); merge(b)`)."""
         if not self.summaries:
             return None
-        parts = []
-        for columns, empty in self.summaries:
-            part = empty.empty()
+        return [empty.empty() for _, empty in self.summaries]
+
+    def add_parts(self, parts: list[Any], kept: pa.Table) -> None:
+        for (columns, _), part in zip(self.summaries, parts, strict=True):
             part.add(kept.select(columns))
-            parts.append(part)
-        return parts
+
+
+def observed_table(observed: pa.Table | int) -> pa.Table:
+    """`ShardSpec.observed`'s kept rows as a table: a count becomes a null column of that many
+    rows (a table without columns has no length)."""
+    if isinstance(observed, int):
+        return pa.table({"rows": pa.nulls(observed)})
+    return observed
 
 
 @dataclass

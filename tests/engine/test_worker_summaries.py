@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import encode, photo, write_jsonl
+from conftest import encode, photo, received_tables, write_jsonl
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -116,30 +116,31 @@ def test_sampled_budget_whatever_the_workers(mixed, tmp_path, monkeypatch, small
 
 
 def test_the_main_process_receives_no_observed_column(mixed, worker_messages):
-    """Workers send each batch's summary parts: the tables that reach this process hold only
-    a row count and reject reasons, never the probed or budget columns (nor, with --sample,
-    where this process reads the batches, the rows)."""
+    """Workers send each slice's summary parts with its end, and its batches as a row count:
+    the tables that reach this process hold only a row count and reject reasons, never the
+    probed or budget columns (nor, with --sample, where this process reads the batches, the
+    rows)."""
     document("probe", str(mixed), "-w", "2")
     document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--context", "900", "--suggest",
              "-w", "2")  # fmt: skip
     document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--sample", "600", "-w", "2")
-    tables = [
-        x
-        for m in worker_messages
-        if isinstance(m, tuple)
-        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
-        if isinstance(x, pa.Table)
-    ]
-    assert len(tables) > 12
-    assert {c for t in tables for c in t.column_names} <= {"rows", "reason"}
+    messages = [m for m in worker_messages if isinstance(m, tuple)]
+    # reject reasons, and the row counts of the sampled batches (read here, run as batches)
+    tables = received_tables(messages) + [m[1][0] for m in messages if m[0] == "done"]
+    assert {c for t in tables for c in t.column_names} == {"rows", "reason"}
     parts = {
         (m[0], type(p).__name__)
         for m in worker_messages
-        if isinstance(m, tuple) and m[0] in ("batch", "done") and m[-1] is not None
+        if isinstance(m, tuple) and m[0] in ("end", "done") and m[-1] is not None
         for p in m[-1]
     }
-    assert {("batch", "ProbeSummary"), ("batch", "BudgetSummary"), ("done", "BudgetSummary"),
+    assert {("end", "ProbeSummary"), ("end", "BudgetSummary"), ("done", "BudgetSummary"),
             ("done", "VideoSummary")} <= parts  # fmt: skip
+    batches = [m for m in worker_messages if isinstance(m, tuple) and m[0] == "batch"]
+    assert len(batches) >= 12
+    # a slice's batch: its kept rows' count and no parts (they come with the slice's end)
+    assert all(type(m[1]) is int and m[-1] == [] for m in batches)
+    assert sum(m[1] for m in batches) == 2 * (ROWS - 16)  # probe's and the budget's
 
 
 SCRIPT = """
