@@ -131,11 +131,11 @@ class PresetTally:
         )
 
     def add(self, table: pa.Table, label: str, context: int | None) -> None:
-        arrays, refused = row_arrays(table, label, context)
+        arrays, refused, sums = batch_sums(table, label, context)
         self.refused += refused
         if arrays is None:
             return
-        self.sums = self.sums + Sums.of(arrays)
+        self.sums = self.sums + sums
         self.tokens.add(arrays["image_tokens"])
         self.bytes_per_token.add(arrays["bytes_per_token"])
         if self.arrays is not None:
@@ -148,6 +148,34 @@ class PresetTally:
         self.bytes_per_token.merge(part.bytes_per_token)
         if self.arrays is not None and part.arrays is not None:
             self.arrays.extend(part.arrays)
+
+
+# (label, context) -> (the identity of the columns read, the columns, batch_sums' answer)
+_LAST: dict[tuple[str, int | None], tuple[tuple, list[pa.ChunkedArray], tuple]] = {}
+_READ = ("text_tokens", "file_bytes", "rgb_bytes")  # row_arrays' columns besides the preset's
+
+
+def batch_sums(
+    table: pa.Table, label: str, context: int | None
+) -> tuple[dict[str, np.ndarray] | None, int, Sums | None]:
+    """`row_arrays` and their `Sums` (None if no row was laid out). A worker writing shards
+    asks twice per batch and preset (the shard's metadata, `ShardBudget`, then the summary's
+    part, `PresetTally`), so the last answer per preset is kept, keyed by the columns'
+    buffers (addresses, offsets, lengths). Those columns are held with it, so no other data
+    can take their addresses while the key names them (Arrow buffers are immutable)."""
+    columns = [table.column(label), *(table.column(name) for name in _READ)]
+    key = tuple(
+        (c.offset, len(c), *(0 if x is None else x.address for x in c.buffers()))
+        for column in columns
+        for c in column.chunks
+    )
+    last = _LAST.get((label, context))
+    if last is not None and last[0] == key:
+        return last[2]
+    arrays, refused = row_arrays(table, label, context)
+    answer = (arrays, refused, Sums.of(arrays) if arrays is not None else None)
+    _LAST[(label, context)] = (key, columns, answer)
+    return answer
 
 
 def row_arrays(

@@ -125,9 +125,12 @@ class PercentileSample(_BottomK):
         values = self.values
         if values.size == 0:
             return {f"p{q:g}": None for q in qs}
+        # one call for all q's: numpy sorts (partitions) the values once, not once per q
         if self.integer:
-            return {f"p{q:g}": int(np.percentile(values, q, method="inverted_cdf")) for q in qs}
-        return {f"p{q:g}": float(f"{np.percentile(values, q):.12g}") for q in qs}
+            found = np.percentile(values, qs, method="inverted_cdf").tolist()
+            return {f"p{q:g}": int(v) for q, v in zip(qs, found, strict=True)}
+        found = np.percentile(values, qs).tolist()
+        return {f"p{q:g}": float(f"{v:.12g}") for q, v in zip(qs, found, strict=True)}
 
 
 class RowSample(_BottomK):

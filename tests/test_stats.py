@@ -100,3 +100,42 @@ def test_exact_sums_add_in_any_order():
     halves = exact_sum(values[:4321]) + exact_sum(values[4321:])
     assert halves == exact_sum(values[::-1]) == exact_sum(values)
     assert exact_float(exact_sum(np.array([1e300, 1.0, -1e300]))) == 1.0  # float sum: 0.0
+
+
+def _percentiles_one_by_one(values: np.ndarray, qs, integer: bool) -> dict:
+    """The reference: one np.percentile call per q (as PercentileSample did)."""
+    if integer:
+        return {f"p{q:g}": int(np.percentile(values, q, method="inverted_cdf")) for q in qs}
+    return {f"p{q:g}": float(f"{np.percentile(values, q):.12g}") for q in qs}
+
+
+@np.errstate(invalid="ignore")  # inf - inf in the interpolation, both ways
+def test_percentiles_in_one_call_are_those_one_by_one():
+    """All q's in one np.percentile call give the values (and their types) of one call per q,
+    on many inputs: ties, one value, negative zero, infinities, tiny and huge floats."""
+    rng = np.random.default_rng(7)
+    qs_list = [(5, 50, 95, 99), (0, 0.1, 33.3, 50, 99.9, 100), (50,), (99, 5, 50)]
+    inputs = [
+        np.array([42.0]),
+        np.array([-0.0, 0.0, -0.0]),
+        np.array([1.0, np.inf, 3.0, -np.inf, 2.0]),
+        np.array([5e-324, 1e-300, 1e300, 1.7976931348623157e308]),
+        rng.integers(0, 4, 1000).astype(float),  # heavy ties
+    ]
+    for n in (2, 3, 7, 100, 1001, 20_000):
+        inputs.append(rng.normal(size=n) * 10.0 ** rng.integers(-8, 9))
+        inputs.append(rng.integers(1, 20_000, n).astype(float))
+        inputs.append(rng.integers(1000, 10**7, n) / rng.integers(1, 5000, n))
+    for values in inputs:
+        for qs in qs_list:
+            for integer in (False, True):
+                if integer and not np.isfinite(values).all():
+                    continue  # no integer percentile of an infinity
+                s = PercentileSample(capacity=None, integer=integer)
+                s.add(values)
+                got, want = s.percentiles(qs), _percentiles_one_by_one(values, qs, integer)
+                assert list(got) == list(want)
+                # repr: bit for bit (tells -0.0 from 0.0, and nan is nan), and the types
+                assert [(type(v), repr(v)) for v in got.values()] == [
+                    (type(v), repr(v)) for v in want.values()
+                ]

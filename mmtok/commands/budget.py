@@ -29,9 +29,9 @@ class ShardBudget:
         from mmtok import budget as b
 
         for label in self.labels:
-            arrays, _ = b.row_arrays(kept, label, self.context)
-            if arrays is not None:
-                self.tallies[label] = self.tallies.get(label, b.Sums()) + b.Sums.of(arrays)
+            _, _, sums = b.batch_sums(kept, label, self.context)
+            if sums is not None:
+                self.tallies[label] = self.tallies.get(label, b.Sums()) + sums
 
     def take(self) -> dict[str, str]:
         doc = {label: s.to_dict() for label, s in self.tallies.items()}

@@ -1,0 +1,82 @@
+"""`batch_sums` keeps its last answer per preset (a worker asks twice per batch: the shard's
+metadata and the summary's part): every answer equals `row_arrays` and `Sums.of` computed
+afresh, for new batches, slices and chunkings of one batch (the same buffers at other offsets),
+and batches rebuilt after the last one was freed."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmtok import budget as b
+from mmtok.presets import get_preset
+from mmtok.stages.budget import BudgetStage
+from mmtok.text import TextCounter
+
+PRESETS = ["qwen2-vl", "llama3-336", "gpt-4o"]
+
+
+def kept(seed: int, n: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5000, (n, 2))
+    sizes[:: 7] = (1, 500)  # refused by some presets
+    table = pa.table(
+        {
+            "width": pa.array(sizes[:, 0], pa.int32()),
+            "height": pa.array(sizes[:, 1], pa.int32()),
+            "exif_orientation": pa.array(rng.choice([0, 1, 6, 8], n), pa.int8()),
+            "file_bytes": pa.array(rng.integers(1, 10**7, n), pa.int64()),
+            "caption": ["word " * int(k) for k in rng.integers(0, 50, n)],
+        }
+    )
+    stage = BudgetStage({p: get_preset(p) for p in PRESETS}, TextCounter(), context=700)
+    stage.setup()
+    return stage.process(table).kept
+
+
+def same(got: tuple, table: pa.Table, label: str, context) -> None:
+    arrays, refused = b.row_arrays(table, label, context)
+    assert got[1] == refused
+    if arrays is None:
+        assert got[0] is None and got[2] is None
+        return
+    assert got[0].keys() == arrays.keys()
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(got[0][k], v)
+    assert got[2] == b.Sums.of(arrays)
+
+
+def test_each_answer_is_the_fresh_one():
+    tables = []
+    for seed in range(6):
+        t = kept(seed, 300)
+        tables += [t, t, t.select(["text_tokens", "file_bytes", "rgb_bytes", *PRESETS])]
+        tables += [t.slice(1, 200), t.slice(2, 200), t.slice(0, 0), t.slice(299)]
+        chunked = pa.concat_tables([t.slice(0, 150), t.slice(150)])
+        tables += [chunked, chunked.combine_chunks(), t.slice(0, 150)]
+        refused = t.filter(pc.is_valid(pc.struct_field(t.column("qwen2-vl"), "error")))
+        tables += [refused, refused]  # every row refused by qwen2-vl
+    for context in (None, 700, 3000):
+        for t in tables:
+            for label in PRESETS:
+                same(b.batch_sums(t, label, context), t, label, context)
+
+
+def test_a_batch_rebuilt_where_the_last_one_was():
+    """A batch freed and another built (whose buffers may take the freed addresses): the
+    answer is the new batch's, not the kept one's."""
+    for seed in range(20):
+        t = kept(seed % 3, 64 + seed % 2)
+        same(b.batch_sums(t, "qwen2-vl", None), t, "qwen2-vl", None)
+        del t
+        gc.collect()
+
+
+def test_the_second_ask_is_answered_from_the_first():
+    t = kept(0, 100)
+    first = b.batch_sums(t, "gpt-4o", 700)
+    assert b.batch_sums(t.select(["gpt-4o", *b._READ]), "gpt-4o", 700) is first
+    assert b.batch_sums(t, "gpt-4o", None) is not first  # another context
