@@ -183,21 +183,25 @@ def row_arrays(
 ) -> tuple[dict[str, np.ndarray] | None, int]:
     """The ARRAY_COLUMNS of the rows one preset laid out (None if none), and how many it refused."""
     struct = table.column(label).combine_chunks()
-    ok = struct.field("error").is_null().to_numpy(zero_copy_only=False)
-    refused = int((~ok).sum())
-    if not ok.any():
+    error = struct.field("error")
+    refused = len(error) - error.null_count
+    if refused == len(error):
         return None, refused
+    # the rows laid out; None: all of them (the common batch), nothing to select
+    ok = error.is_null().to_numpy(zero_copy_only=False) if refused else None
 
-    def col(values: pa.Array) -> np.ndarray:
-        return np.asarray(values.to_numpy(zero_copy_only=False)[ok], dtype=np.float64)
+    def col(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        x = values.to_numpy(zero_copy_only=False)  # nulls as NaN
+        return np.asarray(x if ok is None else x[ok], dtype=np.float64)
 
     a = {
         name: col(struct.field(name))
         for name in ("image_tokens", "prompt_tokens", "sequence_tokens", "bytes_per_token")
     }
-    a["pixel_bytes_uint8"] = np.nan_to_num(col(struct.field("pixel_bytes_uint8")))
+    pixels = struct.field("pixel_bytes_uint8")  # null: no pixel tensor, 0 bytes
+    a["pixel_bytes_uint8"] = col(pixels.fill_null(0) if pixels.null_count else pixels)
     for name in ("text_tokens", "file_bytes", "rgb_bytes"):
-        a[name] = col(table.column(name).combine_chunks())
+        a[name] = col(table.column(name))
     over = a["sequence_tokens"] > context if context else np.zeros(len(a["image_tokens"]), bool)
     a["overflow"] = over.astype(np.float64)
     return a, refused

@@ -168,17 +168,17 @@ def exact_sum(values: np.ndarray) -> int:
         return 0
     mantissa, exponent = np.frexp(values)
     m = (mantissa * 2.0**53).astype(np.int64)  # exact: |mantissa| < 1
-    slot = exponent + _LOWEST  # frexp exponents run from -1073 to 1024
-    hi = np.bincount(slot, weights=(m >> 27).astype(np.float64))
-    lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64))
+    # slots from the lowest exponent present (frexp exponents run from -1073 to 1024): a
+    # batch spans a few dozen, so the bins are few and the total is built in small integers
+    low = int(exponent.min())
+    slot = exponent - low
+    hi = np.bincount(slot, weights=(m >> 27).astype(np.float64)).tolist()
+    lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64)).tolist()
     total = 0
-    for at in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
-        part = (int(hi[at]) << 27) + int(lo[at])
-        total += part << (at - _LOWEST - 53 + _SCALE)
-    return total
+    for h, l in zip(reversed(hi), reversed(lo), strict=True):  # Horner: one bit per slot
+        total = (total << 1) + (int(h) << 27) + int(l)
+    return total << (low - 53 + _SCALE)
 
-
-_LOWEST = 1073
 
 
 def exact_float(total: int) -> float:

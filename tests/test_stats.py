@@ -139,3 +139,29 @@ def test_percentiles_in_one_call_are_those_one_by_one():
                 assert [(type(v), repr(v)) for v in got.values()] == [
                     (type(v), repr(v)) for v in want.values()
                 ]
+
+
+def test_exact_sum_is_the_sum_of_fractions():
+    """exact_sum is the exact sum (as Fractions add) times 2**_SCALE, on hostile inputs:
+    subnormals, zeros of both signs, the largest floats, values that cancel, wide and
+    narrow exponent ranges, one value."""
+    from fractions import Fraction
+
+    from mmtok.stats import _SCALE, exact_sum
+
+    rng = np.random.default_rng(3)
+    inputs = [
+        np.array([5e-324]),
+        np.array([-0.0, 0.0, -0.0]),
+        np.array([1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -5e-324, 1.0]),
+        np.array([1e300, 1.0, -1e300, 2.2250738585072014e-308, 4.9e-324 * 3]),
+        rng.normal(size=1000),
+        rng.integers(1000, 10**7, 5000) / rng.integers(1, 5000, 5000),
+        (rng.integers(1000, 10**7, 300) / rng.integers(1, 5000, 300)) ** 2,
+        rng.normal(size=300) * 10.0 ** rng.integers(-320, 308, 300),
+        np.full(100_000, 0.1),
+    ]
+    for values in inputs:
+        want = sum((Fraction(float(v)) for v in values), Fraction(0)) * 2**_SCALE
+        assert want.denominator == 1
+        assert exact_sum(values) == want.numerator

@@ -259,9 +259,10 @@ class VideoSummary:
 
         if table.num_rows == 0 or "media" not in table.column_names:
             return
-        rows = table.filter(pc.equal(table.column("media"), "video"))
-        if rows.num_rows == 0:
+        video = pc.equal(table.column("media"), "video")
+        if not pc.any(video).as_py():  # the common batch: images only, nothing to filter
             return
+        rows = table.filter(video)
         self.videos += rows.num_rows
         seconds = [Fraction(d or 0.0) for d in rows.column("video_duration").to_pylist()]
         self.seconds += sum(seconds)

@@ -80,3 +80,50 @@ def test_the_second_ask_is_answered_from_the_first():
     first = b.batch_sums(t, "gpt-4o", 700)
     assert b.batch_sums(t.select(["gpt-4o", *b._READ]), "gpt-4o", 700) is first
     assert b.batch_sums(t, "gpt-4o", None) is not first  # another context
+
+
+def row_arrays_reference(table: pa.Table, label: str, context):
+    """`row_arrays` as it was (mask every column, NaN to 0 for the pixel bytes)."""
+    struct = table.column(label).combine_chunks()
+    ok = struct.field("error").is_null().to_numpy(zero_copy_only=False)
+    refused = int((~ok).sum())
+    if not ok.any():
+        return None, refused
+
+    def col(values):
+        return np.asarray(values.to_numpy(zero_copy_only=False)[ok], dtype=np.float64)
+
+    a = {
+        name: col(struct.field(name))
+        for name in ("image_tokens", "prompt_tokens", "sequence_tokens", "bytes_per_token")
+    }
+    a["pixel_bytes_uint8"] = np.nan_to_num(col(struct.field("pixel_bytes_uint8")))
+    for name in ("text_tokens", "file_bytes", "rgb_bytes"):
+        a[name] = col(table.column(name).combine_chunks())
+    over = a["sequence_tokens"] > context if context else np.zeros(len(a["image_tokens"]), bool)
+    a["overflow"] = over.astype(np.float64)
+    return a, refused
+
+
+def test_row_arrays_equal_the_reference():
+    """On batches with refused rows, presets without a pixel tensor (null pixel bytes), zero
+    image tokens (null bytes per token), slices, chunks, and structs built row by row (with
+    validity bitmaps, as a video row's or a resumed run's are)."""
+    for seed in range(8):
+        t = kept(seed, 257)
+        rebuilt = pa.table({name: pa.array(t.column(name).to_pylist(), t.schema.field(name).type)
+                            for name in t.column_names})  # fmt: skip
+        chunked = pa.concat_tables([t.slice(0, 100), t.slice(100, 3), t.slice(103)])
+        for table in (t, rebuilt, chunked, t.slice(5, 77), t.slice(0, 0)):
+            for label in PRESETS:
+                for context in (None, 700):
+                    got, refused = b.row_arrays(table, label, context)
+                    want, refused_want = row_arrays_reference(table, label, context)
+                    assert refused == refused_want
+                    assert (got is None) == (want is None)
+                    if want is None:
+                        continue
+                    assert got.keys() == want.keys()
+                    for k in want:
+                        assert got[k].dtype == want[k].dtype
+                        np.testing.assert_array_equal(got[k], want[k])
