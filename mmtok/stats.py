@@ -49,6 +49,7 @@ class _BottomK:
         self._keys = np.empty(0, dtype=np.uint64)
         self._pending: list[np.ndarray] = []
         self._pending_size = 0
+        self._unsorted = False  # rows were dropped since the survivors were put in key order
 
     def _add(self, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -70,11 +71,22 @@ class _BottomK:
         keys = np.concatenate([self._keys, ordinal_keys(self.seed, self.offered, new)])
         self.offered += new
         if len(keys) > self.capacity:
+            # key order only when read (`_sample`), not after each merge: a sort of `capacity`
+            # keys per merge would cost the main process more than the merge itself
             keep = np.argpartition(keys, self.capacity)[: self.capacity]
-            keep = keep[np.argsort(keys[keep])]
             rows, keys = rows[keep], keys[keep]
+            self._unsorted = True
         self._rows, self._keys = rows, keys
         return rows
+
+    def _sample(self) -> np.ndarray:
+        """The rows kept, in key order once any row was dropped."""
+        rows = self._merge()
+        if self._unsorted:
+            order = np.argsort(self._keys)
+            self._rows, self._keys = rows[order], self._keys[order]
+            self._unsorted = False
+        return self._rows
 
     def _merge_part(self, part: _BottomK) -> None:
         assert part.capacity is None, "merge a part made by empty()"
@@ -110,7 +122,7 @@ class PercentileSample(_BottomK):
 
     @property
     def values(self) -> np.ndarray:
-        return self._merge()
+        return self._sample()
 
     @property
     def exact(self) -> bool:
@@ -150,7 +162,7 @@ class RowSample(_BottomK):
 
     @property
     def rows(self) -> np.ndarray:
-        return self._merge()
+        return self._sample()
 
 
 # -- exact sums -----------------------------------------------------------------------------

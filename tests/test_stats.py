@@ -165,3 +165,53 @@ def test_exact_sum_is_the_sum_of_fractions():
         want = sum((Fraction(float(v)) for v in values), Fraction(0)) * 2**_SCALE
         assert want.denominator == 1
         assert exact_sum(values) == want.numerator
+
+
+def _sorted_each_merge(base):
+    """The reference: survivors put in key order at every merge that drops rows (as before)."""
+
+    class Reference(base):
+        def _merge(self):
+            rows = super()._merge()
+            if self._unsorted:
+                order = np.argsort(self._keys)
+                self._rows, self._keys = rows[order], self._keys[order]
+                self._unsorted = False
+            return self._rows
+
+    return Reference
+
+
+def test_sample_and_its_order_as_when_sorted_at_each_merge():
+    """Key order only on read gives the values, in the order, of sorting at every merge:
+    batches and parts of many sizes, reads in between, capacities above and below the count."""
+    rng = np.random.default_rng(11)
+    for capacity in (1, 5, 300, 1000, 10_000):
+        ours, reference = PercentileSample(capacity, 3), _sorted_each_merge(PercentileSample)(
+            capacity, 3
+        )
+        rows_ours, rows_reference = RowSample(2, capacity, 5), _sorted_each_merge(RowSample)(
+            2, capacity, 5
+        )
+        for step in range(60):
+            values = rng.normal(size=int(rng.integers(0, 700)))
+            pairs = np.stack([values, values * 2], axis=1)
+            if step % 3:  # a worker's part
+                for sample, same, add in ((ours, reference, values),
+                                          (rows_ours, rows_reference, pairs)):  # fmt: skip
+                    part = sample.empty()
+                    part.add(add)
+                    sample.merge(part)
+                    same.merge(part)
+            else:
+                ours.add(values)
+                reference.add(values)
+                rows_ours.add(pairs)
+                rows_reference.add(pairs)
+            if step % 7 == 0:  # a read mid-stream
+                np.testing.assert_array_equal(ours.values, reference.values)
+                np.testing.assert_array_equal(rows_ours.rows, rows_reference.rows)
+        np.testing.assert_array_equal(ours.values, reference.values)
+        np.testing.assert_array_equal(rows_ours.rows, rows_reference.rows)
+        assert ours.percentiles() == reference.percentiles()
+        assert len(rows_ours.rows) == min(capacity, rows_ours.offered)

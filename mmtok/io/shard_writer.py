@@ -31,6 +31,7 @@ state lists: the slice runs again and overwrites them, and `--resume` clears the
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -155,9 +156,13 @@ class ShardSpec:
 def observed_table(observed: pa.Table | int) -> pa.Table:
     """`ShardSpec.observed`'s kept rows as a table: a count becomes a null column of that many
     rows (a table without columns has no length)."""
-    if isinstance(observed, int):
-        return pa.table({"rows": pa.nulls(observed)})
-    return observed
+    return _counted(observed) if isinstance(observed, int) else observed
+
+
+@functools.lru_cache(maxsize=8)
+def _counted(rows: int) -> pa.Table:
+    """Tables are immutable: batches of one size share one (most batches are full)."""
+    return pa.table({"rows": pa.nulls(rows)})
 
 
 @dataclass
