@@ -264,11 +264,12 @@ class SliceFiles:
         spec = self.spec
         if self.stats is not None:
             self.stats.add(kept)
+        nbytes = kept.nbytes  # walks every buffer: once
         self._buffer.append(kept)
         self._buffered_rows += kept.num_rows
-        self._buffered_bytes += kept.nbytes
+        self._buffered_bytes += nbytes
         self._file_rows += kept.num_rows
-        self._file_bytes += kept.nbytes
+        self._file_bytes += nbytes
         if (
             self._buffered_rows >= spec.row_group_rows
             or self._buffered_bytes >= spec.row_group_bytes

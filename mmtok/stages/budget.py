@@ -406,6 +406,7 @@ class MediaBudgetStage(Stage):
     def __init__(self, image_stages: list[Stage], video_stage: VideoBudgetStage):
         self.image_stages = image_stages
         self.video_stage = video_stage
+        self._target: tuple[pa.Schema, pa.Schema] | None = None  # (input, output) schemas
 
     def output_fields(self) -> list[pa.Field]:
         fields: dict[str, pa.Field] = {}
@@ -442,8 +443,11 @@ class MediaBudgetStage(Stage):
             rows = result.kept
             if result.rejected.num_rows:
                 rejected_parts.append(result.rejected)
-        rows = rows.append_column(MEDIA_FIELD, pa.array(["image"] * rows.num_rows, pa.string()))
-        kept = conform(rows, with_fields(schema, self.output_fields()))
+        rows = rows.append_column(MEDIA_FIELD, _repeat("image", rows.num_rows))
+        # the output schema once per input schema (metadata included), not per batch (~30 us)
+        if self._target is None or not self._target[0].equals(schema, check_metadata=True):
+            self._target = (schema, with_fields(schema, self.output_fields()))
+        kept = conform(rows, self._target[1])
         rejects = reject_schema(schema)
         if not rejected_parts:
             return StageResult(kept, rejects.empty_table())
@@ -461,9 +465,7 @@ class MediaBudgetStage(Stage):
             image_rows = result.kept
             rejected_parts.append(result.rejected)
         kept_parts.append(
-            image_rows.append_column(
-                MEDIA_FIELD, pa.array(["image"] * image_rows.num_rows, pa.string())
-            )
+            image_rows.append_column(MEDIA_FIELD, _repeat("image", image_rows.num_rows))
         )
         if videos.any():
             result = self.video_stage.process(rows.filter(pa.array(videos)))
@@ -474,3 +476,8 @@ class MediaBudgetStage(Stage):
         rejects = reject_schema(rows.schema)
         rejected = pa.concat_tables([conform(t, rejects) for t in rejected_parts])
         return StageResult(kept.drop(["__row"]), rejected.drop(["__row"]))
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """A string column of one value (no list of n Python strings to convert)."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)
