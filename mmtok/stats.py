@@ -187,10 +187,9 @@ def exact_sum(values: np.ndarray) -> int:
     hi = np.bincount(slot, weights=(m >> 27).astype(np.float64)).tolist()
     lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64)).tolist()
     total = 0
-    for h, l in zip(reversed(hi), reversed(lo), strict=True):  # Horner: one bit per slot
-        total = (total << 1) + (int(h) << 27) + int(l)
+    for high, low_half in zip(reversed(hi), reversed(lo), strict=True):  # Horner: a bit a slot
+        total = (total << 1) + (int(high) << 27) + int(low_half)
     return total << (low - 53 + _SCALE)
-
 
 
 def exact_float(total: int) -> float:

@@ -187,11 +187,13 @@ def test_sample_and_its_order_as_when_sorted_at_each_merge():
     batches and parts of many sizes, reads in between, capacities above and below the count."""
     rng = np.random.default_rng(11)
     for capacity in (1, 5, 300, 1000, 10_000):
-        ours, reference = PercentileSample(capacity, 3), _sorted_each_merge(PercentileSample)(
-            capacity, 3
+        ours, reference = (
+            PercentileSample(capacity, 3),
+            _sorted_each_merge(PercentileSample)(capacity, 3),
         )
-        rows_ours, rows_reference = RowSample(2, capacity, 5), _sorted_each_merge(RowSample)(
-            2, capacity, 5
+        rows_ours, rows_reference = (
+            RowSample(2, capacity, 5),
+            _sorted_each_merge(RowSample)(2, capacity, 5),
         )
         for step in range(60):
             values = rng.normal(size=int(rng.integers(0, 700)))

@@ -66,14 +66,20 @@ from mmtok.engine.local import (
     Rows,
     StageChain,
     _failed_row,
-    _with_read_rejects,
     _slice_end,
+    _with_read_rejects,
     read_batch,
 )
 from mmtok.engine.stage import Stage, on_row_done
 from mmtok.engine.workers import COUNTER, STAGE
 from mmtok.errors import MmtokError
-from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceOutput, observed_table
+from mmtok.io.shard_writer import (
+    ShardSpec,
+    SliceFiles,
+    SliceOutput,
+    SliceParts,
+    observed_table,
+)
 from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
 
@@ -235,10 +241,10 @@ def _slice_task(
 ) -> tuple[list[tuple], dict[str, int], SliceOutput | None, list[Any] | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
     each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the
-    source's notes, and with `spec` the slice's finished files and the summaries' parts of
-    all its batches (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then
-    carry only `spec.observed`, and parts []). `subs`: batches (by number) whose result is
-    known, because they killed a task and were run row by row since."""
+    source's notes, and with `spec` the slice's finished files and the summaries' parts not
+    sent with a batch (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then
+    carry only `spec.observed`, and parts as `SliceParts` sends them). `subs`: batches (by
+    number) whose result is known, because they killed a task and were run row by row since."""
     files = None
     if spec is not None and spec.folder is not None:
         if not os.path.isdir(spec.folder):
@@ -251,8 +257,7 @@ def _slice_task(
     chain = _set_up(chain, run)
     progress = _Progress(beats, key, every)
     out = []
-    parts = spec.new_parts() if spec is not None else None
-    batch_parts = [] if parts is not None else None
+    parts = SliceParts(spec) if spec is not None else None
     row = 0  # rows read in the slice before the batch (`StageChain.for_slice`)
     try:
         with _reporting(progress):
@@ -269,19 +274,19 @@ def _slice_task(
                     rejected = _with_read_rejects(batch.rejected, rejected, chain)
                 if files is not None:
                     files.add(kept, rejected, batch.num_records)
+                sent = None
                 if spec is not None:
-                    if parts is not None:
-                        spec.add_parts(parts, kept)
+                    assert parts is not None
+                    sent = parts.add(kept)
                     kept, rejected = spec.observed(kept, rejected)
                 out.append(
-                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats,
-                     batch_parts)
-                )  # fmt: skip
+                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, sent)
+                )
         output = files.close() if files is not None else None
     finally:
         if files is not None:
             files.abort()
-    return out, reader.notes(part), output, parts
+    return out, reader.notes(part), output, parts.end() if parts is not None else None
 
 
 def _batch_task(

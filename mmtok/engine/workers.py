@@ -35,7 +35,7 @@ import pyarrow as pa
 from mmtok.engine.process import block_pandas, is_cli_process, sigint_blocked
 from mmtok.engine.stage import on_row_done
 from mmtok.io.schema import conform
-from mmtok.io.shard_writer import ShardSpec, SliceFiles
+from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceParts
 
 if TYPE_CHECKING:
     from mmtok.engine.local import Rows, StageChain
@@ -239,14 +239,14 @@ def slice_messages(
 
     With `spec`, the kept rows and rejects go into this slice's own files and the messages
     carry only `spec.observed` of them (the kept rows' count when no column is observed); the
-    summaries' parts of the whole slice are made here and sent with its end (a batch's
-    `parts` is then [], None when the spec has no summaries).
+    summaries' parts of the slice are made here and sent with its end (`SliceParts`: a
+    batch's `parts` is then [], or the parts so far every `part_rows` rows; None when the spec
+    has no summaries).
     `subs`: batches (by number in the slice) whose result is already known, because the batch
     killed a worker and was run row by row since.
     Each batch runs with `chain.for_slice(index, rows read in the slice before it)`."""
     files = SliceFiles(spec, index) if spec is not None and spec.folder else None
-    parts = spec.new_parts() if spec is not None else None
-    batch_parts = [] if parts is not None else None
+    parts = SliceParts(spec) if spec is not None else None
     row = 0
     try:
         for number, batch in enumerate(reader.read(part)):
@@ -263,19 +263,19 @@ def slice_messages(
                 progress[COUNTER] += 1
             if files is not None:
                 files.add(kept, rejected, batch.num_records)
+            sent = None
             if spec is not None:
-                if parts is not None:
-                    spec.add_parts(parts, kept)
+                assert parts is not None
+                sent = parts.add(kept)
                 kept, rejected = spec.observed(kept, rejected)
             yield (
-                "batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats,
-                batch_parts,
+                "batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, sent
             )  # fmt: skip
         output = files.close() if files is not None else None
     finally:
         if files is not None:
             files.abort()
-    yield ("end", reader.notes(part), output, parts)
+    yield ("end", reader.notes(part), output, parts.end() if parts is not None else None)
 
 
 @contextlib.contextmanager

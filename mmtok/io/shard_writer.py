@@ -98,6 +98,11 @@ def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches:
     return max(1, rows // batch_rows) * batch_rows
 
 
+# Rows whose summary parts a worker holds at most before it sends them with a batch: a slice
+# read whole (a gzip or tar file) can hold millions of rows, and the parts keep per-row values.
+PART_ROWS = 65_536
+
+
 @dataclass
 class ShardSpec:
     """What a worker needs to write its slices (picklable). `folder` None: write nothing, only
@@ -114,6 +119,7 @@ class ShardSpec:
     # (columns, empty part) of each mergeable summary (`Observer.summary`): the worker adds
     # each kept batch to a fresh part and sends the part, not the columns
     summaries: list[tuple[list[str], Any]] = field(default_factory=list)
+    part_rows: int = PART_ROWS  # `SliceParts`: rows whose parts a worker holds, at most
 
     def summary(
         self, kept: pa.Table, rejected: list[pa.Table]
@@ -151,6 +157,33 @@ class ShardSpec:
     def add_parts(self, parts: list[Any], kept: pa.Table) -> None:
         for (columns, _), part in zip(self.summaries, parts, strict=True):
             part.add(kept.select(columns))
+
+
+class SliceParts:
+    """The summaries' parts of one slice, added batch by batch in the worker that runs it and
+    sent once (`end`), or every `part_rows` rows (memory stays bounded). Where they are sent
+    depends only on the slice's kept rows, so a slice run again after a worker died sends them
+    at the same batches, and the parent, which drops the messages of batches it already has,
+    merges each batch's part exactly once."""
+
+    def __init__(self, spec: ShardSpec):
+        self.spec, self.parts, self.rows = spec, spec.new_parts(), 0
+
+    def add(self, kept: pa.Table) -> list[Any] | None:
+        """Add a batch; what its message carries: None (the spec has no summaries), [] (its
+        part comes later), or the parts of the batches since the last ones sent."""
+        if self.parts is None:
+            return None
+        self.spec.add_parts(self.parts, kept)
+        self.rows += kept.num_rows
+        if self.rows < self.spec.part_rows:
+            return []
+        parts, self.parts, self.rows = self.parts, self.spec.new_parts(), 0
+        return parts
+
+    def end(self) -> list[Any] | None:
+        """The parts not sent yet, for the slice's end."""
+        return self.parts
 
 
 def observed_table(observed: pa.Table | int) -> pa.Table:

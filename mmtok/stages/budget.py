@@ -25,7 +25,7 @@ from mmtok.text import TextCounter
 
 LAYOUT_CACHE = 8192  # distinct sizes per preset per worker
 _SWAPS = sorted(SWAPS_SIDES)  # EXIF orientations 5-8 transpose: a range
-assert _SWAPS == list(range(_SWAPS[0], _SWAPS[-1] + 1))
+assert list(range(_SWAPS[0], _SWAPS[-1] + 1)) == _SWAPS
 
 PRESET_TYPE = pa.struct(
     [
@@ -158,6 +158,7 @@ class BudgetStage(Stage):
         with np.errstate(divide="ignore", invalid="ignore"):
             per_token = file_bytes / image
         per_token_null = null | (image == 0)
+        per_token_mask = per_token_null if per_token_null.any() else None
         n = len(null)
         if self.context:
             overflow = pa.array(sequence > self.context, pa.bool_(), mask=mask)
@@ -169,7 +170,7 @@ class BudgetStage(Stage):
             pa.array(numbers[3].astype(np.int32), pa.int32(), mask=mask),
             pa.array(numbers[4], pa.int64(), mask=pixels_mask),
             pa.array(numbers[5], pa.int64(), mask=pixels_mask),
-            pa.array(per_token, pa.float64(), mask=per_token_null if per_token_null.any() else None),
+            pa.array(per_token, pa.float64(), mask=per_token_mask),
             pa.array(sequence, pa.int64(), mask=mask),
             overflow,
             pa.array(errors, pa.string()).take(pa.array(inverse))

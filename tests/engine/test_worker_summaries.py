@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from conftest import encode, photo, received_tables, write_jsonl
 from PIL import Image
@@ -195,15 +194,32 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     assert resumed == reference
 
 
+@pytest.mark.parametrize("part_rows", [None, 6], ids=["parts-at-end", "parts-every-2-batches"])
 @pytest.mark.parametrize("output", [True, False, "sampled"], ids=["written", "counted", "sampled"])
-def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_files, output):
+def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(
+    tmp_path, image_files, output, part_rows, monkeypatch, worker_messages
+):
     """Row 37 kills its worker: its batch runs row by row, its slice again with that result
     (`_rerun_slice`), and the parts come from the workers as for any batch: the summary is that
     of the rows kept, in order, with and without -o, for 1 and 2 workers. "sampled": batches
-    read here (`run_local`, every row sampled), the parts of the retried rows merged in order."""
+    read here (`run_local`, every row sampled), the parts of the retried rows merged in order.
+    `part_rows` 6: a slice's parts are also sent with its batches (`SliceParts`), at batches
+    a slice run again sends again, and still merged once."""
     from poison_stages import PoisonProbe
 
+    from mmtok.engine import pipeline
     from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
+
+    if part_rows:
+        worker_output = pipeline._worker_output
+
+        def small_parts(*args):
+            spec = worker_output(*args)
+            if spec is not None:
+                spec.part_rows = part_rows
+            return spec
+
+        monkeypatch.setattr(pipeline, "_worker_output", small_parts)
     from mmtok.io.sample import SampledInputs
     from mmtok.io.sources import Inputs, ReadOptions
     from mmtok.stages.probe import ProbeSummary
@@ -233,3 +249,5 @@ def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_
     # the last: the input without row 37 (other slices and batches; the same kept rows)
     assert summaries[0]["percentiles_exact"] is False
     assert summaries[0] == summaries[1] == summaries[2]
+    sent = [m for m in worker_messages if isinstance(m, tuple) and m[0] == "batch" and m[-1]]
+    assert bool(sent) == (part_rows is not None and output != "sampled")
