@@ -214,8 +214,8 @@ class BudgetSummary:
         if self.rows is not None and table.num_rows:
             w = table.column("width").to_numpy(zero_copy_only=False)
             h = table.column("height").to_numpy(zero_copy_only=False)
-            o_ = table.column("exif_orientation").to_pylist()
-            swap = np.array([self.exif and v in SWAPS_SIDES for v in o_], dtype=bool)
+            o = table.column("exif_orientation").fill_null(0).to_numpy(zero_copy_only=False)
+            swap = np.isin(o, list(SWAPS_SIDES)) & self.exif  # no Python per row
             t = table.column("text_tokens").to_numpy(zero_copy_only=False)
             self.rows.add(np.stack([np.where(swap, h, w), np.where(swap, w, h), t], axis=1))
 

@@ -10,6 +10,7 @@ import gc
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from mmtok import budget as b
 from mmtok.presets import get_preset
@@ -127,3 +128,35 @@ def test_row_arrays_equal_the_reference():
                     for k in want:
                         assert got[k].dtype == want[k].dtype
                         np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize("exif", [True, False])
+def test_suggest_rows_as_each_row_s_orientation_says(exif):
+    """BudgetSummary's --suggest sample: (width, height) swapped where the row's EXIF
+    orientation is 5-8 (and `exif`), as row by row; nulls and out-of-range values not."""
+    from mmtok.commands.budget import BudgetSummary
+    from mmtok.images.probe import SWAPS_SIDES
+    from mmtok.stats import RowSample
+
+    rng = np.random.default_rng(1)
+    n = 500
+    orientation = rng.choice([None, 0, 1, 4, 5, 6, 7, 8, 9, -1, 127, -128], n).tolist()
+    table = pa.table(
+        {
+            "width": pa.array(rng.integers(1, 5000, n), pa.int32()),
+            "height": pa.array(rng.integers(1, 5000, n), pa.int32()),
+            "exif_orientation": pa.array(orientation, pa.int8()),
+            "text_tokens": pa.array(rng.integers(0, 300, n), pa.int64()),
+        }
+    )
+    summary = BudgetSummary({}, RowSample(3, capacity=None), context=None, exif=exif)
+    summary.add(table.slice(0, 200))
+    summary.add(table.slice(200))
+    w, h = table.column("width").to_pylist(), table.column("height").to_pylist()
+    t = table.column("text_tokens").to_pylist()
+    want = [
+        (h[i], w[i], t[i]) if exif and orientation[i] in SWAPS_SIDES else (w[i], h[i], t[i])
+        for i in range(n)
+    ]
+    assert summary.rows.rows.tolist() == [list(map(float, r)) for r in want]
+    assert sum(o in SWAPS_SIDES for o in orientation) > 100  # rows to swap, or not
