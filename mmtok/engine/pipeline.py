@@ -183,9 +183,9 @@ class Observer:
 
     With `add`, the columns come to the main process, which calls it. With `summary` (a
     mergeable summary, picklable: `empty()` gives a part, `part.add(table)`, `merge(part)`),
-    the workers that write or count the rows add each kept batch to a fresh part and send the
-    part instead of the columns; the parts are merged here in input order (slice, batch), so
-    the result is the same for any worker count or engine. Where the rows come here anyway
+    the workers that write or count the rows add the kept batches of a slice to a fresh part
+    and send the part instead of the columns (`SliceParts`); the parts are merged here in input
+    order, so the result is the same for any worker count or engine. Where the rows come here anyway
     (stdout, a device stage, rows retried one by one), and for the rows a resumed run had
     committed, the summary adds them itself: `merge(empty().add(t))` must equal `add(t)`."""
 

@@ -117,7 +117,7 @@ class ShardSpec:
     shard_stats: ShardStats | None = None
     send_columns: list[str] = field(default_factory=list)  # what the main process observes
     # (columns, empty part) of each mergeable summary (`Observer.summary`): the worker adds
-    # each kept batch to a fresh part and sends the part, not the columns
+    # a slice's kept batches to fresh parts and sends the parts, not the columns (`SliceParts`)
     summaries: list[tuple[list[str], Any]] = field(default_factory=list)
     part_rows: int = PART_ROWS  # `SliceParts`: rows whose parts a worker holds, at most
 
