@@ -131,11 +131,11 @@ class PresetTally:
         )
 
     def add(self, table: pa.Table, label: str, context: int | None) -> None:
-        arrays, refused = row_arrays(table, label, context)
+        arrays, refused, sums = batch_sums(table, label, context)
         self.refused += refused
         if arrays is None:
             return
-        self.sums = self.sums + Sums.of(arrays)
+        self.sums = self.sums + sums
         self.tokens.add(arrays["image_tokens"])
         self.bytes_per_token.add(arrays["bytes_per_token"])
         if self.arrays is not None:
@@ -150,26 +150,58 @@ class PresetTally:
             self.arrays.extend(part.arrays)
 
 
+# (label, context) -> (the identity of the columns read, the columns, batch_sums' answer)
+_LAST: dict[tuple[str, int | None], tuple[tuple, list[pa.ChunkedArray], tuple]] = {}
+_READ = ("text_tokens", "file_bytes", "rgb_bytes")  # row_arrays' columns besides the preset's
+
+
+def batch_sums(
+    table: pa.Table, label: str, context: int | None
+) -> tuple[dict[str, np.ndarray] | None, int, Sums | None]:
+    """`row_arrays` and their `Sums` (None if no row was laid out). A worker writing shards
+    asks twice per batch and preset (the shard's metadata, `ShardBudget`, then the summary's
+    part, `PresetTally`), so the last answer per preset is kept, keyed by the columns'
+    buffers (addresses, offsets, lengths). Those columns are held with it, so no other data
+    can take their addresses while the key names them (Arrow buffers are immutable)."""
+    columns = [table.column(label), *(table.column(name) for name in _READ)]
+    key = tuple(
+        (c.offset, len(c), *(0 if x is None else x.address for x in c.buffers()))
+        for column in columns
+        for c in column.chunks
+    )
+    last = _LAST.get((label, context))
+    if last is not None and last[0] == key:
+        return last[2]
+    arrays, refused = row_arrays(table, label, context)
+    answer = (arrays, refused, Sums.of(arrays) if arrays is not None else None)
+    _LAST[(label, context)] = (key, columns, answer)
+    return answer
+
+
 def row_arrays(
     table: pa.Table, label: str, context: int | None
 ) -> tuple[dict[str, np.ndarray] | None, int]:
     """The ARRAY_COLUMNS of the rows one preset laid out (None if none), and how many it refused."""
     struct = table.column(label).combine_chunks()
-    ok = struct.field("error").is_null().to_numpy(zero_copy_only=False)
-    refused = int((~ok).sum())
-    if not ok.any():
+    error = struct.field("error")
+    refused = len(error) - error.null_count
+    if refused == len(error):
         return None, refused
+    # the rows laid out; None: all of them (the common batch), nothing to select
+    ok = error.is_null().to_numpy(zero_copy_only=False) if refused else None
 
-    def col(values: pa.Array) -> np.ndarray:
-        return np.asarray(values.to_numpy(zero_copy_only=False)[ok], dtype=np.float64)
+    def col(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        x = values.to_numpy(zero_copy_only=False)  # nulls as NaN
+        return np.asarray(x if ok is None else x[ok], dtype=np.float64)
 
     a = {
         name: col(struct.field(name))
         for name in ("image_tokens", "prompt_tokens", "sequence_tokens", "bytes_per_token")
     }
-    a["pixel_bytes_uint8"] = np.nan_to_num(col(struct.field("pixel_bytes_uint8")))
+    pixels = struct.field("pixel_bytes_uint8")  # null: no pixel tensor, 0 bytes
+    a["pixel_bytes_uint8"] = col(pixels.fill_null(0) if pixels.null_count else pixels)
     for name in ("text_tokens", "file_bytes", "rgb_bytes"):
-        a[name] = col(table.column(name).combine_chunks())
+        a[name] = col(table.column(name))
     over = a["sequence_tokens"] > context if context else np.zeros(len(a["image_tokens"]), bool)
     a["overflow"] = over.astype(np.float64)
     return a, refused

@@ -49,6 +49,7 @@ class _BottomK:
         self._keys = np.empty(0, dtype=np.uint64)
         self._pending: list[np.ndarray] = []
         self._pending_size = 0
+        self._unsorted = False  # rows were dropped since the survivors were put in key order
 
     def _add(self, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -70,11 +71,22 @@ class _BottomK:
         keys = np.concatenate([self._keys, ordinal_keys(self.seed, self.offered, new)])
         self.offered += new
         if len(keys) > self.capacity:
+            # key order only when read (`_sample`), not after each merge: a sort of `capacity`
+            # keys per merge would cost the main process more than the merge itself
             keep = np.argpartition(keys, self.capacity)[: self.capacity]
-            keep = keep[np.argsort(keys[keep])]
             rows, keys = rows[keep], keys[keep]
+            self._unsorted = True
         self._rows, self._keys = rows, keys
         return rows
+
+    def _sample(self) -> np.ndarray:
+        """The rows kept, in key order once any row was dropped."""
+        rows = self._merge()
+        if self._unsorted:
+            order = np.argsort(self._keys)
+            self._rows, self._keys = rows[order], self._keys[order]
+            self._unsorted = False
+        return self._rows
 
     def _merge_part(self, part: _BottomK) -> None:
         assert part.capacity is None, "merge a part made by empty()"
@@ -110,7 +122,7 @@ class PercentileSample(_BottomK):
 
     @property
     def values(self) -> np.ndarray:
-        return self._merge()
+        return self._sample()
 
     @property
     def exact(self) -> bool:
@@ -125,9 +137,12 @@ class PercentileSample(_BottomK):
         values = self.values
         if values.size == 0:
             return {f"p{q:g}": None for q in qs}
+        # one call for all q's: numpy sorts (partitions) the values once, not once per q
         if self.integer:
-            return {f"p{q:g}": int(np.percentile(values, q, method="inverted_cdf")) for q in qs}
-        return {f"p{q:g}": float(f"{np.percentile(values, q):.12g}") for q in qs}
+            found = np.percentile(values, qs, method="inverted_cdf").tolist()
+            return {f"p{q:g}": int(v) for q, v in zip(qs, found, strict=True)}
+        found = np.percentile(values, qs).tolist()
+        return {f"p{q:g}": float(f"{v:.12g}") for q, v in zip(qs, found, strict=True)}
 
 
 class RowSample(_BottomK):
@@ -147,7 +162,7 @@ class RowSample(_BottomK):
 
     @property
     def rows(self) -> np.ndarray:
-        return self._merge()
+        return self._sample()
 
 
 # -- exact sums -----------------------------------------------------------------------------
@@ -165,17 +180,16 @@ def exact_sum(values: np.ndarray) -> int:
         return 0
     mantissa, exponent = np.frexp(values)
     m = (mantissa * 2.0**53).astype(np.int64)  # exact: |mantissa| < 1
-    slot = exponent + _LOWEST  # frexp exponents run from -1073 to 1024
-    hi = np.bincount(slot, weights=(m >> 27).astype(np.float64))
-    lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64))
+    # slots from the lowest exponent present (frexp exponents run from -1073 to 1024): a
+    # batch spans a few dozen, so the bins are few and the total is built in small integers
+    low = int(exponent.min())
+    slot = exponent - low
+    hi = np.bincount(slot, weights=(m >> 27).astype(np.float64)).tolist()
+    lo = np.bincount(slot, weights=(m & ((1 << 27) - 1)).astype(np.float64)).tolist()
     total = 0
-    for at in np.flatnonzero((hi != 0) | (lo != 0)).tolist():
-        part = (int(hi[at]) << 27) + int(lo[at])
-        total += part << (at - _LOWEST - 53 + _SCALE)
-    return total
-
-
-_LOWEST = 1073
+    for high, low_half in zip(reversed(hi), reversed(lo), strict=True):  # Horner: a bit a slot
+        total = (total << 1) + (int(high) << 27) + int(low_half)
+    return total << (low - 53 + _SCALE)
 
 
 def exact_float(total: int) -> float:

@@ -100,3 +100,120 @@ def test_exact_sums_add_in_any_order():
     halves = exact_sum(values[:4321]) + exact_sum(values[4321:])
     assert halves == exact_sum(values[::-1]) == exact_sum(values)
     assert exact_float(exact_sum(np.array([1e300, 1.0, -1e300]))) == 1.0  # float sum: 0.0
+
+
+def _percentiles_one_by_one(values: np.ndarray, qs, integer: bool) -> dict:
+    """The reference: one np.percentile call per q (as PercentileSample did)."""
+    if integer:
+        return {f"p{q:g}": int(np.percentile(values, q, method="inverted_cdf")) for q in qs}
+    return {f"p{q:g}": float(f"{np.percentile(values, q):.12g}") for q in qs}
+
+
+@np.errstate(invalid="ignore")  # inf - inf in the interpolation, both ways
+def test_percentiles_in_one_call_are_those_one_by_one():
+    """All q's in one np.percentile call give the values (and their types) of one call per q,
+    on many inputs: ties, one value, negative zero, infinities, tiny and huge floats."""
+    rng = np.random.default_rng(7)
+    qs_list = [(5, 50, 95, 99), (0, 0.1, 33.3, 50, 99.9, 100), (50,), (99, 5, 50)]
+    inputs = [
+        np.array([42.0]),
+        np.array([-0.0, 0.0, -0.0]),
+        np.array([1.0, np.inf, 3.0, -np.inf, 2.0]),
+        np.array([5e-324, 1e-300, 1e300, 1.7976931348623157e308]),
+        rng.integers(0, 4, 1000).astype(float),  # heavy ties
+    ]
+    for n in (2, 3, 7, 100, 1001, 20_000):
+        inputs.append(rng.normal(size=n) * 10.0 ** rng.integers(-8, 9))
+        inputs.append(rng.integers(1, 20_000, n).astype(float))
+        inputs.append(rng.integers(1000, 10**7, n) / rng.integers(1, 5000, n))
+    for values in inputs:
+        for qs in qs_list:
+            for integer in (False, True):
+                if integer and not np.isfinite(values).all():
+                    continue  # no integer percentile of an infinity
+                s = PercentileSample(capacity=None, integer=integer)
+                s.add(values)
+                got, want = s.percentiles(qs), _percentiles_one_by_one(values, qs, integer)
+                assert list(got) == list(want)
+                # repr: bit for bit (tells -0.0 from 0.0, and nan is nan), and the types
+                assert [(type(v), repr(v)) for v in got.values()] == [
+                    (type(v), repr(v)) for v in want.values()
+                ]
+
+
+def test_exact_sum_is_the_sum_of_fractions():
+    """exact_sum is the exact sum (as Fractions add) times 2**_SCALE, on hostile inputs:
+    subnormals, zeros of both signs, the largest floats, values that cancel, wide and
+    narrow exponent ranges, one value."""
+    from fractions import Fraction
+
+    from mmtok.stats import _SCALE, exact_sum
+
+    rng = np.random.default_rng(3)
+    inputs = [
+        np.array([5e-324]),
+        np.array([-0.0, 0.0, -0.0]),
+        np.array([1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -5e-324, 1.0]),
+        np.array([1e300, 1.0, -1e300, 2.2250738585072014e-308, 4.9e-324 * 3]),
+        rng.normal(size=1000),
+        rng.integers(1000, 10**7, 5000) / rng.integers(1, 5000, 5000),
+        (rng.integers(1000, 10**7, 300) / rng.integers(1, 5000, 300)) ** 2,
+        rng.normal(size=300) * 10.0 ** rng.integers(-320, 308, 300),
+        np.full(100_000, 0.1),
+    ]
+    for values in inputs:
+        want = sum((Fraction(float(v)) for v in values), Fraction(0)) * 2**_SCALE
+        assert want.denominator == 1
+        assert exact_sum(values) == want.numerator
+
+
+def _sorted_each_merge(base):
+    """The reference: survivors put in key order at every merge that drops rows (as before)."""
+
+    class Reference(base):
+        def _merge(self):
+            rows = super()._merge()
+            if self._unsorted:
+                order = np.argsort(self._keys)
+                self._rows, self._keys = rows[order], self._keys[order]
+                self._unsorted = False
+            return self._rows
+
+    return Reference
+
+
+def test_sample_and_its_order_as_when_sorted_at_each_merge():
+    """Key order only on read gives the values, in the order, of sorting at every merge:
+    batches and parts of many sizes, reads in between, capacities above and below the count."""
+    rng = np.random.default_rng(11)
+    for capacity in (1, 5, 300, 1000, 10_000):
+        ours, reference = (
+            PercentileSample(capacity, 3),
+            _sorted_each_merge(PercentileSample)(capacity, 3),
+        )
+        rows_ours, rows_reference = (
+            RowSample(2, capacity, 5),
+            _sorted_each_merge(RowSample)(2, capacity, 5),
+        )
+        for step in range(60):
+            values = rng.normal(size=int(rng.integers(0, 700)))
+            pairs = np.stack([values, values * 2], axis=1)
+            if step % 3:  # a worker's part
+                for sample, same, add in ((ours, reference, values),
+                                          (rows_ours, rows_reference, pairs)):  # fmt: skip
+                    part = sample.empty()
+                    part.add(add)
+                    sample.merge(part)
+                    same.merge(part)
+            else:
+                ours.add(values)
+                reference.add(values)
+                rows_ours.add(pairs)
+                rows_reference.add(pairs)
+            if step % 7 == 0:  # a read mid-stream
+                np.testing.assert_array_equal(ours.values, reference.values)
+                np.testing.assert_array_equal(rows_ours.rows, rows_reference.rows)
+        np.testing.assert_array_equal(ours.values, reference.values)
+        np.testing.assert_array_equal(rows_ours.rows, rows_reference.rows)
+        assert ours.percentiles() == reference.percentiles()
+        assert len(rows_ours.rows) == min(capacity, rows_ours.offered)

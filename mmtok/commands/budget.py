@@ -29,9 +29,9 @@ class ShardBudget:
         from mmtok import budget as b
 
         for label in self.labels:
-            arrays, _ = b.row_arrays(kept, label, self.context)
-            if arrays is not None:
-                self.tallies[label] = self.tallies.get(label, b.Sums()) + b.Sums.of(arrays)
+            _, _, sums = b.batch_sums(kept, label, self.context)
+            if sums is not None:
+                self.tallies[label] = self.tallies.get(label, b.Sums()) + sums
 
     def take(self) -> dict[str, str]:
         doc = {label: s.to_dict() for label, s in self.tallies.items()}
@@ -214,8 +214,8 @@ class BudgetSummary:
         if self.rows is not None and table.num_rows:
             w = table.column("width").to_numpy(zero_copy_only=False)
             h = table.column("height").to_numpy(zero_copy_only=False)
-            o_ = table.column("exif_orientation").to_pylist()
-            swap = np.array([self.exif and v in SWAPS_SIDES for v in o_], dtype=bool)
+            o = table.column("exif_orientation").fill_null(0).to_numpy(zero_copy_only=False)
+            swap = np.isin(o, list(SWAPS_SIDES)) & self.exif  # no Python per row
             t = table.column("text_tokens").to_numpy(zero_copy_only=False)
             self.rows.add(np.stack([np.where(swap, h, w), np.where(swap, w, h), t], axis=1))
 
@@ -259,9 +259,10 @@ class VideoSummary:
 
         if table.num_rows == 0 or "media" not in table.column_names:
             return
-        rows = table.filter(pc.equal(table.column("media"), "video"))
-        if rows.num_rows == 0:
+        video = pc.equal(table.column("media"), "video")
+        if not pc.any(video).as_py():  # the common batch: images only, nothing to filter
             return
+        rows = table.filter(video)
         self.videos += rows.num_rows
         seconds = [Fraction(d or 0.0) for d in rows.column("video_duration").to_pylist()]
         self.seconds += sum(seconds)

@@ -45,7 +45,7 @@ from mmtok.engine.stage import Stage
 from mmtok.engine.workers import COUNTER, STAGE, RemoteTraceback, Worker, slice_messages
 from mmtok.errors import MmtokError
 from mmtok.io.schema import conform, make_rejects
-from mmtok.io.shard_writer import ShardSpec, SliceOutput
+from mmtok.io.shard_writer import ShardSpec, SliceOutput, observed_table
 from mmtok.io.sources.base import Slice, SourceBatch
 from mmtok.reasons import Reason
 
@@ -75,8 +75,12 @@ class BatchResult:
     # its files, to adopt as shards; the batch results before it carry only summaries
     written: SliceOutput | None = None
     # each mergeable summary's part of the kept rows (`ShardSpec.parts`), computed where the
-    # batch ran; None: the observers see `kept` itself
+    # batch ran; None: the observers see `kept` itself; []: the parts come with the end of the
+    # batch's slice
     parts: list[Any] | None = None
+    # the end of a slice run with a ShardSpec: no rows, its files (`written`, when the worker
+    # wrote them) and the summaries' parts of all its batches (`parts`)
+    end: bool = False
 
 
 class StageChain:
@@ -208,11 +212,13 @@ def _run(
                     number += 1
                     reader.merge(unit.part, stats, None)
                     position = (unit.index, number, rows)
+                    kept = observed_table(kept)
                     yield BatchResult(kept, rejected, records, position, parts=parts)
                 else:
-                    reader.merge(unit.part, None, message[1])
-                    if message[2] is not None:
-                        yield _written(message[2])
+                    _, notes, written, parts = message
+                    reader.merge(unit.part, None, notes)
+                    if written is not None or parts is not None:
+                        yield _slice_end(written, parts)
         return
     workers = max(workers, 1)
     pool = _Pool(chain, workers, row_timeout, reader, spec)
@@ -328,6 +334,7 @@ class _SliceUnit:
         self.subs: dict[int, Rows] = {}  # results of batches that were run row by row
         self.notes: dict[str, int] | None = None
         self.written: SliceOutput | None = None
+        self.parts: list[Any] | None = None  # of the summaries, over the whole slice
         self.done = False
 
     @property
@@ -336,7 +343,7 @@ class _SliceUnit:
 
     def add(
         self,
-        kept: pa.Table,
+        kept: pa.Table | int,
         rejected: list[pa.Table],
         n: int,
         rows: int,
@@ -348,6 +355,7 @@ class _SliceUnit:
             return
         self.reported = self.received
         position = (self.index, self.received, rows)
+        kept = observed_table(kept)
         self.results.append((BatchResult(kept, rejected, n, position, parts=parts), stats))
 
 
@@ -443,8 +451,8 @@ class _Pool:
                     pending.popleft()
                     if head.notes and self.reader is not None:
                         self.reader.merge(head.part, None, head.notes)
-                    if head.written is not None:
-                        yield _written(head.written)
+                    if head.written is not None or head.parts is not None:
+                        yield _slice_end(head.written, head.parts)
                     continue
             if not pending:
                 return
@@ -524,7 +532,8 @@ class _Pool:
             worker.held[0].add(*message[1:])
         elif kind == "end":  # the end of that slice
             unit = worker.held.popleft()
-            unit.notes, unit.written, unit.done = message[1], message[2], True
+            unit.notes, unit.written, unit.parts = message[1:]
+            unit.done = True
         else:  # "error": a stage raised, which is a bug or a bad configuration
             error, text = message[1], message[2]
             error.__cause__ = RemoteTraceback(f"\n\nin the worker process:\n{text}")
@@ -643,9 +652,10 @@ def read_batch(reader: SliceReader, part: Slice, number: int) -> tuple[SourceBat
     return None, row
 
 
-def _written(output: SliceOutput) -> BatchResult:
-    """The end of a slice the workers wrote: no rows, the files to adopt."""
-    return BatchResult(pa.table({}), [], 0, None, output)
+def _slice_end(output: SliceOutput | None, parts: list[Any] | None) -> BatchResult:
+    """The end of a slice run with a ShardSpec: no rows, the files to adopt (if the worker
+    wrote any) and the summaries' parts of the slice."""
+    return BatchResult(pa.table({}), [], 0, None, output, parts, end=True)
 
 
 def _failed_row(chain: StageChain, row: pa.Table, stage: str, reason: Reason, how: str) -> Rows:

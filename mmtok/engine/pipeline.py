@@ -183,9 +183,9 @@ class Observer:
 
     With `add`, the columns come to the main process, which calls it. With `summary` (a
     mergeable summary, picklable: `empty()` gives a part, `part.add(table)`, `merge(part)`),
-    the workers that write or count the rows add each kept batch to a fresh part and send the
-    part instead of the columns; the parts are merged here in input order (slice, batch), so
-    the result is the same for any worker count or engine. Where the rows come here anyway
+    the workers that write or count the rows add the kept batches of a slice to a fresh part
+    and send the part instead of the columns (`SliceParts`); the parts are merged here in input
+    order, so the result is the same for any worker count or engine. Where the rows come here anyway
     (stdout, a device stage, rows retried one by one), and for the rows a resumed run had
     committed, the summary adds them itself: `merge(empty().add(t))` must equal `add(t)`."""
 
@@ -198,13 +198,18 @@ class Observer:
             assert self.summary is not None, "an Observer needs add or summary"
             self.add = self.summary.add
 
-    def see(self, result: BatchResult, part: Any) -> None:
-        """One result, in input order: its part when a worker made one, else its rows."""
-        if part is not None:
-            self.summary.merge(part)
-        else:
-            assert self.add is not None
-            self.add(result.kept.select(self.columns))
+    @staticmethod
+    def see_all(observers: list[Observer], result: BatchResult) -> None:
+        """One result, in input order: each summary's part when a worker made them (a batch
+        of a slice has none: its slice's parts come with the slice's end), else the rows."""
+        parts = iter(result.parts) if result.parts is not None else None
+        for observer in observers:
+            if parts is not None and observer.summary is not None:
+                if result.parts:
+                    observer.summary.merge(next(parts))
+            elif not result.end:
+                assert observer.add is not None
+                observer.add(result.kept.select(observer.columns))
 
 
 ProgressCallback = Callable[[int, int], None]  # (records done, rejected so far)
@@ -376,9 +381,11 @@ def run_pipeline(
             final = device.run_stream(stream) if device else stream
         for result in final:
             where = positions.popleft()  # a device stage keeps the order, one result per batch
-            if result.written is not None:  # a slice the workers wrote: its files become shards
-                assert isinstance(sink, DatasetSink)
-                sink.adopt(result.written, [result.written.index + 1, 0, rows_read])
+            if result.end:  # a slice's end: its summaries' parts, and the files it wrote
+                Observer.see_all(observers, result)
+                if result.written is not None:  # they become shards
+                    assert isinstance(sink, DatasetSink)
+                    sink.adopt(result.written, [result.written.index + 1, 0, rows_read])
                 continue
             if spec is not None and where is not None:  # a summary of rows written by a worker
                 rows_read += where[2]
@@ -391,10 +398,7 @@ def run_pipeline(
                 )
             else:
                 sink.write(result.kept, result.rejected, result.num_records)
-            parts = iter(result.parts) if result.parts is not None else None
-            for observer in observers:  # parts: one per observer with a summary, in order
-                part = next(parts) if parts is not None and observer.summary is not None else None
-                observer.see(result, part)
+            Observer.see_all(observers, result)
             done += result.num_records
             rejected += sum(t.num_rows for t in result.rejected)
             if on_progress:

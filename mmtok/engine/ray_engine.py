@@ -66,14 +66,20 @@ from mmtok.engine.local import (
     Rows,
     StageChain,
     _failed_row,
+    _slice_end,
     _with_read_rejects,
-    _written,
     read_batch,
 )
 from mmtok.engine.stage import Stage, on_row_done
 from mmtok.engine.workers import COUNTER, STAGE
 from mmtok.errors import MmtokError
-from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceOutput
+from mmtok.io.shard_writer import (
+    ShardSpec,
+    SliceFiles,
+    SliceOutput,
+    SliceParts,
+    observed_table,
+)
 from mmtok.io.sources.base import Slice
 from mmtok.reasons import Reason
 
@@ -232,13 +238,13 @@ def _slice_task(
     spec: ShardSpec | None = None,
     index: int = 0,
     subs: dict[int, Rows] | None = None,
-) -> tuple[list[tuple], dict[str, int], SliceOutput | None]:
+) -> tuple[list[tuple], dict[str, int], SliceOutput | None, list[Any] | None]:
     """Read `count` batches (None: all) of `part` after the first `skip`, run the chain over
     each: (kept, rejects, records, rows read, read stats, summary parts) per batch, the
-    source's notes, and with `spec` the slice's finished files
-    (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then carry only
-    `spec.summary` and the summaries' parts). `subs`: batches (by number) whose result is
-    known, because they killed a task and were run row by row since."""
+    source's notes, and with `spec` the slice's finished files and the summaries' parts not
+    sent with a batch (`mmtok.engine.workers.slice_messages`, as a Ray task: the batches then
+    carry only `spec.observed`, and parts as `SliceParts` sends them). `subs`: batches (by
+    number) whose result is known, because they killed a task and were run row by row since."""
     files = None
     if spec is not None and spec.folder is not None:
         if not os.path.isdir(spec.folder):
@@ -251,6 +257,7 @@ def _slice_task(
     chain = _set_up(chain, run)
     progress = _Progress(beats, key, every)
     out = []
+    parts = SliceParts(spec) if spec is not None else None
     row = 0  # rows read in the slice before the batch (`StageChain.for_slice`)
     try:
         with _reporting(progress):
@@ -267,17 +274,19 @@ def _slice_task(
                     rejected = _with_read_rejects(batch.rejected, rejected, chain)
                 if files is not None:
                     files.add(kept, rejected, batch.num_records)
-                parts = None
+                sent = None
                 if spec is not None:
-                    kept, rejected, parts = spec.summary(kept, rejected)
+                    assert parts is not None
+                    sent = parts.add(kept)
+                    kept, rejected = spec.observed(kept, rejected)
                 out.append(
-                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, parts)
+                    (kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, sent)
                 )
         output = files.close() if files is not None else None
     finally:
         if files is not None:
             files.abort()
-    return out, reader.notes(part), output
+    return out, reader.notes(part), output, parts.end() if parts is not None else None
 
 
 def _batch_task(
@@ -384,6 +393,7 @@ class _Slice:
     results: list[tuple] | None = None  # the task's, once it finished
     notes: dict[str, int] | None = None
     written: SliceOutput | None = None  # its files, when its task wrote them
+    parts: list[Any] | None = None  # the summaries' parts of its batches, with a ShardSpec
     subs: dict[int, Rows] = field(default_factory=dict)  # batches run row by row since
 
     @property
@@ -509,10 +519,11 @@ class _Driver:
             unit.results, start=unit.skip + 1
         ):
             reader.merge(unit.part, stats, None)
+            kept = observed_table(kept)
             yield BatchResult(kept, rejected, records, (unit.index, number, rows), parts=parts)
         reader.merge(unit.part, None, unit.notes)
-        if unit.written is not None:
-            yield _written(unit.written)
+        if unit.written is not None or unit.parts is not None:
+            yield _slice_end(unit.written, unit.parts)
 
     def _submit(self) -> None:
         while self.queue and len(self.running) < self.max_running:
@@ -586,7 +597,7 @@ class _Driver:
         self.beats.forget.remote([job.key])
         unit = job.unit
         if isinstance(unit, _Slice):
-            unit.results, unit.notes, unit.written = value
+            unit.results, unit.notes, unit.written, unit.parts = value
         elif job.row is None:
             unit.result = value
         else:

@@ -35,7 +35,7 @@ import pyarrow as pa
 from mmtok.engine.process import block_pandas, is_cli_process, sigint_blocked
 from mmtok.engine.stage import on_row_done
 from mmtok.io.schema import conform
-from mmtok.io.shard_writer import ShardSpec, SliceFiles
+from mmtok.io.shard_writer import ShardSpec, SliceFiles, SliceParts
 
 if TYPE_CHECKING:
     from mmtok.engine.local import Rows, StageChain
@@ -233,16 +233,20 @@ def slice_messages(
     subs: dict[int, Rows] | None = None,
 ) -> Iterator[tuple]:
     """Read a slice and run the chain over each of its batches: a ("batch", kept, rejected,
-    records, rows read, read stats, summary parts) message per batch as it is ready (so the
-    parent knows which batch runs if this process dies), then ("end", notes, SliceOutput or
-    None).
+    records, rows read, read stats, parts) message per batch as it is ready (so the parent
+    knows which batch runs if this process dies), then ("end", notes, SliceOutput or None,
+    parts).
 
     With `spec`, the kept rows and rejects go into this slice's own files and the messages
-    carry only `spec.summary` of them (with the batch's part of each summary, computed here).
+    carry only `spec.observed` of them (the kept rows' count when no column is observed); the
+    summaries' parts of the slice are made here and sent with its end (`SliceParts`: a
+    batch's `parts` is then [], or the parts so far every `part_rows` rows; None when the spec
+    has no summaries).
     `subs`: batches (by number in the slice) whose result is already known, because the batch
     killed a worker and was run row by row since.
     Each batch runs with `chain.for_slice(index, rows read in the slice before it)`."""
     files = SliceFiles(spec, index) if spec is not None and spec.folder else None
+    parts = SliceParts(spec) if spec is not None else None
     row = 0
     try:
         for number, batch in enumerate(reader.read(part)):
@@ -259,17 +263,19 @@ def slice_messages(
                 progress[COUNTER] += 1
             if files is not None:
                 files.add(kept, rejected, batch.num_records)
-            parts = None
+            sent = None
             if spec is not None:
-                kept, rejected, parts = spec.summary(kept, rejected)
+                assert parts is not None
+                sent = parts.add(kept)
+                kept, rejected = spec.observed(kept, rejected)
             yield (
-                "batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, parts
+                "batch", kept, rejected, batch.num_records, batch.rows.num_rows, batch.stats, sent
             )  # fmt: skip
         output = files.close() if files is not None else None
     finally:
         if files is not None:
             files.abort()
-    yield ("end", reader.notes(part), output)
+    yield ("end", reader.notes(part), output, parts.end() if parts is not None else None)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ state lists: the slice runs again and overwrites them, and `--resume` clears the
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,11 @@ def slice_rows(total: int | None, batch_rows: int, shard_rows: int, min_batches:
     return max(1, rows // batch_rows) * batch_rows
 
 
+# Rows whose summary parts a worker holds at most before it sends them with a batch: a slice
+# read whole (a gzip or tar file) can hold millions of rows, and the parts keep per-row values.
+PART_ROWS = 65_536
+
+
 @dataclass
 class ShardSpec:
     """What a worker needs to write its slices (picklable). `folder` None: write nothing, only
@@ -111,8 +117,9 @@ class ShardSpec:
     shard_stats: ShardStats | None = None
     send_columns: list[str] = field(default_factory=list)  # what the main process observes
     # (columns, empty part) of each mergeable summary (`Observer.summary`): the worker adds
-    # each kept batch to a fresh part and sends the part, not the columns
+    # a slice's kept batches to fresh parts and sends the parts, not the columns (`SliceParts`)
     summaries: list[tuple[list[str], Any]] = field(default_factory=list)
+    part_rows: int = PART_ROWS  # `SliceParts`: rows whose parts a worker holds, at most
 
     def summary(
         self, kept: pa.Table, rejected: list[pa.Table]
@@ -120,22 +127,75 @@ class ShardSpec:
         """What goes back to the main process for a batch: the observed columns of the kept
         rows, the reasons of the rejects, and the batch's part of each summary (None if the
         spec has none)."""
+        observed, reasons = self.observed(kept, rejected)
+        return observed_table(observed), reasons, self.parts(kept)
+
+    def observed(self, kept: pa.Table, rejected: list[pa.Table]) -> tuple[pa.Table | int, list]:
+        """The observed columns of the kept rows, or only their count (an int: a table would
+        cost the main process ~8 us to unpickle) when the main process observes no column;
+        and the reasons of the rejects."""
         names = [c for c in dict.fromkeys(self.send_columns) if c in kept.column_names]
-        summary = kept.select(names)
-        if not names:  # a table without columns loses its length in a pipe: a null column
-            summary = pa.table({"rows": pa.nulls(kept.num_rows)})
-        return summary, [t.select(["reason"]) for t in rejected], self.parts(kept)
+        observed = kept.select(names) if names else kept.num_rows
+        return observed, [t.select(["reason"]) for t in rejected]
 
     def parts(self, kept: pa.Table) -> list[Any] | None:
         """Each summary's part for one kept batch."""
+        parts = self.new_parts()
+        if parts is not None:
+            self.add_parts(parts, kept)
+        return parts
+
+    def new_parts(self) -> list[Any] | None:
+        """A fresh part of each summary (None if the spec has none): a worker adds a slice's
+        batches to one (`add_parts`) and sends it with the slice's end, so the main process
+        unpickles and merges one part per slice, not per batch (parts add in order:
+        `part.add(a); part.add(b)` is `merge(a); merge(b)`)."""
         if not self.summaries:
             return None
-        parts = []
-        for columns, empty in self.summaries:
-            part = empty.empty()
+        return [empty.empty() for _, empty in self.summaries]
+
+    def add_parts(self, parts: list[Any], kept: pa.Table) -> None:
+        for (columns, _), part in zip(self.summaries, parts, strict=True):
             part.add(kept.select(columns))
-            parts.append(part)
+
+
+class SliceParts:
+    """The summaries' parts of one slice, added batch by batch in the worker that runs it and
+    sent once (`end`), or every `part_rows` rows (memory stays bounded). Where they are sent
+    depends only on the slice's kept rows, so a slice run again after a worker died sends them
+    at the same batches, and the parent, which drops the messages of batches it already has,
+    merges each batch's part exactly once."""
+
+    def __init__(self, spec: ShardSpec):
+        self.spec, self.parts, self.rows = spec, spec.new_parts(), 0
+
+    def add(self, kept: pa.Table) -> list[Any] | None:
+        """Add a batch; what its message carries: None (the spec has no summaries), [] (its
+        part comes later), or the parts of the batches since the last ones sent."""
+        if self.parts is None:
+            return None
+        self.spec.add_parts(self.parts, kept)
+        self.rows += kept.num_rows
+        if self.rows < self.spec.part_rows:
+            return []
+        parts, self.parts, self.rows = self.parts, self.spec.new_parts(), 0
         return parts
+
+    def end(self) -> list[Any] | None:
+        """The parts not sent yet, for the slice's end."""
+        return self.parts
+
+
+def observed_table(observed: pa.Table | int) -> pa.Table:
+    """`ShardSpec.observed`'s kept rows as a table: a count becomes a null column of that many
+    rows (a table without columns has no length)."""
+    return _counted(observed) if isinstance(observed, int) else observed
+
+
+@functools.lru_cache(maxsize=8)
+def _counted(rows: int) -> pa.Table:
+    """Tables are immutable: batches of one size share one (most batches are full)."""
+    return pa.table({"rows": pa.nulls(rows)})
 
 
 @dataclass
@@ -156,9 +216,21 @@ def cast_for_write(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     rows = pa.concat_tables(tables)
     per_slice = max(64, rows.num_rows * (256 << 20) // max(rows.nbytes, 1))
     return pa.Table.from_batches(
-        [b.cast(schema) for b in rows.to_batches(per_slice)],
+        [_cast(b, schema) for b in rows.to_batches(per_slice)],
         schema,
     )
+
+
+def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch.cast(schema)`, casting only the columns whose type differs (the image column): a
+    cast to the same type still runs the compute kernels, ~10 us a column and batch."""
+    if batch.schema.names != schema.names:
+        return batch.cast(schema)  # as it always did: cast's own error
+    columns = [
+        column if column.type == f.type else column.cast(f.type)
+        for column, f in zip(batch.columns, schema, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def has_pixel_columns(schema: pa.Schema) -> bool:
@@ -237,11 +309,12 @@ class SliceFiles:
         spec = self.spec
         if self.stats is not None:
             self.stats.add(kept)
+        nbytes = kept.nbytes  # walks every buffer: once
         self._buffer.append(kept)
         self._buffered_rows += kept.num_rows
-        self._buffered_bytes += kept.nbytes
+        self._buffered_bytes += nbytes
         self._file_rows += kept.num_rows
-        self._file_bytes += kept.nbytes
+        self._file_bytes += nbytes
         if (
             self._buffered_rows >= spec.row_group_rows
             or self._buffered_bytes >= spec.row_group_bytes

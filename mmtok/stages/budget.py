@@ -24,6 +24,8 @@ from mmtok.presets import Preset, Refused
 from mmtok.text import TextCounter
 
 LAYOUT_CACHE = 8192  # distinct sizes per preset per worker
+_SWAPS = sorted(SWAPS_SIDES)  # EXIF orientations 5-8 transpose: a range
+assert list(range(_SWAPS[0], _SWAPS[-1] + 1)) == _SWAPS
 
 PRESET_TYPE = pa.struct(
     [
@@ -75,7 +77,10 @@ class BudgetStage(Stage):
         self.text.setup()
         # Sizes repeat across a dataset (cameras, thumbnails, crawled sizes): lay each one out
         # once per worker and keep its numbers. Bounded, so memory does not grow with the rows.
-        self._known: dict[str, dict[int, tuple[int, ...]]] = {label: {} for label in self.presets}
+        # Per preset: the sizes kept (w << 32 | h), sorted, and their NUMBERS as columns, so
+        # a batch of known sizes is looked up and gathered by numpy alone; refusal messages.
+        self._known: dict[str, np.ndarray] = {label: _NO_KEYS for label in self.presets}
+        self._table: dict[str, np.ndarray] = {label: _NO_NUMBERS for label in self.presets}
         self._errors: dict[str, dict[int, str]] = {label: {} for label in self.presets}
 
     def process(self, rows: pa.Table) -> StageResult:
@@ -84,7 +89,8 @@ class BudgetStage(Stage):
         width = _ints(rows.column("width"))
         height = _ints(rows.column("height"))
         if self.apply_exif:
-            swap = np.isin(_ints(rows.column("exif_orientation")), list(SWAPS_SIDES))
+            o = _ints(rows.column("exif_orientation"))
+            swap = (o >= _SWAPS[0]) & (o <= _SWAPS[-1])  # in SWAPS_SIDES, without np.isin
             width, height = np.where(swap, height, width), np.where(swap, width, height)
         file_bytes = _ints(rows.column("file_bytes"))
         text_tokens = np.asarray(self.text.count(rows.column("caption").to_pylist()), np.int64)
@@ -92,67 +98,94 @@ class BudgetStage(Stage):
         out = rows.append_column("rgb_bytes", pa.array(width * height * 3, pa.int64()))
         out = out.append_column("text_tokens", pa.array(text_tokens, pa.int64()))
         for label in self.presets:
-            numbers, errors = self._numbers(label, keys.tolist())
-            column = self._column(numbers[inverse], errors, inverse, file_bytes, text_tokens)
+            numbers, errors = self._numbers(label, keys)
+            column = self._column(numbers[:, inverse], errors, inverse, file_bytes, text_tokens)
             out = out.append_column(pa.field(label, PRESET_TYPE), column)
         return StageResult(out, make_rejects(rows.slice(0, 0), self.name, [], []))
 
-    def _numbers(self, label: str, keys: list[int]) -> tuple[np.ndarray, list[str | None]]:
-        """Per distinct size: (refused, image, prompt, tiles, uint8 bytes, fp32 bytes, no
-        pixels) as an int64 array, and the refusal messages."""
-        known, refusals, layout = (
-            self._known[label],
-            self._errors[label],
-            self.presets[label].layout,
-        )
-        numbers = []
-        for key in keys:
-            row = known.get(key)
-            if row is None:
-                x = layout(key >> 32, key & 0xFFFFFFFF)
-                if isinstance(x, Refused):
-                    row = (1, 0, 0, 0, 0, 0, 1)
-                    refusals[key] = x.error
-                else:
-                    u8, fp32 = x.pixel_bytes_uint8, x.pixel_bytes_fp32
-                    row = (0, x.image_tokens, x.prompt_tokens, x.num_tiles, u8 or 0, fp32 or 0,
-                           int(u8 is None))  # fmt: skip
-                if len(known) < LAYOUT_CACHE:
-                    known[key] = row
-            numbers.append(row)
-        errors = [refusals.get(key) for key in keys] if refusals else [None] * len(keys)
-        return np.array(numbers, np.int64).reshape(-1, 7), errors
+    def _numbers(self, label: str, keys: np.ndarray) -> tuple[np.ndarray, list[str | None] | None]:
+        """NUMBERS of the distinct sizes `keys` (sorted), as columns (7, len(keys)), and their
+        refusal messages (None when the preset refuses none of them)."""
+        known, table = self._known[label], self._table[label]
+        at = np.searchsorted(known, keys)
+        found = at < len(known)
+        found[found] = known[at[found]] == keys[found]
+        if found.all():
+            numbers = table[:, at]
+        else:
+            new = keys[~found]
+            laid = np.array([self._layout(label, k) for k in new.tolist()], np.int64)
+            laid = laid.reshape(-1, len(NUMBERS)).T
+            numbers = np.empty((len(NUMBERS), len(keys)), np.int64)
+            numbers[:, found] = table[:, at[found]]
+            numbers[:, ~found] = laid
+            room = LAYOUT_CACHE - len(known)
+            if room > 0:  # as many as fit, smallest first
+                merged = np.concatenate([known, new[:room]])
+                order = np.argsort(merged, kind="stable")
+                self._known[label] = merged[order]
+                self._table[label] = np.concatenate([table, laid[:, :room]], axis=1)[:, order]
+        if not numbers[0].any():
+            return numbers, None
+        refusals = self._errors[label]
+        return numbers, [refusals.get(key) for key in keys.tolist()]
+
+    def _layout(self, label: str, key: int) -> tuple[int, ...]:
+        """One size's NUMBERS under one preset (its refusal message kept aside)."""
+        x = self.presets[label].layout(key >> 32, key & 0xFFFFFFFF)
+        if isinstance(x, Refused):
+            self._errors[label][key] = x.error
+            return (1, 0, 0, 0, 0, 0, 1)
+        u8, fp32 = x.pixel_bytes_uint8, x.pixel_bytes_fp32
+        return (0, x.image_tokens, x.prompt_tokens, x.num_tiles, u8 or 0, fp32 or 0,
+                int(u8 is None))  # fmt: skip
 
     def _column(
         self,
         numbers: np.ndarray,
-        errors: list[str | None],
+        errors: list[str | None] | None,
         inverse: np.ndarray,
         file_bytes: np.ndarray,
         text_tokens: np.ndarray,
     ) -> pa.Array:
-        """One preset's struct column from the rows' numbers (null where refused)."""
-        null, image, prompt = numbers[:, 0] == 1, numbers[:, 1], numbers[:, 2]
-        no_pixels = numbers[:, 6] == 1
+        """One preset's struct column from the rows' NUMBERS (columns; null where refused)."""
+        null, image, prompt = numbers[0] == 1, numbers[1], numbers[2]
+        no_pixels = numbers[6] == 1
+        # a mask only where a value is null: Arrow then needs no validity bitmap
+        mask = null if errors is not None else None
+        pixels_mask = no_pixels if no_pixels.any() else None
         sequence = prompt + text_tokens
         with np.errstate(divide="ignore", invalid="ignore"):
             per_token = file_bytes / image
+        per_token_null = null | (image == 0)
+        per_token_mask = per_token_null if per_token_null.any() else None
+        n = len(null)
         if self.context:
-            overflow, overflow_null = sequence > self.context, null
+            overflow = pa.array(sequence > self.context, pa.bool_(), mask=mask)
         else:
-            overflow, overflow_null = np.zeros(len(null), bool), np.ones(len(null), bool)
+            overflow = pa.nulls(n, pa.bool_())
         arrays = [
-            pa.array(image, pa.int64(), mask=null),
-            pa.array(prompt, pa.int64(), mask=null),
-            pa.array(numbers[:, 3], pa.int32(), mask=null),
-            pa.array(numbers[:, 4], pa.int64(), mask=no_pixels),
-            pa.array(numbers[:, 5], pa.int64(), mask=no_pixels),
-            pa.array(per_token, pa.float64(), mask=null | (image == 0)),
-            pa.array(sequence, pa.int64(), mask=null),
-            pa.array(overflow, pa.bool_(), mask=overflow_null),
-            pa.array(errors, pa.string()).take(pa.array(inverse)),
+            pa.array(image, pa.int64(), mask=mask),
+            pa.array(prompt, pa.int64(), mask=mask),
+            pa.array(numbers[3].astype(np.int32), pa.int32(), mask=mask),
+            pa.array(numbers[4], pa.int64(), mask=pixels_mask),
+            pa.array(numbers[5], pa.int64(), mask=pixels_mask),
+            pa.array(per_token, pa.float64(), mask=per_token_mask),
+            pa.array(sequence, pa.int64(), mask=mask),
+            overflow,
+            pa.array(errors, pa.string()).take(pa.array(inverse))
+            if errors is not None
+            else pa.nulls(n, pa.string()),
         ]
-        return pa.StructArray.from_arrays(arrays, fields=list(PRESET_TYPE))
+        return pa.StructArray.from_arrays(arrays, fields=_PRESET_FIELDS)
+
+
+# per distinct size: refused, image tokens, prompt tokens, tiles, uint8 bytes, fp32 bytes,
+# no pixel tensor (1/0)
+NUMBERS = ("refused", "image", "prompt", "tiles", "uint8", "fp32", "no_pixels")
+_NO_KEYS = np.empty(0, np.int64)
+_NO_NUMBERS = np.empty((len(NUMBERS), 0), np.int64)
+_PRESET_FIELDS = list(PRESET_TYPE)
 
 
 def _ints(column: pa.ChunkedArray) -> np.ndarray:
@@ -374,6 +407,7 @@ class MediaBudgetStage(Stage):
     def __init__(self, image_stages: list[Stage], video_stage: VideoBudgetStage):
         self.image_stages = image_stages
         self.video_stage = video_stage
+        self._target: tuple[pa.Schema, pa.Schema] | None = None  # (input, output) schemas
 
     def output_fields(self) -> list[pa.Field]:
         fields: dict[str, pa.Field] = {}
@@ -410,8 +444,11 @@ class MediaBudgetStage(Stage):
             rows = result.kept
             if result.rejected.num_rows:
                 rejected_parts.append(result.rejected)
-        rows = rows.append_column(MEDIA_FIELD, pa.array(["image"] * rows.num_rows, pa.string()))
-        kept = conform(rows, with_fields(schema, self.output_fields()))
+        rows = rows.append_column(MEDIA_FIELD, _repeat("image", rows.num_rows))
+        # the output schema once per input schema (metadata included), not per batch (~30 us)
+        if self._target is None or not self._target[0].equals(schema, check_metadata=True):
+            self._target = (schema, with_fields(schema, self.output_fields()))
+        kept = conform(rows, self._target[1])
         rejects = reject_schema(schema)
         if not rejected_parts:
             return StageResult(kept, rejects.empty_table())
@@ -429,9 +466,7 @@ class MediaBudgetStage(Stage):
             image_rows = result.kept
             rejected_parts.append(result.rejected)
         kept_parts.append(
-            image_rows.append_column(
-                MEDIA_FIELD, pa.array(["image"] * image_rows.num_rows, pa.string())
-            )
+            image_rows.append_column(MEDIA_FIELD, _repeat("image", image_rows.num_rows))
         )
         if videos.any():
             result = self.video_stage.process(rows.filter(pa.array(videos)))
@@ -442,3 +477,8 @@ class MediaBudgetStage(Stage):
         rejects = reject_schema(rows.schema)
         rejected = pa.concat_tables([conform(t, rejects) for t in rejected_parts])
         return StageResult(kept.drop(["__row"]), rejected.drop(["__row"]))
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """A string column of one value (no list of n Python strings to convert)."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)

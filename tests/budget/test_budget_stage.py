@@ -4,6 +4,7 @@ pixel tensor, EXIF rotation applied, overflow only with a context."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -67,3 +68,59 @@ def test_columns_equal_the_layouts_row_by_row(context, exif):
             want = expected(spec, w, h, o, 1000 * (i + 1), text[i], context, exif)
             assert got[i] == want, (spec, w, h, o)
     assert out.column("qwen2-vl").to_pylist()[2]["error"].startswith("absolute aspect ratio")
+
+
+def random_rows(rng: np.random.Generator, n: int) -> pa.Table:
+    """Sizes drawn from a small pool (so later batches find them laid out) and fresh ones,
+    refused ones (1x500, 0x0), EXIF orientations in and out of range, and nulls."""
+    pool = rng.integers(1, 6000, (40, 2))
+    sizes = np.where(rng.random((n, 1)) < 0.7, pool[rng.integers(0, 40, n)],
+                     rng.integers(0, 9000, (n, 2)))  # fmt: skip
+    sizes[rng.random(n) < 0.05] = (1, 500)
+    sizes[rng.random(n) < 0.02] = (0, 0)
+    orientation = rng.choice([None, 0, 1, 4, 5, 6, 7, 8, 9, -1, 127, -128], n).tolist()
+    return pa.table(
+        {
+            "width": pa.array(sizes[:, 0], pa.int32()),
+            "height": pa.array(sizes[:, 1], pa.int32()),
+            "exif_orientation": pa.array(orientation, pa.int8()),
+            "file_bytes": pa.array(rng.integers(0, 10**8, n), pa.int64()),
+            "caption": ["w " * int(k) for k in rng.integers(0, 300, n)],
+        }
+    )
+
+
+@pytest.mark.parametrize("context", [None, 400])
+@pytest.mark.parametrize("cache", [8192, 50, 0])
+def test_many_batches_equal_the_layouts_and_their_parquet(context, cache, monkeypatch):
+    """Batch after batch through one stage (sizes laid out in earlier batches are looked up,
+    with a full or no cache too): every row equals its layout, and the Parquet bytes of the
+    columns equal those of the same values built row by row from the layouts."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from mmtok.stages import budget as stage_module
+
+    monkeypatch.setattr(stage_module, "LAYOUT_CACHE", cache)
+    rng = np.random.default_rng(cache + (context or 0))
+    stage = BudgetStage({p: get_preset(p) for p in PRESETS}, TextCounter(), context=context)
+    stage.setup()
+    for n in (1, 256, 300, 7, 256, 1000):
+        table = random_rows(rng, n)
+        out = stage.process(table).kept
+        text = out.column("text_tokens").to_pylist()
+        o = table.column("exif_orientation").to_pylist()
+        fb = table.column("file_bytes").to_pylist()
+        w, h = table.column("width").to_pylist(), table.column("height").to_pylist()
+        for spec in PRESETS:
+            want = [expected(spec, w[i], h[i], o[i], fb[i], text[i], context, True)
+                    for i in range(n)]  # fmt: skip
+            assert out.column(spec).to_pylist() == want
+            reference = pa.table({spec: pa.array(want, out.schema.field(spec).type)})
+            files = []
+            for t in (out.select([spec]), reference):
+                buffer = io.BytesIO()
+                pq.write_table(t, buffer, compression="zstd")
+                files.append(buffer.getvalue())
+            assert files[0] == files[1]

@@ -89,3 +89,30 @@ def test_images_only_batch_equals_the_general_path(image_files, names):
         assert fast.rejected.num_rows >= 5
         assert fast.kept.num_rows + fast.rejected.num_rows == n
         assert set(fast.kept.column("media").to_pylist()) == {"image"}
+
+
+def test_one_stage_over_batches_of_several_schemas(image_files):
+    """The output schema is kept per input schema: batches of other columns, then of other
+    schema metadata, each get their own (as a fresh stage gives them), and their metadata."""
+    stage = _stage()
+    path = str(next(iter(image_files.values())))
+    base = {
+        "id": ["r0", "r1"],
+        "image": pa.array([{"path": path, "bytes": None}] * 2, IMAGE_TYPE),
+        "caption": ["a", "b"],
+    }
+    tables = [
+        pa.table(base),
+        pa.table({**base, "extra": [1, 2]}),
+        pa.table(base).replace_schema_metadata({"k": "v"}),
+        pa.table(base),
+    ]
+    for rows in tables:
+        kept = stage.process(rows).kept
+        fresh = _stage().process(rows).kept
+        assert kept.schema.equals(fresh.schema, check_metadata=True)
+        assert kept.schema.equals(
+            with_fields(rows.schema, stage.output_fields()), check_metadata=True
+        )
+        assert kept.equals(fresh)
+    assert kept.schema.metadata is None

@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-from conftest import encode, photo, write_jsonl
+from conftest import encode, photo, received_tables, write_jsonl
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -116,30 +115,31 @@ def test_sampled_budget_whatever_the_workers(mixed, tmp_path, monkeypatch, small
 
 
 def test_the_main_process_receives_no_observed_column(mixed, worker_messages):
-    """Workers send each batch's summary parts: the tables that reach this process hold only
-    a row count and reject reasons, never the probed or budget columns (nor, with --sample,
-    where this process reads the batches, the rows)."""
+    """Workers send each slice's summary parts with its end, and its batches as a row count:
+    the tables that reach this process hold only a row count and reject reasons, never the
+    probed or budget columns (nor, with --sample, where this process reads the batches, the
+    rows)."""
     document("probe", str(mixed), "-w", "2")
     document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--context", "900", "--suggest",
              "-w", "2")  # fmt: skip
     document("estimate-budget", str(mixed), "-p", "qwen2-vl", "--sample", "600", "-w", "2")
-    tables = [
-        x
-        for m in worker_messages
-        if isinstance(m, tuple)
-        for x in (*m, *(y for y in m if isinstance(y, list) for y in y))
-        if isinstance(x, pa.Table)
-    ]
-    assert len(tables) > 12
-    assert {c for t in tables for c in t.column_names} <= {"rows", "reason"}
+    messages = [m for m in worker_messages if isinstance(m, tuple)]
+    # reject reasons, and the row counts of the sampled batches (read here, run as batches)
+    tables = received_tables(messages) + [m[1][0] for m in messages if m[0] == "done"]
+    assert {c for t in tables for c in t.column_names} == {"rows", "reason"}
     parts = {
         (m[0], type(p).__name__)
         for m in worker_messages
-        if isinstance(m, tuple) and m[0] in ("batch", "done") and m[-1] is not None
+        if isinstance(m, tuple) and m[0] in ("end", "done") and m[-1] is not None
         for p in m[-1]
     }
-    assert {("batch", "ProbeSummary"), ("batch", "BudgetSummary"), ("done", "BudgetSummary"),
+    assert {("end", "ProbeSummary"), ("end", "BudgetSummary"), ("done", "BudgetSummary"),
             ("done", "VideoSummary")} <= parts  # fmt: skip
+    batches = [m for m in worker_messages if isinstance(m, tuple) and m[0] == "batch"]
+    assert len(batches) >= 12
+    # a slice's batch: its kept rows' count and no parts (they come with the slice's end)
+    assert all(type(m[1]) is int and m[-1] == [] for m in batches)
+    assert sum(m[1] for m in batches) == 2 * (ROWS - 16)  # probe's and the budget's
 
 
 SCRIPT = """
@@ -194,15 +194,32 @@ def test_a_killed_budget_run_resumes_to_the_same_document(mixed, tmp_path):
     assert resumed == reference
 
 
+@pytest.mark.parametrize("part_rows", [None, 6], ids=["parts-at-end", "parts-every-2-batches"])
 @pytest.mark.parametrize("output", [True, False, "sampled"], ids=["written", "counted", "sampled"])
-def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_files, output):
+def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(
+    tmp_path, image_files, output, part_rows, monkeypatch, worker_messages
+):
     """Row 37 kills its worker: its batch runs row by row, its slice again with that result
     (`_rerun_slice`), and the parts come from the workers as for any batch: the summary is that
     of the rows kept, in order, with and without -o, for 1 and 2 workers. "sampled": batches
-    read here (`run_local`, every row sampled), the parts of the retried rows merged in order."""
+    read here (`run_local`, every row sampled), the parts of the retried rows merged in order.
+    `part_rows` 6: a slice's parts are also sent with its batches (`SliceParts`), at batches
+    a slice run again sends again, and still merged once."""
     from poison_stages import PoisonProbe
 
+    from mmtok.engine import pipeline
     from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
+
+    if part_rows:
+        worker_output = pipeline._worker_output
+
+        def small_parts(*args):
+            spec = worker_output(*args)
+            if spec is not None:
+                spec.part_rows = part_rows
+            return spec
+
+        monkeypatch.setattr(pipeline, "_worker_output", small_parts)
     from mmtok.io.sample import SampledInputs
     from mmtok.io.sources import Inputs, ReadOptions
     from mmtok.stages.probe import ProbeSummary
@@ -232,3 +249,5 @@ def test_a_batch_retried_row_by_row_summarises_as_the_rows_kept(tmp_path, image_
     # the last: the input without row 37 (other slices and batches; the same kept rows)
     assert summaries[0]["percentiles_exact"] is False
     assert summaries[0] == summaries[1] == summaries[2]
+    sent = [m for m in worker_messages if isinstance(m, tuple) and m[0] == "batch" and m[-1]]
+    assert bool(sent) == (part_rows is not None and output != "sampled")
