@@ -508,7 +508,13 @@ class DatasetSink:
         assert not self._row_buffer and self._writer is None, "adopt() after write()"
         self._busy = True
         slices = self.root / SLICES_DIR
-        state = copy.deepcopy(self.state)
+        # a new state (the old one stands until this one is complete): only these lists grow,
+        # so they are copied, not the whole state (a deep copy per slice grew with the run)
+        state = {
+            **self.state,
+            "parts": list(self.state["parts"]),
+            "reject_chunks": list(self.state["reject_chunks"]),
+        }
         for name, rows, sha256 in output.parts:
             part = f"part-{len(state['parts']):05d}.parquet"
             os.replace(slices / name, self.build / part)
