@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmtok.engine.local import default_workers
 from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
@@ -166,7 +167,8 @@ def build_inputs(
         batch_rows=batch_rows,
         videos=videos,
     )
-    return Inputs(opts.inputs if paths is None else paths, read)
+    workers = opts.workers or default_workers()  # the scan of big JSON Lines files uses them
+    return Inputs(opts.inputs if paths is None else paths, read, workers)
 
 
 def build_output(opts: DatasetOptions) -> OutputOptions | None:

@@ -29,6 +29,7 @@ PRELOAD = [
     "mmtok.engine.worker_server",
     "mmtok.engine.workers",
     "mmtok.io.sources.slices",
+    "mmtok.io.sources.scan_pool",  # the schema scan of big JSON Lines files
     "mmtok.commands.budget",  # the shard statistics of estimate-budget
     "mmtok.stages.probe",
     "mmtok.stages.budget",

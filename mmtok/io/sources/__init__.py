@@ -134,6 +134,7 @@ class Inputs:
 
     paths: list[str]
     options: ReadOptions = field(default_factory=ReadOptions)
+    workers: int = 1  # processes the schema scan of big JSON Lines files may use
 
     def __post_init__(self):
         from mmtok.engine.process import block_pandas, is_cli_process
@@ -154,6 +155,10 @@ class Inputs:
                     self.sources.extend(_source_for(match, self.options))
             else:
                 self.sources.extend(_source_for(path, self.options))
+        if self.workers > 1:
+            from mmtok.io.sources.scan_pool import scan_in_parallel
+
+            scan_in_parallel(self.sources, self.workers)
         self._check_text_col()
         self.schema = self._schema()
 

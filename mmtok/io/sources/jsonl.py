@@ -16,8 +16,9 @@ import os
 import shutil
 import sys
 import tempfile
+from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import IO, Any
@@ -100,6 +101,48 @@ _KIND_TYPES = {
     frozenset({"int", "float"}): pa.float64(),
     frozenset({"bool"}): pa.bool_(),
 }
+
+
+@dataclass
+class ScanPart:
+    """What the scan of a part of a JSON Lines file found (`JsonLinesSource.scan_part`):
+    keys in the order they first appear, (key, type of a value) pairs, records and lines, and
+    the byte offset and lines before (from the part's start) of every `every`-th record."""
+
+    keys: dict[str, None]
+    pairs: set[tuple[str, type]]
+    count: int
+    lines: int
+    every: int
+    offsets: array
+    befores: array
+    unreadable: bool
+
+
+class ScanTotals:
+    """The parts of one file's scan added in file order: what a scan of the whole file would
+    have found, with the slice marks at every `batch_rows`-th record of the file."""
+
+    def __init__(self, batch_rows: int):
+        self.batch_rows = batch_rows
+        self.keys: dict[str, None] = {}
+        self.pairs: set[tuple[str, type]] = set()
+        self.count = self.lines = 0
+        self.marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
+        self.unreadable = False
+
+    def add(self, part: ScanPart) -> None:
+        first = -self.count % self.batch_rows  # the part's first record that starts a batch
+        if first % part.every or self.batch_rows % part.every:
+            raise ValueError("a part's marks do not fall on the file's batches")
+        for i in range(first, part.count, self.batch_rows):
+            j = i // part.every
+            self.marks.append((part.offsets[j], self.count + i, self.lines + part.befores[j]))
+        self.keys.update(part.keys)
+        self.pairs |= part.pairs
+        self.count += part.count
+        self.lines += part.lines
+        self.unreadable = self.unreadable or part.unreadable
 
 
 @dataclass
@@ -290,19 +333,22 @@ class JsonLinesSource(Source):
             except READ_ERRORS as e:
                 yield lineno + 1, _unreadable(lineno, e), offset
 
-    def _scan_chunks(self) -> Iterator[tuple[list[Any], Callable[[int], tuple[int, int]]]]:
-        """`_parsed(parse=_scan_json)` a chunk of lines at a time, as (records, where the i-th
-        record is: its byte offset and the lines before it); a line that starts with its value
-        and ends after it is decoded at once (as `batches` does), any other by `_scan_json`."""
-        lineno, offset = 0, 0
+    def _scan_chunks(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[list[Any], Sequence[int], Sequence[int], list[str]]]:
+        """`_parsed(parse=_scan_json)` of the lines from byte `start` to `stop`, a chunk of
+        lines at a time, as (records, the byte offset of each, the lines before each from
+        `start`, the chunk's lines); a line that starts with its value and ends after it is
+        decoded at once (as `batches` does), any other by `_scan_json`."""
+        lineno, offset = 0, start
         scan_once = _scan_decoder.scan_once
         with open_binary(self.path) as f:
-            chunks = _line_chunks(f, 0, None)
+            chunks = _seek_chunks(f, start, stop)
             while True:
                 try:
                     chunk = next(chunks, None)
                 except READ_ERRORS as e:
-                    yield [_unreadable(lineno, e)], lambda i, at=(offset, lineno): at
+                    yield [_unreadable(lineno, e)], [offset], [lineno], []
                     return
                 if chunk is None:
                     return
@@ -328,27 +374,32 @@ class JsonLinesSource(Source):
                 if blank:  # records are the lines that are not blank
                     kept = [i for i, r in enumerate(records) if r is not _BLANK]
                     records = [records[i] for i in kept]
-                yield records, lambda i, k=kept, s=starts, n=lineno: (s[k[i]], n + k[i])
+                if blank:
+                    yield records, [starts[i] for i in kept], [lineno + i for i in kept], lines
+                else:
+                    yield records, starts, range(lineno, lineno + len(lines)), lines
                 lineno += len(lines)
                 offset = starts[-1]
 
-    def _scan(self) -> None:
-        """One pass over the file: passthrough column types (JSON has no schema), row count,
-        and where every `batch_rows`-th record starts (the places slices may cut)."""
-        if hasattr(self, "_fields"):
-            return
+    def scan_part(self, start: int = 0, stop: int | None = None, every: int = 1) -> ScanPart:
+        """One pass over the lines from byte `start` to `stop` (a cut after a line end, or
+        the whole file): their keys and value types, and where every `every`-th record is."""
         keys: dict[str, None] = {}  # in the order they first appear
         pairs: set[tuple[str, type]] = set()  # (key, type of a value)
         shapes: set[tuple] = set()  # (*keys, *types of their values) of a record
-        count = 0
-        marks: list[tuple[int, int, int]] = []  # (byte offset, row number, lines before)
+        count = lines = 0
+        offsets, befores = array("q"), array("q")
         unreadable = False
-        batch_rows = self.options.batch_rows
-        for records, place in self._scan_chunks():
-            for i in range(-count % batch_rows, len(records), batch_rows):
-                at, before = place(i)
-                marks.append((at, count + i, before))
+        for records, at, before, chunk_lines in self._scan_chunks(start, stop):
+            if every == 1:
+                offsets.extend(at[: len(records)])
+                befores.extend(before)
+            else:
+                for i in range(-count % every, len(records), every):
+                    offsets.append(at[i])
+                    befores.append(before[i])
             count += len(records)
+            lines += len(chunk_lines)
             for record in records:
                 if type(record) is not dict:
                     unreadable = unreadable or (isinstance(record, Unparsed) and not record.text)
@@ -361,11 +412,25 @@ class JsonLinesSource(Source):
                     half = len(shape) // 2
                     keys.update(dict.fromkeys(shape[:half]))
                     pairs.update(zip(shape[:half], shape[half:], strict=True))
-        kinds: dict[str, set[str]] = {key: set() for key in keys}
-        for key, kind in pairs:
+        return ScanPart(keys, pairs, count, lines, every, offsets, befores, unreadable)
+
+    def _scan(self) -> None:
+        """One pass over the file: passthrough column types (JSON has no schema), row count,
+        and where every `batch_rows`-th record starts (the places slices may cut). A big file
+        may have been scanned in parts by other processes instead (`scan_in_parallel`)."""
+        if hasattr(self, "_fields"):
+            return
+        scan = ScanTotals(self.options.batch_rows)
+        scan.add(self.scan_part(every=self.options.batch_rows))
+        self.use_scan(scan)
+
+    def use_scan(self, scan: ScanTotals) -> None:
+        """Take what the scan of the whole file found (`_scan`)."""
+        kinds: dict[str, set[str]] = {key: set() for key in scan.keys}
+        for key, kind in scan.pairs:
             kinds[key].add(_TYPE_KINDS[kind])
         # a file read whole: gzip cannot seek, and an unreadable file is read as it reads
-        self._marks = [] if unreadable or self.path.endswith(".gz") else marks
+        self._marks = [] if scan.unreadable or self.path.endswith(".gz") else scan.marks
         names = sorted(valid_text(k) for k in kinds)
         if names:  # a column no row has is a typo in a flag, not a property of every row
             self._require_image_col(names)
@@ -382,7 +447,7 @@ class JsonLinesSource(Source):
                 self._fields.append(pa.field(out, _KIND_TYPES.get(self._kinds[key], pa.string())))
                 if self._kinds[key] not in _KIND_TYPES:
                     self._json_columns.add(key)
-        self._count = count
+        self._count = scan.count
 
     def slices(self, index: int, rows: int) -> list[Slice]:
         """Byte ranges of about `rows` records, cut where a record starts (`byte_slices`)."""
@@ -627,9 +692,11 @@ class JsonArraySource(JsonLinesSource):
 
     batches = Source.batches  # the items of one parsed document: no lines to read fast
 
-    def _scan_chunks(self) -> Iterator[tuple[list[Any], Callable[[int], tuple[int, int]]]]:
-        items = list(self._parsed(parse=_scan_json))
-        yield [r for _, r, _ in items], lambda i: (items[i][2], items[i][0] - 1)
+    def _scan_chunks(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[list[Any], Sequence[int], Sequence[int], list[str]]]:
+        items = list(self._parsed(parse=_scan_json))  # one document: scanned whole
+        yield [r for _, r, _ in items], [at for *_, at in items], [n - 1 for n, *_ in items], []
 
     def slices(self, index: int, rows: int) -> list[Slice]:
         self._scan()
