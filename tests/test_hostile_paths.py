@@ -59,3 +59,21 @@ def test_video_paths_no_file_has_are_rejects(tmp_path):
     rejects = pq.read_table(out / "__mmtok__" / "rejects.parquet").to_pylist()
     assert sorted(r["reason"] for r in rejects) == ["bad_record", *["missing_file"] * 3], rejects
     assert any("raw%FF.mp4" in r["message"] for r in rejects)
+
+
+def test_a_file_uri_with_raw_bytes_names_its_file(tmp_path, image_files):
+    """A file: URI read from bytes that are not UTF-8 (a name in Latin-1) opens the file of
+    that name, as the same path without `file://` and percent-encoded do."""
+    folder = bytes(tmp_path)
+    with open(folder + b"/caf\xe9.jpg", "wb") as f:
+        f.write(image_files["baseline_640x480.jpg"].read_bytes())
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(
+        b'{"image": "file://%s/caf\xe9.jpg"}\n{"image": "%s/caf\xe9.jpg"}\n'
+        b'{"image": "file://%s/caf%%E9.jpg"}\n' % (folder, folder, folder)
+    )
+    result = runner.invoke(app, ["probe", str(rows), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["counts"]["out"] == 3, report
+    assert report["percentiles"]["width"]["p50"] == 640

@@ -51,7 +51,8 @@ def local_path(text: str) -> str:
         if host not in ("", "localhost"):
             return text  # a remote host: not a local file, left as given
         rest = slash + tail
-    return os.fsdecode(unquote_to_bytes(rest))
+    # as bytes: a URI read from bytes that are not UTF-8 holds them as surrogate escapes
+    return os.fsdecode(unquote_to_bytes(os.fsencode(rest)))
 
 
 def name_text(raw: bytes) -> tuple[str, str | None]:

@@ -118,8 +118,9 @@ def test_jsonl_path_that_is_not_utf8_finds_its_file_and_round_trips(tmp_path, la
 
 
 def test_image_path_that_no_file_name_can_hold_is_a_bad_record(tmp_path):
-    """A lone surrogate from a JSON escape is no byte of a file name, nor is a raw byte that is
-    not UTF-8 inside a `file:` URI: the record is a bad_record reject (it crashed the run)."""
+    """A lone surrogate from a JSON escape is no byte of a file name: the record is a
+    bad_record reject (it crashed the run). A raw byte that is not UTF-8 is one, in a `file:`
+    URI too: that row is kept (`tests/test_hostile_paths.py` opens its file)."""
     path = write_lines(
         tmp_path / "r.jsonl",
         [
@@ -130,8 +131,9 @@ def test_image_path_that_no_file_name_can_hold_is_a_bad_record(tmp_path):
         ],
     )
     _, rows, rejects = read_all([path])
-    assert [r["caption"] for r in rows] == ["fine"]
-    assert [r["caption"] for r in rejects] == ["half an emoji", "raw byte", "struct"]
+    assert [r["caption"] for r in rows] == ["raw byte", "fine"]
+    assert rows[0]["image"]["path"] == "file:///x/caf%E9.jpg"  # valid text naming its bytes
+    assert [r["caption"] for r in rejects] == ["half an emoji", "struct"]
     assert all(r["reason"] == "bad_record" for r in rejects)
     assert all("cannot be a file name" in r["message"] for r in rejects)
     assert rejects[0]["message"].startswith("line 1: image path 'a\\ud83d.jpg'")
