@@ -45,6 +45,7 @@ from mmtok.io.sources.jsonl import (
     StdinSource,
     looks_like_json_document,
 )
+from mmtok.io.sources.spool import STREAM_ENDINGS, is_stream, spool
 from mmtok.io.sources.tabular import CsvSource, ParquetSource
 from mmtok.io.sources.values import caption_value, image_value, resolve_image_path, row_id
 from mmtok.io.sources.webdataset import WDS_IMAGE_EXTENSIONS, WebDatasetSource
@@ -106,6 +107,8 @@ def _source_for(path: str, options: ReadOptions) -> list[Source]:
         return [FolderSource(path, options)]
     if not p.exists():
         raise MmtokError(f"input not found: {path}")
+    if is_stream(path):
+        return [_stream_source(path, options)]
     name = p.name.lower().removesuffix(".gz")
     if name.endswith(".json") and looks_like_json_document(path):
         return [JsonArraySource(path, options)]
@@ -126,6 +129,30 @@ def _source_for(path: str, options: ReadOptions) -> list[Source]:
         hint="inputs are .jsonl/.ndjson/.json(.gz), .csv/.tsv, .parquet, .tar WebDataset shards, "
         "image files, a folder of images, an mmtok output folder, or - for JSON Lines on stdin",
     )
+
+
+def _stream_source(path: str, options: ReadOptions) -> Source:
+    """A pipe (`<(zcat rows.jsonl.gz)`, a named pipe, /dev/stdin) copied to a temporary file
+    and read as the file its name, or its first bytes, say it is (`spool`)."""
+    name = os.path.basename(path)
+    if "." in name and not name.lower().endswith(STREAM_ENDINGS):
+        raise MmtokError(
+            f"{path} is a pipe, and its name is not one of a data format",
+            hint="pipes carry .jsonl/.ndjson/.json(.gz), .csv/.tsv, .parquet or .tar data; "
+            "image and video files are read from disk",
+        )
+    with open(path, "rb") as stream:
+        copy = spool(stream, name)
+    try:
+        (source,) = _source_for(copy, options)
+    except MmtokError as e:
+        os.unlink(copy)
+        raise MmtokError(str(e).replace(copy, path), hint=e.hint) from None
+    except BaseException:
+        os.unlink(copy)
+        raise
+    source.spooled_from(path)
+    return source
 
 
 @dataclass

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -276,6 +278,7 @@ class Source:
 
     kind = "?"
     unit = "row"  # what `where` counts in reject messages: line, row, item, ...
+    spooled = False  # read from a copy of a pipe (`mmtok.io.sources.spool`), removed with it
 
     def __init__(self, path: str, options: ReadOptions, display: str | None = None):
         self.path = path
@@ -295,8 +298,24 @@ class Source:
 
     @property
     def id_key(self) -> str:
-        """What row ids hash: the absolute path, so the same file gives the same ids."""
-        return os.path.abspath(self.path) if self.display == self.path else self.display
+        """What row ids hash: the absolute path, so the same file gives the same ids (a pipe's
+        own name, not its copy's)."""
+        if self.display == self.path:
+            return os.path.abspath(self.path)
+        return self.__dict__.get("_id_key", self.display)
+
+    def spooled_from(self, name: str) -> None:
+        """This source reads a copy of the pipe `name` (`spool`): messages, the `source` column
+        and row ids name the pipe; relative image paths resolve against its folder, or the
+        current one for a shell's /dev/fd/N and /dev/stdin."""
+        self.spooled = True
+        self.display = name
+        self.source_text = name if is_valid_text(name) else path_text(os.path.abspath(name))
+        absolute = os.path.abspath(name)
+        if absolute.startswith(("/dev/", "/proc/")):
+            self.base_dir, self._id_key = os.getcwd(), name
+        else:
+            self.base_dir, self._id_key = os.path.dirname(absolute), absolute
 
     def passthrough_fields(self) -> list[pa.Field]:
         return []
@@ -348,6 +367,10 @@ class Source:
         return builder
 
     def fingerprint(self) -> dict:
+        if self.spooled:  # a new copy each run: known by its content
+            with open(self.path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            return {"path": self.source_text, "kind": self.kind, "sha256": digest}
         st = os.stat(self.path)
         return {
             "path": self.source_text,
@@ -413,6 +436,14 @@ class Source:
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_row_helpers"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _copy=True)  # a worker's copy: a spool is not its own
+
+    def __del__(self):
+        if self.spooled and not self.__dict__.get("_copy"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def _row(self, record: dict, rowno: int) -> dict:
         """A row dict in the output schema from one input record (a dict of column values)."""

@@ -7,15 +7,11 @@ tests hold the fast path to."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +32,7 @@ from mmtok.io.sources.base import (
     _BatchBuilder,
     byte_slices,
 )
+from mmtok.io.sources.spool import spool
 from mmtok.io.sources.values import (
     MESSAGE_TEXT,
     READ_ERRORS,
@@ -728,22 +725,6 @@ class StdinSource(JsonLinesSource):
     kind = "stdin"
 
     def __init__(self, options: ReadOptions):
-        with tempfile.NamedTemporaryFile(
-            prefix="mmtok-stdin-", suffix=".jsonl", delete=False
-        ) as spool:
-            shutil.copyfileobj(sys.stdin.buffer, spool)
-        super().__init__(spool.name, options, display="<stdin>")
+        super().__init__(spool(sys.stdin.buffer, ".jsonl"), options, display="<stdin>")
+        self.spooled = True
         self.base_dir = os.getcwd()  # relative paths on stdin are relative to where mmtok runs
-
-    def fingerprint(self) -> dict:
-        with open(self.path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return {"path": self.display, "kind": self.kind, "sha256": digest}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _copy=True)  # a worker's copy: the spool is not its own
-
-    def __del__(self):
-        if not self.__dict__.get("_copy"):
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)

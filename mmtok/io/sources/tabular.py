@@ -174,7 +174,7 @@ class ParquetSource(Source):
     def __setstate__(self, state: dict) -> None:
         import pyarrow.parquet as pq
 
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self.file = pq.ParquetFile(self.path)
 
     def slices(self, index: int, rows: int) -> list[Slice]:
