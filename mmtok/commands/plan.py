@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -19,6 +20,7 @@ from mmtok.engine.local import default_workers
 from mmtok.engine.pipeline import Observer, OutputOptions, run_pipeline
 from mmtok.engine.stage import Stage
 from mmtok.errors import MmtokError
+from mmtok.io.encoding import is_valid_text
 from mmtok.io.sources import Inputs, ReadOptions
 
 from .options import DatasetOptions, parse_size
@@ -178,6 +180,11 @@ def build_output(opts: DatasetOptions) -> OutputOptions | None:
         if opts.resume or opts.overwrite:
             raise MmtokError("--resume and --overwrite need an output folder (-o)")
         return None
+    if not is_valid_text(path):  # pyarrow takes paths as UTF-8 text only
+        raise MmtokError(
+            f"the output folder's name is not UTF-8: {os.fsencode(path)!r}",
+            hint="name the output folder in UTF-8 (inputs may have any name)",
+        )
     if path == "-" and opts.resume:
         raise MmtokError("--resume needs an output folder; stdout cannot be resumed")
     if path != "-" and opts.rejects:

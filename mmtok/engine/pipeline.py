@@ -528,4 +528,7 @@ def _batches_after(
 
 
 def command_line() -> str:
-    return " ".join(["mmtok", *sys.argv[1:]])
+    """The command as run, as valid text: an argument's bytes that are not UTF-8 (a file name
+    in Latin-1) are written as backslash escapes (`caf\\xe9.jsonl`)."""
+    args = (os.fsencode(a).decode("utf-8", "backslashreplace") for a in sys.argv[1:])
+    return " ".join(["mmtok", *args])

@@ -9,7 +9,7 @@ from typing import IO
 import pyarrow as pa
 
 from mmtok.errors import MmtokError
-from mmtok.io.encoding import valid_text
+from mmtok.io.encoding import is_valid_text, valid_text
 from mmtok.io.sources.base import BadRecord, ReadOptions, Slice, Source, byte_slices
 from mmtok.io.sources.jsonl import _decoded_lines, open_binary
 from mmtok.io.sources.values import MESSAGE_TEXT, READ_ERRORS, RecordError
@@ -138,15 +138,22 @@ class CsvSource(Source):
 # --- Parquet ------------------------------------------------------------------------------
 
 
+def _parquet_file(path: str):
+    """`pq.ParquetFile` of `path`; a name that is not UTF-8 (which pyarrow cannot take as
+    text) is opened here and read through the file object."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path if is_valid_text(path) else open(path, "rb"))  # noqa: SIM115
+
+
 class ParquetSource(Source):
     kind = "parquet"
 
     def __init__(self, path: str, options: ReadOptions):
-        import pyarrow.parquet as pq  # here: a worker reading JSON Lines never needs it (5 ms)
 
         super().__init__(path, options)
         try:
-            self.file = pq.ParquetFile(path)
+            self.file = _parquet_file(path)
         except (OSError, pa.ArrowException) as e:
             raise MmtokError(f"cannot read Parquet file {path}: {e}") from None
         names = self.file.schema_arrow.names
@@ -172,10 +179,9 @@ class ParquetSource(Source):
         return {k: v for k, v in super().__getstate__().items() if k != "file"}  # reopened
 
     def __setstate__(self, state: dict) -> None:
-        import pyarrow.parquet as pq
 
         super().__setstate__(state)
-        self.file = pq.ParquetFile(self.path)
+        self.file = _parquet_file(self.path)
 
     def slices(self, index: int, rows: int) -> list[Slice]:
         """Ranges of whole row groups of about `rows` rows (at least one group each)."""
