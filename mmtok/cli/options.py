@@ -307,8 +307,9 @@ def run_dataset(opts: Any, build: Any, render: Any, cli: dict[str, Any]) -> Any:
 
         typer.echo(recipes.dumps(recipes.from_options(opts)), nl=False)
         return None
-    plan = build(opts)
     reporter = reporter_for(opts, cli["quiet"], cli["as_json"])
+    with reporter.status("reading the inputs' columns (JSON Lines are scanned once)"):
+        plan = build(opts)
     executor = Executor.for_options(opts, progress=reporter.progress, command=command_line())
     document = executor.run(plan)
     say_problems(reporter, plan.problems(), stderr_is_data=stderr_is_data(opts))

@@ -57,6 +57,16 @@ class Reporter:
         return Console(file=self._err_file, soft_wrap=True)
 
     @contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        """A spinner with `text` on a terminal while work with no count runs (nothing when
+        piped); it leaves no line behind."""
+        if not self.show_progress:
+            yield
+            return
+        with self.err.status(text, spinner="dots"):
+            yield
+
+    @contextmanager
     def progress(self, description: str) -> Iterator[tuple[Callable, Callable]]:
         """Yields (on_start(total, done), on_progress(done, rejected)) for `run_pipeline`."""
         if not self.show_progress:
