@@ -367,11 +367,9 @@ class JsonLinesSource(Source):
                         if rest != "\n" and rest.strip(_JSON_SPACE):
                             value = _scan_json(line)
                     append(value)
-                kept = range(len(records))
                 if blank:  # records are the lines that are not blank
                     kept = [i for i, r in enumerate(records) if r is not _BLANK]
                     records = [records[i] for i in kept]
-                if blank:
                     yield records, [starts[i] for i in kept], [lineno + i for i in kept], lines
                 else:
                     yield records, starts, range(lineno, lineno + len(lines)), lines
