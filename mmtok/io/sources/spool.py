@@ -3,8 +3,9 @@ which is /dev/fd/63) are copied to a temporary file first, and read from there: 
 input more than once (the schema scan, then each slice; dedup makes two passes), and a second
 open of a pipe waits for a writer that never comes. The copy is named so that its format is
 told as the original's name tells it; a name that tells nothing (/dev/fd/63) is told by the
-first bytes (gzip, Parquet, tar), else it is JSON Lines, as on stdin. The copy is removed with
-its source (`Source.__del__`), and a resumed run knows the same data by its content."""
+first bytes (gzip, Parquet, tar; lines with no JSON object and a header with commas or tabs:
+CSV or TSV), else it is JSON Lines, as on stdin. The copy is removed with its source
+(`Source.__del__`), and a resumed run knows the same data by its content."""
 
 from __future__ import annotations
 
@@ -53,16 +54,33 @@ def spool(stream: BinaryIO, name: str) -> str:
 def _ending_of(path: str) -> str:
     """The ending that the first bytes of an unnamed stream call for."""
     with open(path, "rb") as f:
-        head = f.read(512)
+        head = f.read(_HEAD)
     if head[:2] == b"\x1f\x8b":
         try:
             with gzip.open(path, "rb") as g:
-                inner = g.read(512)
+                inner = g.read(_HEAD)
         except (OSError, EOFError):
             inner = b""
-        return ".tar.gz" if inner[257:262] == b"ustar" else ".jsonl.gz"
+        return ".tar.gz" if inner[257:262] == b"ustar" else _text_ending(inner) + ".gz"
     if head[:4] == b"PAR1":
         return ".parquet"
     if head[257:262] == b"ustar":
         return ".tar"
-    return ".jsonl"
+    return _text_ending(head)
+
+
+_HEAD = 1 << 16  # bytes looked at: a CSV header line fits
+
+
+def _text_ending(head: bytes) -> str:
+    """JSON Lines when any of the first lines starts as JSON does (a damaged first line
+    stays one reject), or there is no text; else a header line: tab-separated when it has a
+    tab, comma-separated when it has a comma; else JSON Lines, whose reader says what is
+    wrong."""
+    lines = [x.strip() for x in head.removeprefix(b"\xef\xbb\xbf").splitlines()[:20]]
+    lines = [x for x in lines if x]
+    if not lines or any(x[:1] in (b"{", b"[") for x in lines):
+        return ".jsonl"
+    if b"\t" in lines[0]:
+        return ".tsv"
+    return ".csv" if b"," in lines[0] else ".jsonl"
