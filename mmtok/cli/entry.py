@@ -29,24 +29,25 @@ def main() -> None:
     try:
         # the command is the first word that is not an option (the root has only flags)
         name = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        if name in WORKER_COMMANDS and not {"-h", "--help"} & set(sys.argv):
-            from mmtok.engine.process import start_worker_server
+        with _ctrl_c_after():  # a Ctrl-C inside an extension's import breaks it for good
+            if name in WORKER_COMMANDS and not {"-h", "--help"} & set(sys.argv):
+                from mmtok.engine.process import start_worker_server
 
-            # first, before Typer and rich: it loads what workers need while this process
-            # starts, and the first workers wait for it
-            start_worker_server()
-        import typer
+                # first, before Typer and rich: it loads what workers need while this
+                # process starts, and the first workers wait for it
+                start_worker_server()
+            import typer
 
-        from mmtok.cli import output
-        from mmtok.cli.app import COMMANDS, build
-        from mmtok.cli.output import print_error
-        from mmtok.errors import MmtokError
+            from mmtok.cli import output
+            from mmtok.cli.app import COMMANDS, build
+            from mmtok.cli.output import print_error
+            from mmtok.errors import MmtokError
 
-        if name in COMMANDS:
-            app = build([name])
-        else:  # the root's help, --version, or an unknown command: the names and summaries
-            completing = any(k.endswith("_COMPLETE") for k in os.environ)
-            app = build(COMMANDS, listing=not completing)
+            if name in COMMANDS:
+                app = build([name])
+            else:  # the root's help, --version, or an unknown command: names and summaries
+                completing = any(k.endswith("_COMPLETE") for k in os.environ)
+                app = build(COMMANDS, listing=not completing)
         try:
             code = app(standalone_mode=False)
         except typer.TyperException as e:  # the parser's errors: bad flags, bad values
@@ -84,6 +85,24 @@ def main() -> None:
         _flush()
         os._exit(0)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """A Ctrl-C meanwhile is raised at the end, not inside: a KeyboardInterrupt in the middle
+    of numpy's import left it half-loaded, and the next import of it failed with "cannot load
+    module more than once per process" and a traceback (about 0.3 s after start)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # Ctrl-C ignored (a background job of a script) or handled by someone else
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def _is_the_executable() -> bool:
