@@ -145,11 +145,10 @@ def _stream_source(path: str, options: ReadOptions) -> Source:
         copy = spool(stream, name)
     try:
         (source,) = _source_for(copy, options)
-    except MmtokError as e:
+    except BaseException as e:
         os.unlink(copy)
-        raise MmtokError(str(e).replace(copy, path), hint=e.hint) from None
-    except BaseException:
-        os.unlink(copy)
+        if isinstance(e, MmtokError):  # it names the pipe, not its copy
+            raise MmtokError(str(e).replace(copy, path), hint=e.hint) from None
         raise
     source.spooled_from(path)
     return source

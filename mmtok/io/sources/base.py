@@ -273,6 +273,12 @@ class _BatchBuilder:
         return problems
 
 
+def _display_text(display: str) -> str:
+    """An input's name as valid text (the `source` column): a name that is not UTF-8 as the
+    `file:` URI of its absolute path."""
+    return display if is_valid_text(display) else path_text(os.path.abspath(display))
+
+
 class Source:
     """One input: a file or folder. Subclasses read it row by row or batch by batch."""
 
@@ -283,11 +289,7 @@ class Source:
     def __init__(self, path: str, options: ReadOptions, display: str | None = None):
         self.path = path
         self.display = display or path
-        self.source_text = (
-            self.display
-            if is_valid_text(self.display)
-            else path_text(os.path.abspath(self.display))
-        )
+        self.source_text = _display_text(self.display)
         self.options = options
         self.base_dir = os.path.dirname(os.path.abspath(path))
         self.notes: dict[str, int] = {}
@@ -309,8 +311,7 @@ class Source:
         and row ids name the pipe; relative image paths resolve against its folder, or the
         current one for a shell's /dev/fd/N and /dev/stdin."""
         self.spooled = True
-        self.display = name
-        self.source_text = name if is_valid_text(name) else path_text(os.path.abspath(name))
+        self.display, self.source_text = name, _display_text(name)
         absolute = os.path.abspath(name)
         if absolute.startswith(("/dev/", "/proc/")):
             self.base_dir, self._id_key = os.getcwd(), name
